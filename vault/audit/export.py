@@ -1,0 +1,64 @@
+"""The NDJSON export (SPEC §7): every entry in order, then the checkpoints with ``kind``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
+from vault.audit.entry import Entry, entry_from_dict
+from vault.crypto.canonical import canonical_json
+from vault.errors import MalformedExport
+
+CHECKPOINT_KIND = "checkpoint"
+
+
+def checkpoint_line(checkpoint: Checkpoint) -> str:
+    return canonical_json({**checkpoint.to_dict(), "kind": CHECKPOINT_KIND}).decode("utf-8")
+
+
+def _parse(number: int, line: str) -> object:
+    if not line.strip():
+        raise MalformedExport(number, "empty line")
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise MalformedExport(number, "not a JSON object (garbage in the export?)") from None
+
+
+def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
+    """First pass over an export: collect its well-formed checkpoint lines."""
+    found: list[Checkpoint] = []
+    for line in lines:
+        if '"kind"' not in line:
+            continue
+        try:
+            obj = json.loads(line)
+            if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND:
+                found.append(checkpoint_from_dict(obj))
+        except ValueError:
+            continue  # the second pass stops at this line and says what is wrong with it
+    return found
+
+
+def read_entries(lines: Iterable[str]) -> Iterator[Entry]:
+    """Second pass: yield entries in file order; raise ``MalformedExport`` at the first bad line."""
+    seen_checkpoint = False
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\n")
+        obj = _parse(number, text)
+        if isinstance(obj, dict) and "kind" in obj:
+            if obj["kind"] != CHECKPOINT_KIND:
+                raise MalformedExport(number, f"unknown line kind {obj['kind']!r}")
+            try:
+                checkpoint_from_dict(obj)
+            except ValueError as exc:
+                raise MalformedExport(number, str(exc)) from None
+            seen_checkpoint = True
+            continue
+        if seen_checkpoint:
+            raise MalformedExport(number, "an entry follows the checkpoints")
+        try:
+            yield entry_from_dict(obj)
+        except ValueError as exc:
+            raise MalformedExport(number, str(exc)) from None

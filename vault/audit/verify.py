@@ -1,0 +1,94 @@
+"""Whole-log verification: the chain, the signed checkpoints, and a reviewer's saved checkpoint.
+
+The same function serves ``GET /v1/audit/verify``, ``dvault audit verify`` on the database, and
+``dvault audit verify --file`` on an export; it streams the entries (memory stays flat) and stops
+at the first bad seq.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from vault.audit.chain import ChainWalker
+from vault.audit.checkpoint import Checkpoint, verify_checkpoint
+from vault.audit.entry import Entry
+from vault.errors import AuditError, ChainBroken, CheckpointSignatureInvalid, MalformedExport
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    seq: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    checkpoints_ok: bool
+    first_error: Failure | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "checkpoints_ok": self.checkpoints_ok,
+            "first_error": self.first_error.to_dict() if self.first_error else None,
+        }
+
+
+def verify_log(
+    entries: Iterable[Entry],
+    checkpoints: Iterable[Checkpoint],
+    lookup: Callable[[str], Ed25519PublicKey | None],
+    *,
+    trusted: Iterable[Checkpoint] = (),
+) -> Report:
+    """Verify everything; never raises for a bad log (the report says what is wrong)."""
+    failures: list[Failure] = []
+    checkpoints_ok = True
+    anchors: dict[int, list[str]] = defaultdict(list)
+    for checkpoint in [*checkpoints, *trusted]:
+        try:
+            verify_checkpoint(checkpoint, lookup)
+        except CheckpointSignatureInvalid as exc:
+            checkpoints_ok = False
+            failures.append(Failure(exc.seq, str(exc)))
+            continue
+        anchors[checkpoint.seq].append(checkpoint.hash)
+
+    walker = ChainWalker(anchors=anchors)
+    try:
+        for entry in entries:
+            walker.feed(entry)
+        walker.finish()
+    except ChainBroken as exc:
+        failures.append(Failure(exc.seq, exc.reason))
+        if exc.code == "checkpoint_mismatch":
+            checkpoints_ok = False
+    except MalformedExport as exc:
+        failures.append(Failure(walker.head.seq + 1, str(exc)))
+    except AuditError as exc:  # any other audit refusal still names where the walk stopped
+        failures.append(Failure(walker.head.seq + 1, exc.description))
+
+    first = min(failures, key=lambda failure: failure.seq) if failures else None
+    return Report(
+        ok=first is None,
+        entries=walker.count,
+        head_seq=walker.head.seq,
+        head_hash=walker.head.hash,
+        checkpoints_ok=checkpoints_ok,
+        first_error=first,
+    )

@@ -1,0 +1,117 @@
+"""Settings: one frozen object, read from ``VAULT_*`` environment variables, overridden by flags.
+
+Nothing is read at import time. ``load_settings()`` builds the object; everything else receives it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vault.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    home: Path
+    database_url: str
+    master_key: str | None  # base64url text; never logged
+    master_key_file: Path
+    issuer: str
+    audience: str
+    default_ttl: int
+    max_ttl: int
+    require_reason: bool
+    checkpoint_every: int
+    checkpoint_log: Path
+    scopes_file: Path | None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    leeway_seconds: int = 30
+    max_body_bytes: int = 64 * 1024
+    # Group commit: at most this many audit entries share one durable transaction.
+    commit_batch_max: int = 256
+    # How long a process trusts its cached key set before looking for rotations.
+    key_refresh_seconds: float = 5.0
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Flags win over the environment; ``None`` means "flag not given"."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def __repr__(self) -> str:  # keep the master key out of every repr and traceback
+        return f"Settings(home={str(self.home)!r}, database={redact_url(self.database_url)!r})"
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL for logs and messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the ``VAULT_*`` variables; raise ``ConfigError`` with one clear line on bad input."""
+    env = os.environ if env is None else env
+    home = Path(env.get("VAULT_HOME") or ".vault").expanduser()
+    database_url = env.get("VAULT_DATABASE_URL") or f"sqlite:///{(home / 'vault.db').as_posix()}"
+    master_key_file = Path(env.get("VAULT_MASTER_KEY_FILE") or home / "master.key").expanduser()
+    default_ttl = _int(env, "VAULT_DEFAULT_TTL", 300)
+    max_ttl = _int(env, "VAULT_MAX_TTL", 3600)
+    if default_ttl > max_ttl:
+        raise ConfigError(f"VAULT_DEFAULT_TTL ({default_ttl}) exceeds VAULT_MAX_TTL ({max_ttl})")
+    scopes_file = env.get("VAULT_SCOPES_FILE")
+    return Settings(
+        home=home,
+        database_url=database_url,
+        master_key=env.get("VAULT_MASTER_KEY") or None,
+        master_key_file=master_key_file,
+        issuer=env.get("VAULT_ISSUER") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+        audience=env.get("VAULT_AUDIENCE") or "open-webui",
+        default_ttl=default_ttl,
+        max_ttl=max_ttl,
+        require_reason=_bool(env, "VAULT_REQUIRE_REASON", True),
+        checkpoint_every=_int(env, "VAULT_CHECKPOINT_EVERY", 1000),
+        checkpoint_log=Path(
+            env.get("VAULT_CHECKPOINT_LOG") or home / "checkpoints.jsonl"
+        ).expanduser(),
+        scopes_file=Path(scopes_file).expanduser() if scopes_file else None,
+        host=env.get("VAULT_HOST") or DEFAULT_HOST,
+        port=_int(env, "VAULT_PORT", DEFAULT_PORT),
+        workers=_int(env, "VAULT_WORKERS", 1),
+        commit_batch_max=_int(env, "VAULT_COMMIT_BATCH_MAX", 256),
+    )

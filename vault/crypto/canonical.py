@@ -1,0 +1,74 @@
+"""Canonical JSON (RFC 8785, JCS) for the values the vault signs and hashes.
+
+The vault only ever canonicalizes strings, integers, booleans, null, lists and objects with string
+keys; floats are refused, and so are integers beyond ±(2**53 - 1), whose JCS spelling differs from
+Python's. Within that domain JCS is exactly ``json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)``, because keys within the Basic Multilingual Plane sort the same by UTF-16 code
+units (JCS) as by code points (Python). Keys with characters above U+FFFF are refused rather than
+risk sorting them wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class NotCanonicalizable(ValueError):
+    """The value holds something JCS (as the vault uses it) cannot represent exactly."""
+
+
+def _check(value: Any, depth: int = 0) -> None:
+    if depth > 64:
+        raise NotCanonicalizable("nested too deeply")
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            _check_text(value)
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise NotCanonicalizable("integer outside ±(2**53-1)")
+        return
+    if isinstance(value, float):
+        raise NotCanonicalizable("floats are not allowed")
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonicalizable("object keys must be strings")
+            _check_text(key)
+            if any(ord(c) > 0xFFFF for c in key):
+                raise NotCanonicalizable("object keys above U+FFFF are not supported")
+            _check(item, depth + 1)
+        return
+    raise NotCanonicalizable(f"unsupported type {type(value).__name__}")
+
+
+def _check_text(text: str) -> None:
+    # Lone surrogates cannot be encoded as UTF-8: refuse them here with a clear message.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotCanonicalizable("string holds a lone surrogate") from None
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 bytes of ``value``; raises ``NotCanonicalizable`` outside the supported domain."""
+    _check(value)
+    return canonical_json_unchecked(value)
+
+
+def canonical_json_unchecked(value: Any) -> bytes:
+    """The same bytes, for values the caller has already checked (the hot path)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def canonical_text(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")

@@ -1,0 +1,54 @@
+"""The master key: 32 random bytes, written as base64url, from the environment or a 0600 file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from vault.crypto.b64 import b64url_decode, b64url_encode
+from vault.errors import MasterKeyError
+
+MASTER_KEY_BYTES = 32
+
+
+def parse_master_key(text: str, *, source: str) -> bytes:
+    try:
+        raw = b64url_decode(text.strip())
+    except ValueError:
+        raise MasterKeyError(f"{source}: master key is not base64url") from None
+    if len(raw) != MASTER_KEY_BYTES:
+        raise MasterKeyError(f"{source}: master key must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def read_master_key_file(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise MasterKeyError(f"master key file {path} does not exist (run 'dvault init')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MasterKeyError(f"master key file {path} cannot be read: {exc}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise MasterKeyError(f"master key file {path} is readable by others: chmod 600 it")
+    return parse_master_key(text, source=str(path))
+
+
+def generate_master_key() -> bytes:
+    return secrets.token_bytes(MASTER_KEY_BYTES)
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_master_key_file(path: Path, key: bytes) -> None:
+    write_secret_file(path, b64url_encode(key) + "\n")

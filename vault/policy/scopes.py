@@ -1,0 +1,124 @@
+"""Scopes: named sets of (method, path pattern) rules; "does this scope allow this request"."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vault.errors import ConfigError, InvalidScope
+
+ALL = "all"
+DEFAULT_REQUEST_SCOPE = ("chat", "models:read")
+ALWAYS_ALLOWED = (("GET", "/api/v1/auths/"),)  # who am I, under every scope
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    method: str
+    segments: tuple[str, ...]  # pattern split on "/", without the leading empty segment
+
+    @classmethod
+    def parse(cls, text: str) -> Rule:
+        method, _, pattern = text.strip().partition(" ")
+        method = method.upper()
+        if method not in _METHODS or not pattern.startswith("/"):
+            raise ValueError(f"rule {text!r} is not 'METHOD /path'")
+        segments = tuple(pattern[1:].split("/"))
+        if "**" in segments[:-1]:
+            raise ValueError(f"rule {text!r}: '**' may only end a pattern")
+        return cls(method, segments)
+
+    def matches(self, method: str, path_segments: tuple[str, ...]) -> bool:
+        if self.method != "*" and self.method != method:
+            return False
+        pattern = self.segments
+        if pattern and pattern[-1] == "**":
+            prefix = pattern[:-1]
+            if len(path_segments) < len(prefix):
+                return False
+            return _segments_match(prefix, path_segments[: len(prefix)])
+        return len(pattern) == len(path_segments) and _segments_match(pattern, path_segments)
+
+
+def _segments_match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    return all((p == "*" and s != "") or p == s for p, s in zip(pattern, path, strict=True))
+
+
+def split_path(path: str) -> tuple[str, ...] | None:
+    """Segments of an absolute path; ``None`` for paths no rule may match (dot segments)."""
+    if not path.startswith("/"):
+        return None
+    segments = tuple(path[1:].split("/"))
+    if any(s in {".", ".."} for s in segments):
+        return None
+    return segments
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeTable:
+    scopes: Mapping[str, tuple[Rule, ...]]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.scopes)
+
+    def parse_request(self, text: str | None) -> tuple[str, ...]:
+        """A requested ``scope`` string → known names, in order, without repeats."""
+        if text is None:
+            return DEFAULT_REQUEST_SCOPE
+        names = [name for name in text.split(" ") if name]
+        if not names or len(text) > 1000:
+            raise InvalidScope("scope must name one or more scopes, space-separated")
+        unknown = sorted({name for name in names if name not in self.scopes})
+        if unknown:
+            raise InvalidScope(f"unknown scope: {' '.join(unknown)}")
+        return tuple(dict.fromkeys(names))
+
+    def allows(self, granted: Iterable[str], method: str, path: str) -> bool:
+        segments = split_path(path)
+        if segments is None:
+            return False
+        method = method.upper()
+        if (method, path) in ALWAYS_ALLOWED:
+            return True
+        return any(
+            rule.matches(method, segments) for name in granted for rule in self.scopes.get(name, ())
+        )
+
+
+def _table_from_toml(document: Mapping[str, Any], source: str) -> ScopeTable:
+    raw = document.get("scopes")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{source}: needs a [scopes.NAME] table")
+    scopes: dict[str, tuple[Rule, ...]] = {}
+    for name, body in raw.items():
+        if not name or " " in name or not isinstance(body, dict):
+            raise ConfigError(f"{source}: bad scope {name!r}")
+        allow = body.get("allow")
+        if not isinstance(allow, list) or not all(isinstance(r, str) for r in allow):
+            raise ConfigError(f'{source}: scope {name!r} needs allow = ["METHOD /path", ...]')
+        try:
+            scopes[name] = tuple(Rule.parse(rule) for rule in allow)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: scope {name!r}: {exc}") from None
+    return ScopeTable(scopes)
+
+
+def default_table() -> ScopeTable:
+    text = resources.files("vault.policy").joinpath("default_scopes.toml").read_text("utf-8")
+    return _table_from_toml(tomllib.loads(text), "built-in scope table")
+
+
+def load_table(path: Path | None) -> ScopeTable:
+    if path is None:
+        return default_table()
+    try:
+        document = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"scope file {path}: {exc}") from None
+    return _table_from_toml(document, f"scope file {path}")

@@ -1,0 +1,1 @@
+"""The delegation-token contract (SPEC §5), written once: claims, signing, verification."""
