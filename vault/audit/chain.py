@@ -67,7 +67,11 @@ def check_entry(entry: Entry, head: Head) -> Head:
         raise ChainBroken(entry.seq, "prev is not the hash of the previous entry")
     if not _HEX64.fullmatch(entry.hash):
         raise ChainBroken(entry.seq, "hash is not 64 lowercase hex digits")
-    if entry.computed_hash() != entry.hash:
+    try:
+        computed = entry.computed_hash()
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes, so no hash
+        raise ChainBroken(entry.seq, "entry holds text that is not valid Unicode") from None
+    if computed != entry.hash:
         raise ChainBroken(entry.seq, "hash does not match the entry's contents")
     if not entry.type:
         raise ChainBroken(entry.seq, "type is empty")

@@ -116,6 +116,14 @@ class Entry:
         return canonical_json(self.to_dict()).decode("utf-8")
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def entry_from_dict(obj: Any) -> Entry:
     """Read an entry from parsed JSON (an export line); raises ``ValueError`` on a bad shape."""
     if not isinstance(obj, dict):
@@ -134,6 +142,9 @@ def entry_from_dict(obj: Any) -> Entry:
     for name in ("actor", "subject"):
         if obj[name] is not None and not isinstance(obj[name], str):
             raise ValueError(f"{name} must be a string or null")
+    for name in ("ts", "type", "actor", "subject", "prev", "hash"):
+        if isinstance(obj[name], str) and not _encodable(obj[name]):
+            raise ValueError(f"{name} holds a lone surrogate (not valid Unicode)")
     if not isinstance(obj["data"], dict):
         raise ValueError("data must be an object")
     return Entry(

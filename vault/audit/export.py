@@ -24,6 +24,8 @@ def _parse(number: int, line: str) -> object:
         return json.loads(line)
     except ValueError:
         raise MalformedExport(number, "not a JSON object (garbage in the export?)") from None
+    except RecursionError:  # json refuses deep nesting this way, not with ValueError
+        raise MalformedExport(number, "JSON nested too deeply") from None
 
 
 def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
@@ -36,7 +38,7 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
             obj = json.loads(line)
             if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND:
                 found.append(checkpoint_from_dict(obj))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # the second pass stops at this line and says what is wrong with it
     return found
 

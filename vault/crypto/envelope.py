@@ -17,20 +17,30 @@ from vault.errors import MasterKeyError
 
 VERSION = "dv1"
 _NONCE_BYTES = 12
+_KEY_BYTES = 32  # AES-256
 
 
 def _aad(purpose: str, kid: str) -> bytes:
     return b"\x00".join([b"dvault-envelope", VERSION.encode(), purpose.encode(), kid.encode()])
 
 
+def _cipher(master_key: bytes) -> AESGCM:
+    # AESGCM also takes 16- and 24-byte keys: refuse them rather than silently use AES-128/192.
+    if len(master_key) != _KEY_BYTES:
+        raise MasterKeyError(f"master key must be {_KEY_BYTES} bytes, got {len(master_key)}")
+    return AESGCM(master_key)
+
+
 def seal(master_key: bytes, plaintext: bytes, *, purpose: str, kid: str) -> str:
+    cipher = _cipher(master_key)
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = AESGCM(master_key).encrypt(nonce, plaintext, _aad(purpose, kid))
+    sealed = cipher.encrypt(nonce, plaintext, _aad(purpose, kid))
     return f"{VERSION}.{b64url_encode(nonce + sealed)}"
 
 
 def open_sealed(master_key: bytes, envelope: str, *, purpose: str, kid: str) -> bytes:
     """Decrypt, or raise ``MasterKeyError``: a wrong master key must never pass silently."""
+    cipher = _cipher(master_key)
     version, _, body = envelope.partition(".")
     if version != VERSION:
         raise MasterKeyError(f"key {kid}: unsupported envelope version {version!r}")
@@ -41,9 +51,7 @@ def open_sealed(master_key: bytes, envelope: str, *, purpose: str, kid: str) -> 
     if len(raw) < _NONCE_BYTES + 16:
         raise MasterKeyError(f"key {kid}: envelope is truncated")
     try:
-        return AESGCM(master_key).decrypt(
-            raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(purpose, kid)
-        )
+        return cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(purpose, kid))
     except InvalidTag:
         raise MasterKeyError(
             f"the master key does not open key {kid} ({purpose}): wrong VAULT_MASTER_KEY "

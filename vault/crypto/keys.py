@@ -100,6 +100,8 @@ def seal_private(master_key: bytes, pair: KeyPair) -> str:
 
 def open_private(master_key: bytes, *, kid: str, purpose: str, sealed: str) -> KeyPair:
     raw = envelope.open_sealed(master_key, sealed, purpose=purpose, kid=kid)
+    if len(raw) != 32:  # from_private_bytes would raise a bare ValueError
+        raise MasterKeyError(f"stored key {kid} is not a 32-byte Ed25519 private key")
     private_key = Ed25519PrivateKey.from_private_bytes(raw)
     if thumbprint(private_key.public_key()) != kid:
         raise MasterKeyError(f"stored key {kid} does not match its thumbprint: it was altered")

@@ -57,12 +57,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_object(segment: str, what: str) -> dict[str, Any]:
+    # Strict UTF-8 (RFC 7515 §5.2): json.loads on bytes would also take UTF-16/32 and a BOM.
+    # NaN/Infinity are not JSON (RFC 8259). Deep nesting raises RecursionError: refuse it too.
     try:
-        value = json.loads(b64url_decode(segment), object_pairs_hook=_no_duplicates)
+        value = json.loads(
+            b64url_decode(segment).decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+        )
     except MalformedToken:
         raise
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise MalformedToken(f"{what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise MalformedToken(f"{what} is not a JSON object")

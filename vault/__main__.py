@@ -1,0 +1,5 @@
+"""``python -m vault`` is ``dvault``."""
+
+from vault.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The audit log over HTTP: query, export, checkpoints, verification (auditor, owner)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from vault.api.deps import CallerDep, VaultDep, require
+from vault.api.schemas import ERRORS
+from vault.clock import format_ts
+from vault.domain import AUDITOR, OWNER
+from vault.errors import InvalidRequest, NotFound
+from vault.ops import audit
+from vault.storage import audit_repo
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+def _moment(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name} must be an ISO 8601 time, e.g. 2026-11-27T17:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_ts(moment)
+
+
+@router.get("/entries", responses=ERRORS)
+async def entries(
+    vault: VaultDep,
+    caller: CallerDep,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    type: Annotated[str | None, Query()] = None,
+    actor: Annotated[str | None, Query()] = None,
+    subject: Annotated[str | None, Query()] = None,
+    jti: Annotated[str | None, Query()] = None,
+    since: Annotated[str | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[str | None, Query(description="ISO 8601, exclusive")] = None,
+) -> dict[str, Any]:
+    """Entries in seq order. ``next_after_seq`` is set when a full page came back."""
+    require(caller, AUDITOR, OWNER)
+    flt = audit_repo.EntryFilter(
+        after_seq=after_seq,
+        limit=limit,
+        type=type,
+        actor=actor,
+        subject=subject,
+        jti=jti,
+        since=_moment("since", since),
+        until=_moment("until", until),
+    )
+    found = await run_in_threadpool(audit_repo.query_entries, vault.db, flt)
+    return {
+        "entries": [entry.to_dict() for entry in found],
+        "next_after_seq": found[-1].seq if len(found) == limit else None,
+    }
+
+
+@router.get("/export", responses=ERRORS)
+async def export(vault: VaultDep, caller: CallerDep) -> StreamingResponse:
+    """Every entry in order, then the checkpoints; NDJSON, streamed."""
+    require(caller, AUDITOR, OWNER)
+    return StreamingResponse(
+        audit.export_lines(vault.db),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="audit-export.jsonl"'},
+    )
+
+
+def _latest(vault: Any) -> dict[str, Any]:
+    with vault.db.read() as session:
+        found = audit_repo.latest_checkpoint(session)
+    if found is None:
+        raise NotFound("no checkpoint has been made yet")
+    return found.to_dict()
+
+
+@router.get("/checkpoint", responses=ERRORS)
+async def latest_checkpoint(vault: VaultDep, caller: CallerDep) -> dict[str, Any]:
+    """The latest signed checkpoint: save it, and later check the log against it."""
+    require(caller, AUDITOR, OWNER)
+    return await run_in_threadpool(_latest, vault)
+
+
+@router.post("/checkpoint", status_code=201, responses=ERRORS)
+async def make_checkpoint(vault: VaultDep, caller: CallerDep) -> JSONResponse:
+    """Sign the head of the log now."""
+    require(caller, OWNER)
+    checkpoint = await run_in_threadpool(vault.appender.checkpoint_now)
+    return JSONResponse(checkpoint.to_dict(), status_code=201)
+
+
+@router.get("/verify", responses=ERRORS)
+async def verify(vault: VaultDep, caller: CallerDep) -> dict[str, Any]:
+    """Check the whole chain and every checkpoint; report the first bad seq."""
+    require(caller, AUDITOR, OWNER)
+    report = await run_in_threadpool(audit.verify_database, vault.db)
+    return report.to_dict()

@@ -1,0 +1,65 @@
+"""Token exchange, introspection, revocation (SPEC §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from vault.api.deps import CallerDep, VaultDep, client_ip, commit, read_json, require
+from vault.api.schemas import (
+    ERRORS,
+    IntrospectBody,
+    RevokeBody,
+    TokenRequestBody,
+    TokenResponse,
+    body,
+)
+from vault.domain import DELEGATOR, OWNER, VERIFIER
+from vault.errors import InvalidRequest, RequestTooLarge
+from vault.ops import revocation, tokens
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@router.post(
+    "/token",
+    response_model=TokenResponse,
+    responses=ERRORS,
+    openapi_extra=body(TokenRequestBody),
+)
+async def exchange(request: Request, vault: VaultDep, caller: CallerDep) -> JSONResponse:
+    """A delegator exchanges its credential for a short-lived token scoped to one subject."""
+    try:
+        payload: Any = await read_json(request, vault)
+    except RequestTooLarge:
+        raise
+    except InvalidRequest:
+        payload = None  # not JSON: still refused through the job, so the denial is audited
+    job = tokens.issue_job(
+        vault.settings, vault.scopes, vault.keys, caller, payload, client_ip(request)
+    )
+    issued = await commit(vault, job)
+    return JSONResponse(issued.to_response(), headers=NO_STORE)
+
+
+@router.post("/introspect", responses=ERRORS, openapi_extra=body(IntrospectBody))
+async def introspect(request: Request, vault: VaultDep, caller: CallerDep) -> JSONResponse:
+    """For the verifier middleware: is this token active, and record its use."""
+    require(caller, VERIFIER)
+    use = tokens.parse_use_request(await read_json(request, vault))
+    now = int(vault.clock.now().timestamp())
+    job = tokens.introspect_job(vault.settings, vault.scopes, vault.keys, caller, use, now)
+    if job is None:
+        return JSONResponse(dict(tokens.INACTIVE), headers=NO_STORE)
+    return JSONResponse(await commit(vault, job), headers=NO_STORE)
+
+
+@router.post("/revoke", responses=ERRORS, openapi_extra=body(RevokeBody))
+async def revoke(request: Request, vault: VaultDep, caller: CallerDep) -> dict[str, int]:
+    """Owners revoke any token; a delegator revokes the tokens it issued."""
+    require(caller, OWNER, DELEGATOR)
+    job = revocation.revoke_job(caller, await read_json(request, vault))
+    return {"revoked": await commit(vault, job)}

@@ -1,0 +1,61 @@
+"""Public endpoints: key sets, liveness, readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from vault.api.deps import VaultDep
+from vault.ops.runtime import Vault
+
+router = APIRouter(tags=["public"])
+PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(vault: VaultDep) -> JSONResponse:
+    """The token-signing public keys (current, and retired ones until their tokens expire)."""
+    keyset = await run_in_threadpool(vault.keys.current)
+    return JSONResponse(keyset.token_jwks, headers=PUBLIC_CACHE)
+
+
+@router.get("/.well-known/audit-keys.json")
+async def audit_keys(vault: VaultDep) -> JSONResponse:
+    """The checkpoint-signing public keys, current and past. Never used for tokens."""
+    keyset = await run_in_threadpool(vault.keys.current)
+    return JSONResponse(keyset.audit_jwks, headers=PUBLIC_CACHE)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _ready(vault: Vault) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    try:
+        with vault.db.read() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness reports; it does not raise
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        vault.keys.current()
+        checks["keys"] = "ok"
+    except Exception as exc:
+        checks["keys"] = f"not loaded: {type(exc).__name__}"
+    return checks
+
+
+@router.get("/readyz")
+async def readyz(vault: VaultDep) -> JSONResponse:
+    checks = await run_in_threadpool(_ready, vault)
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

@@ -1,0 +1,244 @@
+"""The one place that appends to the audit chain: group commit, fail closed.
+
+Every state change of the vault is a *job*: a function run inside a write transaction (which
+holds the chain lock) that changes state and records audit drafts. The appender runs the jobs
+that are waiting, each in a savepoint, links all their drafts onto the chain, makes a signed
+checkpoint when the chain crosses a multiple of ``checkpoint_every``, and commits once. Only
+after that commit does any caller get its result: if the commit fails, every job of the batch
+fails with ``AuditUnavailable`` and nothing it did exists.
+
+A job that refuses (raises a ``VaultError``) has its changes rolled back, but the drafts it
+recorded with ``ctx.refuse(...)`` are still appended, so refusals are audited in the same chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from vault.audit.chain import Head, link
+from vault.audit.checkpoint import Checkpoint, make_checkpoint
+from vault.audit.checkpoint_log import CheckpointLog
+from vault.audit.entry import AUDIT_CHECKPOINT, Draft, Entry
+from vault.clock import Clock, format_ts
+from vault.crypto.keys import KeyPair
+from vault.errors import AuditUnavailable, VaultError
+from vault.storage import audit_repo
+from vault.storage.engine import Database
+
+log = logging.getLogger("vault.audit")
+T = TypeVar("T")
+
+
+@dataclass
+class JobContext:
+    """What a job sees besides the session: the batch's time, and where its drafts go."""
+
+    now: datetime
+    drafts: list[Draft] = field(default_factory=list)
+    refusals: list[Draft] = field(default_factory=list)
+    wants_checkpoint: bool = False
+
+    def record(self, draft: Draft) -> None:
+        """Audit this change; dropped with the job's changes if the job then refuses."""
+        self.drafts.append(draft)
+
+    def refuse(self, draft: Draft) -> None:
+        """Audit a refusal; kept even though the job raises."""
+        self.refusals.append(draft)
+
+    def request_checkpoint(self) -> None:
+        """Sign the head this batch leaves; the job's result becomes that checkpoint."""
+        self.wants_checkpoint = True
+
+
+Job = Callable[[Session, JobContext], T]
+
+
+@dataclass
+class _Pending(Generic[T]):
+    job: Job[T]
+    future: Future[T]
+
+
+@dataclass
+class _Outcome:
+    pending: _Pending[Any]
+    value: Any = None
+    error: BaseException | None = None
+    wants_checkpoint: bool = False
+
+
+class Appender:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        audit_key: Callable[[], KeyPair],
+        checkpoint_every: int,
+        checkpoint_log: CheckpointLog,
+        batch_max: int = 256,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._audit_key = audit_key
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_log = checkpoint_log
+        self._batch_max = batch_max
+        self._queue: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    # --- running --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="audit-appender", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, job: Job[T]) -> Future[T]:
+        future: Future[T] = Future()
+        pending = _Pending(job, future)
+        if self._thread is None:  # no background thread (the CLI): run now, in this thread
+            self._commit([pending])
+        else:
+            self._queue.put(pending)
+        return future
+
+    def run(self, job: Job[T], timeout: float = 60.0) -> T:
+        return self.submit(job).result(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._batch_max:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    # --- one batch, one transaction ---------------------------------------------------------
+
+    def _commit(self, batch: list[_Pending[Any]]) -> None:
+        outcomes: list[_Outcome] = []
+        checkpoint: Checkpoint | None = None
+        try:
+            with self._db.write() as session:
+                now = self._clock.now()
+                drafts: list[Draft] = []
+                for pending in batch:
+                    outcome, job_drafts = self._run_job(session, pending, now)
+                    outcomes.append(outcome)
+                    drafts.extend(job_drafts)
+                forced = any(outcome.wants_checkpoint for outcome in outcomes)
+                checkpoint = self._append(session, drafts, format_ts(now), forced=forced)
+        except Exception as exc:
+            # The transaction is gone: nothing of this batch exists. Fail every caller closed.
+            log.error(
+                "audit append failed, batch of %d refused: %s", len(batch), type(exc).__name__
+            )
+            failure = AuditUnavailable("the audit log cannot be written; nothing was done")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+            return
+        if checkpoint is not None:
+            try:
+                self._checkpoint_log.append([checkpoint])
+            except OSError as exc:  # the database holds it; catch_up writes it at next start
+                log.error("checkpoint log %s not written: %s", self._checkpoint_log.path, exc)
+        for outcome in outcomes:
+            if outcome.error is not None:
+                outcome.pending.future.set_exception(outcome.error)
+            elif outcome.wants_checkpoint:
+                outcome.pending.future.set_result(checkpoint)
+            else:
+                outcome.pending.future.set_result(outcome.value)
+
+    @staticmethod
+    def _run_job(
+        session: Session, pending: _Pending[Any], now: datetime
+    ) -> tuple[_Outcome, list[Draft]]:
+        ctx = JobContext(now=now)
+        savepoint = session.begin_nested()
+        try:
+            value = pending.job(session, ctx)
+            session.flush()
+        except VaultError as exc:
+            savepoint.rollback()
+            return _Outcome(pending, error=exc), ctx.refusals
+        except SQLAlchemyError:
+            raise  # the database failed: the whole batch fails closed
+        except Exception as exc:  # a bug in one job must not take the batch down
+            savepoint.rollback()
+            log.exception("audit job failed")
+            return _Outcome(pending, error=exc), []
+        savepoint.commit()
+        outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
+        return outcome, [*ctx.drafts, *ctx.refusals]
+
+    def _append(
+        self, session: Session, drafts: list[Draft], ts: str, *, forced: bool
+    ) -> Checkpoint | None:
+        if not drafts and not forced:
+            return None
+        before = audit_repo.head(session)
+        entries = link(before, drafts, ts)
+        after = Head(entries[-1].seq, entries[-1].hash) if entries else before
+        checkpoint = None
+        every = self._checkpoint_every
+        if forced or before.seq // every != after.seq // every:
+            checkpoint, marker = self._checkpoint(after, ts)
+            entries.append(marker)
+            audit_repo.insert_checkpoint(session, checkpoint)
+        audit_repo.insert_entries(session, entries)
+        return checkpoint
+
+    def _checkpoint(self, head: Head, ts: str) -> tuple[Checkpoint, Entry]:
+        checkpoint = make_checkpoint(head, ts, self._audit_key())
+        (marker,) = link(head, [checkpoint_draft(checkpoint)], ts)
+        return checkpoint, marker
+
+    def checkpoint_now(self) -> Checkpoint:
+        """Sign the head now (``POST /v1/audit/checkpoint``), through the same queue."""
+
+        def job(_session: Session, ctx: JobContext) -> Checkpoint | None:
+            ctx.request_checkpoint()
+            return None  # the appender answers with the checkpoint it made
+
+        checkpoint = self.run(job)
+        if checkpoint is None:
+            raise AuditUnavailable("no checkpoint was made")
+        return checkpoint
+
+
+def checkpoint_draft(checkpoint: Checkpoint) -> Draft:
+    return Draft(
+        type=AUDIT_CHECKPOINT,
+        actor=None,
+        subject=None,
+        data={"seq": checkpoint.seq, "hash": checkpoint.hash, "kid": checkpoint.kid},
+    )

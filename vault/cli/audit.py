@@ -1,0 +1,125 @@
+"""``dvault audit verify | export | tail``: need read access to the database only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
+from vault.audit.export import read_checkpoints, read_entries
+from vault.audit.verify import Report, verify_log
+from vault.cli.output import CliError, emit, emit_json, note
+from vault.config import Settings
+from vault.crypto.keys import public_keys_from_jwks
+from vault.ops import audit
+from vault.storage import audit_repo
+from vault.storage.engine import Database
+
+
+def _load_json(path: Path, what: str) -> object:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CliError(f"{what} {path} is not readable JSON: {exc}") from None
+
+
+def _trusted(path: Path | None) -> list[Checkpoint]:
+    if path is None:
+        return []
+    try:
+        return [checkpoint_from_dict(_load_json(path, "checkpoint file"))]
+    except ValueError as exc:
+        raise CliError(f"checkpoint file {path}: {exc}") from None
+
+
+def _lines(path: Path) -> Iterator[str]:
+    try:
+        with path.open(encoding="utf-8", newline="\n") as handle:
+            yield from handle
+    except UnicodeDecodeError:
+        yield "\x00 not UTF-8"  # the parser reports this line as malformed
+
+
+def _verify_file(path: Path, jwks_path: Path | None, trusted: list[Checkpoint]) -> Report:
+    if jwks_path is None:
+        raise CliError(
+            "--file needs --jwks AUDIT-KEYS.json (the vault's /.well-known/audit-keys.json)", 2
+        )
+    if not path.exists():
+        raise CliError(f"export file {path} does not exist")
+    try:
+        keys = public_keys_from_jwks(_load_json(jwks_path, "audit key set"))
+    except ValueError as exc:
+        raise CliError(f"audit key set {jwks_path}: {exc}") from None
+    return verify_log(
+        read_entries(_lines(path)), read_checkpoints(_lines(path)), keys.get, trusted=trusted
+    )
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    trusted = _trusted(args.checkpoint)
+    if args.file is not None:
+        report = _verify_file(args.file, args.jwks, trusted)
+    else:
+        db = Database(settings.database_url)
+        try:
+            report = audit.verify_database(db, trusted=trusted)
+        finally:
+            db.dispose()
+    if args.json:
+        emit_json(report.to_dict())
+    elif report.ok:
+        emit(f"ok: {report.entries} entries, head seq {report.head_seq} hash {report.head_hash}")
+    if not report.ok:
+        assert report.first_error is not None
+        error = report.first_error
+        sys.stderr.write(f"dvault: verification failed at seq {error.seq}: {error.reason}\n")
+        return 1
+    return 0
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.database_url)
+    try:
+        if args.out is None:
+            for chunk in audit.export_lines(db):
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:
+            with args.out.open("w", encoding="utf-8") as handle:
+                for chunk in audit.export_lines(db):
+                    handle.write(chunk)
+            note(f"exported to {args.out}")
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    """The last N entries, then (with --follow) new ones as they are appended."""
+    db = Database(settings.database_url)
+    try:
+        with db.read() as session:
+            head = audit_repo.head(session)
+        after = max(0, head.seq - args.lines)
+        while True:
+            found = audit_repo.query_entries(
+                db, audit_repo.EntryFilter(after_seq=after, limit=1000)
+            )
+            for entry in found:
+                emit(entry.to_line())
+                after = entry.seq
+            if not args.follow:
+                return 0
+            if not found:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        db.dispose()

@@ -1,0 +1,43 @@
+"""``dvault token issue``: a client of a running vault (credential from ``VAULT_CREDENTIAL``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import httpx
+
+from vault.cli.output import CliError, emit_json
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    credential = os.environ.get("VAULT_CREDENTIAL")
+    if not credential:
+        raise CliError("set VAULT_CREDENTIAL to the delegator's credential", 2)
+    body: dict[str, object] = {"subject": args.subject}
+    if args.scope is not None:
+        body["scope"] = args.scope
+    if args.ttl is not None:
+        body["ttl_seconds"] = args.ttl
+    if args.reason is not None:
+        body["reason"] = args.reason
+    url = (args.url or os.environ.get("VAULT_URL") or "http://127.0.0.1:8787").rstrip("/")
+    try:
+        response = httpx.post(
+            f"{url}/v1/token",
+            json=body,
+            headers={"Authorization": f"Bearer {credential}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the vault at {url}: {type(exc).__name__}") from None
+    try:
+        payload = response.json()
+    except ValueError:
+        raise CliError(f"the vault answered HTTP {response.status_code} without JSON") from None
+    if response.status_code != 200:
+        code = payload.get("error", "error") if isinstance(payload, dict) else "error"
+        text = payload.get("error_description", "") if isinstance(payload, dict) else ""
+        raise CliError(f"refused (HTTP {response.status_code} {code}): {text}")
+    emit_json(payload)
+    return 0

@@ -1,0 +1,150 @@
+"""``dvault``: the command line (SPEC §10). Thin commands over the operations the server uses."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from vault import __version__
+from vault.cli import admin, audit, client, serve
+from vault.cli.output import USAGE, CliError, fail
+from vault.config import Settings, load_settings
+from vault.errors import VaultError
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see '{self.prog} --help')")
+        raise SystemExit(USAGE)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="dvault", description="Delegation Vault: audited delegation tokens.")
+    parser.add_argument("--version", action="version", version=f"dvault {__version__}")
+    parser.add_argument("--home", type=Path, help="VAULT_HOME (default ./.vault)")
+    parser.add_argument("--database-url", help="VAULT_DATABASE_URL (default SQLite in VAULT_HOME)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("init", help="create the database, keys and the first owner (once)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=admin.cmd_init)
+
+    p = sub.add_parser("serve", help="run the HTTP API (migrates first)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8787)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--init", action="store_true", help="initialize first if this vault is new")
+    p.set_defaults(run=serve.cmd_serve)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    p.set_defaults(run=admin.cmd_migrate)
+
+    principals = sub.add_parser("principals", help="manage principals").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    p = principals.add_parser("create", help="create a principal; prints its credential once")
+    p.add_argument("name")
+    p.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=["owner", "delegator", "auditor", "verifier"],
+        help="repeat for several roles",
+    )
+    p.add_argument("--policy", help='delegation policy as JSON, e.g. \'{"scopes": ["chat"]}\'')
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=admin.cmd_principals_create)
+    p = principals.add_parser("list", help="list principals")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=admin.cmd_principals_list)
+
+    subjects = sub.add_parser("subjects", help="manage subjects").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    p = subjects.add_parser("put", help="create or replace a subject (an Open WebUI user)")
+    p.add_argument("id", help="the Open WebUI user id")
+    p.add_argument("--email", required=True)
+    p.add_argument("--name")
+    p.add_argument("--role", default="user", choices=["admin", "user", "pending"])
+    p.add_argument("--inactive", action="store_true", help="mark the subject inactive")
+    p.set_defaults(run=admin.cmd_subjects_put)
+
+    token = sub.add_parser("token", help="client commands").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    p = token.add_parser("issue", help="exchange VAULT_CREDENTIAL for a delegation token")
+    p.add_argument("--subject", required=True, help="subject id or email")
+    p.add_argument("--scope", help='space-separated scopes (default "chat models:read")')
+    p.add_argument("--ttl", type=int, help="lifetime in seconds")
+    p.add_argument("--reason", help="why (required unless VAULT_REQUIRE_REASON=false)")
+    p.add_argument("--url", help="the vault's URL (default VAULT_URL or http://127.0.0.1:8787)")
+    p.set_defaults(run=lambda _settings, args: client.cmd_token_issue(args), needs_settings=False)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    p = keys.add_parser("rotate", help="make a new signing key; the old one stays published")
+    p.add_argument("--purpose", default="token", choices=["token", "audit"])
+    p.set_defaults(run=admin.cmd_keys_rotate)
+
+    audit_cmds = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    p = audit_cmds.add_parser("verify", help="verify the chain and checkpoints; exit 1 if bad")
+    p.add_argument("--file", type=Path, help="verify this NDJSON export instead of the database")
+    p.add_argument("--jwks", type=Path, help="audit keys (audit-keys.json) for --file")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint saved earlier by a reviewer")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=audit.cmd_verify)
+    p = audit_cmds.add_parser("export", help="write the NDJSON export")
+    p.add_argument("--out", type=Path, help="file to write (default stdout)")
+    p.set_defaults(run=audit.cmd_export)
+    p = audit_cmds.add_parser("tail", help="print the latest entries")
+    p.add_argument("-n", "--lines", type=int, default=20)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(run=audit.cmd_tail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Flags win over the environment; they are put there so that serve's workers see them too.
+    if args.home is not None:
+        os.environ["VAULT_HOME"] = str(args.home)
+    if args.database_url is not None:
+        os.environ["VAULT_DATABASE_URL"] = args.database_url
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        run: Command = args.run
+        return run(settings, args)
+    except CliError as exc:
+        fail(exc.message)
+        return exc.code
+    except VaultError as exc:
+        fail(exc.description)
+        return 1
+    except SQLAlchemyError as exc:
+        fail(f"database error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return 1
+    except OSError as exc:
+        fail(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``dvault serve``: check the vault opens (migrate, master key, keys), then run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from vault.cli.admin import cmd_init
+from vault.cli.output import CliError, note
+from vault.config import Settings
+from vault.errors import NotInitialized
+from vault.ops.runtime import open_vault
+from vault.storage import meta_repo, migrate
+from vault.storage.engine import Database
+
+
+def _initialized(settings: Settings) -> bool:
+    db = Database(settings.database_url)
+    try:
+        migrate.upgrade(db)
+        with db.read() as session:
+            return meta_repo.get_meta(session, meta_repo.INITIALIZED_AT) is not None
+    finally:
+        db.dispose()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    settings = settings.with_overrides(host=args.host, port=args.port, workers=args.workers)
+    if args.init and not _initialized(settings):
+        cmd_init(settings, argparse.Namespace(json=False))
+    try:
+        open_vault(settings).close()  # fail here, with one clear line, not in every worker
+    except NotInitialized as exc:
+        raise CliError(f"{exc.description} (or use 'dvault serve --init')") from None
+    if settings.workers < 1 or not 0 < settings.port < 65536:
+        raise CliError("--workers must be at least 1 and --port within 1..65535", 2)
+    os.environ["VAULT_HOME"] = str(settings.home)
+    logging.getLogger("vault").setLevel(logging.INFO)
+    note(f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s))")
+    uvicorn.run(
+        "vault.api.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="info",
+        proxy_headers=True,
+        server_header=False,
+    )
+    return 0

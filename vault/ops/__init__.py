@@ -1,0 +1,1 @@
+"""What the vault does, once: the operations the HTTP API and the CLI both call."""

@@ -1,0 +1,69 @@
+"""Reading the audit log: streaming export and whole-log verification.
+
+These need only read access to the database and the public audit keys stored there: a reviewer
+without the master key can run them (``dvault audit export``, ``dvault audit verify``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from vault.audit.checkpoint import Checkpoint
+from vault.audit.export import checkpoint_line
+from vault.audit.verify import Report, verify_log
+from vault.crypto.keys import AUDIT, public_key_from_jwk
+from vault.storage import audit_repo, keys_repo
+from vault.storage.engine import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Checkpoints read *before* the head: each is at or below the head unless entries were
+    removed from the tail (which verification reports), and a growing log is read to a fixed
+    end."""
+
+    checkpoints: list[Checkpoint]
+    head_seq: int
+
+
+def snapshot(db: Database) -> Snapshot:
+    with db.read() as session:
+        stored = audit_repo.checkpoints(session)
+    with db.read() as session:
+        head = audit_repo.head(session)
+    return Snapshot(stored, head.seq)
+
+
+def export_lines(db: Database, *, chunk: int = 1000) -> Iterator[str]:
+    """NDJSON: every entry in order, then the checkpoints; yields ~``chunk`` lines at a time."""
+    snap = snapshot(db)
+    lines: list[str] = []
+    for entry in audit_repo.stream_entries(db, upto_seq=snap.head_seq, page=chunk):
+        lines.append(entry.to_line())
+        if len(lines) >= chunk:
+            yield "\n".join(lines) + "\n"
+            lines.clear()
+    lines.extend(checkpoint_line(cp) for cp in snap.checkpoints)
+    if lines:
+        yield "\n".join(lines) + "\n"
+
+
+def audit_public_keys(db: Database) -> Callable[[str], Ed25519PublicKey | None]:
+    with db.read() as session:
+        rows = keys_repo.keys_for(session, AUDIT)
+    found = dict(public_key_from_jwk(json.loads(row.public_jwk)) for row in rows)
+    return found.get
+
+
+def verify_database(db: Database, *, trusted: list[Checkpoint] | None = None) -> Report:
+    snap = snapshot(db)
+    return verify_log(
+        audit_repo.stream_entries(db, upto_seq=snap.head_seq),
+        snap.checkpoints,
+        audit_public_keys(db),
+        trusted=trusted or [],
+    )

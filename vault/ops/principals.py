@@ -1,0 +1,183 @@
+"""Principals: create, list, change policy, disable (revoking their tokens), add credentials."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from vault.audit.appender import Job, JobContext
+from vault.audit.entry import (
+    CREDENTIAL_CREATED,
+    POLICY_CHANGED,
+    PRINCIPAL_CREATED,
+    PRINCIPAL_DISABLED,
+    Draft,
+)
+from vault.clock import format_ts
+from vault.domain import ROLES, Principal
+from vault.errors import InvalidRequest, NotFound
+from vault.ops.credentials import new_credential, secret_hash
+from vault.ops.revocation import revoke_rows
+from vault.policy.delegation import parse_policy
+from vault.storage import principals_repo, tokens_repo
+
+MAX_NAME_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class NewCredential:
+    principal: Principal
+    credential_id: str
+    credential: str  # shown once, never stored
+
+
+def check_roles(roles: Any) -> tuple[str, ...]:
+    if not isinstance(roles, list | tuple) or not roles:
+        raise InvalidRequest(f"roles must be a non-empty list of {', '.join(ROLES)}")
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        raise InvalidRequest(f"unknown role(s) {bad}: roles are {', '.join(ROLES)}")
+    return tuple(dict.fromkeys(roles))
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"name must be 1-{MAX_NAME_CHARS} characters")
+    return name
+
+
+def _add_credential(
+    session: Session, ctx: JobContext, principal: Principal, actor: str | None
+) -> NewCredential:
+    credential = new_credential()
+    credential_id = "c_" + secrets.token_hex(8)
+    principals_repo.insert_credential(
+        session,
+        credential_id=credential_id,
+        principal_id=principal.id,
+        secret_hash=secret_hash(credential),
+        created_at=format_ts(ctx.now),
+    )
+    ctx.record(
+        Draft(
+            type=CREDENTIAL_CREATED,
+            actor=actor,
+            subject=None,
+            data={"principal_id": principal.id, "credential_id": credential_id},
+        )
+    )
+    return NewCredential(principal, credential_id, credential)
+
+
+def create_job(
+    *,
+    name: Any,
+    roles: Any,
+    policy: Any,
+    actor: str | None,
+    known_scopes: tuple[str, ...],
+    max_ttl: int,
+) -> Job[NewCredential]:
+    checked_name = check_name(name)
+    checked_roles = check_roles(roles)
+    checked_policy = parse_policy(
+        policy, known_scopes=known_scopes, vault_max_ttl=max_ttl
+    ).to_dict()
+
+    def job(session: Session, ctx: JobContext) -> NewCredential:
+        principal = Principal(
+            id="p_" + secrets.token_hex(8),
+            name=checked_name,
+            roles=checked_roles,
+            policy=checked_policy,
+            disabled=False,
+            created_at=format_ts(ctx.now),
+        )
+        principals_repo.insert_principal(session, principal)
+        ctx.record(
+            Draft(
+                type=PRINCIPAL_CREATED,
+                actor=actor,
+                subject=None,
+                data={
+                    "principal_id": principal.id,
+                    "name": principal.name,
+                    "roles": list(principal.roles),
+                    "policy": principal.policy,
+                },
+            )
+        )
+        return _add_credential(session, ctx, principal, actor)
+
+    return job
+
+
+def _existing(session: Session, principal_id: str) -> Principal:
+    principal = principals_repo.get_principal(session, principal_id)
+    if principal is None:
+        raise NotFound("no such principal")
+    return principal
+
+
+def add_credential_job(principal_id: str, *, actor: str | None) -> Job[NewCredential]:
+    def job(session: Session, ctx: JobContext) -> NewCredential:
+        principal = _existing(session, principal_id)
+        if principal.disabled:
+            raise InvalidRequest("the principal is disabled")
+        return _add_credential(session, ctx, principal, actor)
+
+    return job
+
+
+def set_policy_job(
+    principal_id: str,
+    policy: Any,
+    *,
+    actor: str | None,
+    known_scopes: tuple[str, ...],
+    max_ttl: int,
+) -> Job[Principal]:
+    checked = parse_policy(policy, known_scopes=known_scopes, vault_max_ttl=max_ttl).to_dict()
+
+    def job(session: Session, ctx: JobContext) -> Principal:
+        before = _existing(session, principal_id)
+        principals_repo.set_policy(session, principal_id, checked)
+        ctx.record(
+            Draft(
+                type=POLICY_CHANGED,
+                actor=actor,
+                subject=None,
+                data={"principal_id": principal_id, "policy": checked, "previous": before.policy},
+            )
+        )
+        return _existing(session, principal_id)
+
+    return job
+
+
+def disable_job(principal_id: str, *, actor: str | None) -> Job[dict[str, Any]]:
+    def job(session: Session, ctx: JobContext) -> dict[str, Any]:
+        principal = _existing(session, principal_id)
+        if principal.disabled:
+            return {"principal": principal.to_public(), "revoked": 0}
+        principals_repo.set_disabled(session, principal_id)
+        rows = tokens_repo.live_tokens(session, now=int(ctx.now.timestamp()), actor_id=principal_id)
+        ctx.record(
+            Draft(
+                type=PRINCIPAL_DISABLED,
+                actor=actor,
+                subject=None,
+                data={"principal_id": principal_id, "revoked": len(rows)},
+            )
+        )
+        revoke_rows(session, ctx, rows, actor=actor, by="principal_disabled")
+        return {"principal": _existing(session, principal_id).to_public(), "revoked": len(rows)}
+
+    return job
+
+
+def list_all(session: Session) -> list[Principal]:
+    return principals_repo.list_principals(session)

@@ -1,0 +1,103 @@
+"""Opening a vault: master key, database (migrated), keys (decrypted: a wrong master key fails
+here, loudly), scopes, the checkpoint file and the appender. Used by the server and the CLI."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from vault.audit.appender import Appender
+from vault.audit.checkpoint_log import CheckpointLog
+from vault.clock import Clock, SystemClock
+from vault.config import Settings
+from vault.crypto import envelope
+from vault.crypto.master import parse_master_key, read_master_key_file
+from vault.errors import MasterKeyError, NotInitialized
+from vault.ops.keyring import KeyManager
+from vault.policy.scopes import ScopeTable, load_table
+from vault.storage import audit_repo, meta_repo, migrate
+from vault.storage.engine import Database
+
+log = logging.getLogger("vault")
+CHECK_PLAINTEXT = b"dvault master key check v1"
+CHECK_PURPOSE = "master-key-check"
+CHECK_KID = "master"
+
+
+def resolve_master_key(settings: Settings) -> bytes:
+    if settings.master_key:
+        return parse_master_key(settings.master_key, source="VAULT_MASTER_KEY")
+    return read_master_key_file(settings.master_key_file)
+
+
+def check_master_key(db: Database, master_key: bytes) -> None:
+    with db.read() as session:
+        sealed = meta_repo.get_meta(session, meta_repo.MASTER_KEY_CHECK)
+    if sealed is None:
+        raise NotInitialized("this vault is not initialized: run 'dvault init'")
+    try:
+        envelope.open_sealed(master_key, sealed, purpose=CHECK_PURPOSE, kid=CHECK_KID)
+    except MasterKeyError:
+        raise MasterKeyError(
+            "the master key does not match this vault (wrong VAULT_MASTER_KEY or key file)"
+        ) from None
+
+
+@dataclass
+class Vault:
+    settings: Settings
+    db: Database
+    clock: Clock
+    master_key: bytes
+    keys: KeyManager
+    scopes: ScopeTable
+    appender: Appender
+    checkpoint_log: CheckpointLog
+
+    def close(self) -> None:
+        self.appender.stop()
+        self.db.dispose()
+
+
+def open_vault(
+    settings: Settings, *, clock: Clock | None = None, background: bool = False
+) -> Vault:
+    """Open an initialized vault. ``background`` starts the group-commit thread (the server)."""
+    clock = clock or SystemClock()
+    scopes = load_table(settings.scopes_file)
+    master_key = resolve_master_key(settings)
+    db = Database(settings.database_url)
+    try:
+        migrate.upgrade(db)
+        check_master_key(db, master_key)
+        keys = KeyManager(db, master_key, clock, refresh_seconds=settings.key_refresh_seconds)
+        keys.reload()
+        checkpoint_log = CheckpointLog(settings.checkpoint_log)
+        with db.read() as session:
+            stored = audit_repo.checkpoints_after(session, checkpoint_log.last_seq())
+        if stored:
+            checkpoint_log.append(stored)
+            log.warning("checkpoint log caught up with %d checkpoint(s)", len(stored))
+    except BaseException:
+        db.dispose()
+        raise
+    appender = Appender(
+        db,
+        clock=clock,
+        audit_key=keys.audit_signing,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_log=checkpoint_log,
+        batch_max=settings.commit_batch_max,
+    )
+    if background:
+        appender.start()
+    return Vault(
+        settings=settings,
+        db=db,
+        clock=clock,
+        master_key=master_key,
+        keys=keys,
+        scopes=scopes,
+        appender=appender,
+        checkpoint_log=checkpoint_log,
+    )

@@ -1,0 +1,96 @@
+"""``dvault init``: master key, schema, signing and audit keys, the first owner. Once only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session
+
+from vault.audit.appender import Appender, JobContext
+from vault.audit.checkpoint_log import CheckpointLog
+from vault.clock import Clock, SystemClock, format_ts
+from vault.config import Settings
+from vault.crypto import envelope, keys
+from vault.crypto.master import generate_master_key, write_master_key_file
+from vault.domain import OWNER
+from vault.errors import AlreadyInitialized
+from vault.ops import principals
+from vault.ops.keys import create_key
+from vault.ops.runtime import CHECK_KID, CHECK_PLAINTEXT, CHECK_PURPOSE, resolve_master_key
+from vault.policy.scopes import load_table
+from vault.storage import meta_repo, migrate
+from vault.storage.engine import Database
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    owner_id: str
+    credential_id: str
+    credential: str  # shown once
+    master_key_file: Path | None  # set when init created it
+    token_kid: str
+    audit_kid: str
+
+
+def _master_key(settings: Settings) -> tuple[bytes, Path | None]:
+    if settings.master_key or settings.master_key_file.exists():
+        return resolve_master_key(settings), None
+    key = generate_master_key()
+    write_master_key_file(settings.master_key_file, key)
+    return key, settings.master_key_file
+
+
+def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
+    clock = clock or SystemClock()
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        migrate.upgrade(db)
+        with db.read() as session:
+            if meta_repo.get_meta(session, meta_repo.INITIALIZED_AT) is not None:
+                raise AlreadyInitialized("this vault is already initialized; init runs once")
+        master_key, created = _master_key(settings)
+        scopes = load_table(settings.scopes_file)
+        owner_job = principals.create_job(
+            name="owner",
+            roles=[OWNER],
+            policy=None,
+            actor=None,
+            known_scopes=scopes.names,
+            max_ttl=settings.max_ttl,
+        )
+
+        def job(session: Session, ctx: JobContext) -> tuple[principals.NewCredential, str, str]:
+            # Re-checked under the chain lock: two concurrent inits cannot both succeed.
+            if meta_repo.get_meta(session, meta_repo.INITIALIZED_AT) is not None:
+                raise AlreadyInitialized("this vault is already initialized; init runs once")
+            check = envelope.seal(master_key, CHECK_PLAINTEXT, purpose=CHECK_PURPOSE, kid=CHECK_KID)
+            meta_repo.set_meta(session, meta_repo.MASTER_KEY_CHECK, check)
+            meta_repo.set_meta(session, meta_repo.INITIALIZED_AT, format_ts(ctx.now))
+            token_kid = create_key(session, ctx, master_key, keys.TOKEN)
+            audit_kid = create_key(session, ctx, master_key, keys.AUDIT)
+            return owner_job(session, ctx), token_kid, audit_kid
+
+        appender = Appender(
+            db,
+            clock=clock,
+            audit_key=lambda: _no_checkpoint_yet(),
+            checkpoint_every=2**62,
+            checkpoint_log=CheckpointLog(settings.checkpoint_log),
+        )
+        owner, token_kid, audit_kid = appender.run(job)
+    finally:
+        db.dispose()
+    return InitResult(
+        owner_id=owner.principal.id,
+        credential_id=owner.credential_id,
+        credential=owner.credential,
+        master_key_file=created,
+        token_kid=token_kid,
+        audit_kid=audit_kid,
+    )
+
+
+def _no_checkpoint_yet() -> keys.KeyPair:
+    raise RuntimeError("init makes no checkpoint")

@@ -1,0 +1,73 @@
+"""Subjects: upsert (audited), read, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from vault.audit.appender import Job, JobContext
+from vault.audit.entry import SUBJECT_UPSERTED, Draft
+from vault.clock import format_ts
+from vault.domain import SUBJECT_ROLES, Subject
+from vault.errors import Conflict, InvalidRequest
+from vault.storage import subjects_repo
+
+MAX_FIELD_CHARS = 320
+
+
+def _text(body: dict[str, Any], name: str, *, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_CHARS:
+        raise InvalidRequest(f"{name} must be a string of 1-{MAX_FIELD_CHARS} characters")
+    return value.strip()
+
+
+def parse_subject(subject_id: str, body: Any) -> Subject:
+    if not subject_id or len(subject_id) > MAX_FIELD_CHARS or subject_id != subject_id.strip():
+        raise InvalidRequest("subject id must be 1-320 characters without surrounding spaces")
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    extra = sorted(set(body) - {"id", "email", "name", "role", "active"})
+    if extra:
+        raise InvalidRequest(f"unknown member(s): {', '.join(extra)}")
+    if body.get("id", subject_id) != subject_id:
+        raise InvalidRequest("the id in the body differs from the id in the path")
+    email = _text(body, "email")
+    if "@" not in email or " " in email:
+        raise InvalidRequest("email must be an email address")
+    role = body.get("role", "user")
+    if role not in SUBJECT_ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(SUBJECT_ROLES)}")
+    active = body.get("active", True)
+    if not isinstance(active, bool):
+        raise InvalidRequest("active must be true or false")
+    name = _text(body, "name", default=email)
+    return Subject(id=subject_id, email=email.lower(), name=name, role=role, active=active)
+
+
+def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, bool]]:
+    """Insert or replace; returns the subject and whether it was created. Unchanged: no entry."""
+
+    def job(session: Session, ctx: JobContext) -> tuple[Subject, bool]:
+        owner = subjects_repo.email_owner(session, subject.email)
+        if owner is not None and owner != subject.id:
+            raise Conflict("another subject has this email")
+        before = subjects_repo.get_subject(session, subject.id)
+        if before == subject:
+            return subject, False
+        subjects_repo.upsert_subject(session, subject, updated_at=format_ts(ctx.now))
+        ctx.record(
+            Draft(
+                type=SUBJECT_UPSERTED,
+                actor=actor,
+                subject=subject.id,
+                data={
+                    **subject.to_public(),
+                    "previous": None if before is None else before.to_public(),
+                },
+            )
+        )
+        return subject, before is None
+
+    return job

@@ -1,0 +1,316 @@
+"""Token exchange (``POST /v1/token``) and introspection (``POST /v1/introspect``).
+
+Both run as appender jobs, so the decision, the token's record and its audit entry commit
+together, and nothing is answered before that commit (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from vault.audit.appender import Job, JobContext
+from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_USED, Draft
+from vault.config import Settings
+from vault.domain import DELEGATOR, Principal
+from vault.errors import (
+    Forbidden,
+    InvalidRequest,
+    RevokedToken,
+    SignedTokenError,
+    UnknownSubject,
+    VaultError,
+)
+from vault.ops.keyring import KeyManager
+from vault.policy.delegation import check_reason, decide, parse_policy
+from vault.policy.scopes import ScopeTable
+from vault.storage import principals_repo, subjects_repo, tokens_repo
+from vault.tokens import jws
+from vault.tokens.claims import Claims, build_claims
+
+TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
+# Something that looks like a credential or a JWT never enters the audit log.
+_SECRET_LIKE = re.compile(
+    r"dv_[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{16,}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    claims: Claims
+
+    def to_response(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.claims.ttl_seconds,
+            "scope": self.claims.scope_text,
+            "jti": self.claims.jti,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        }
+
+
+def looks_secret(text: str) -> bool:
+    return bool(_SECRET_LIKE.search(text))
+
+
+def _echo(value: Any) -> Any:
+    """A requested value as the denial entry may hold it: short, JSON-safe, never a secret."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= 2**53 - 1 else str(value)[:40]
+    text = value if isinstance(value, str) else f"<{type(value).__name__}>"
+    if looks_secret(text):
+        return "[redacted: looked like a secret]"
+    return text[:500]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    subject: str
+    scope: str | None
+    ttl_seconds: int | None
+    reason: str | None
+
+
+def parse_token_request(body: Any) -> TokenRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    extra = sorted(set(body) - TOKEN_REQUEST_MEMBERS)
+    if extra:
+        raise InvalidRequest(f"unknown member(s): {', '.join(extra)}")
+    subject = body.get("subject")
+    if not isinstance(subject, str) or not subject or len(subject) > 320:
+        raise InvalidRequest("subject must be a subject id or email")
+    scope = body.get("scope")
+    if scope is not None and not isinstance(scope, str):
+        raise InvalidRequest("scope must be a space-separated string")
+    ttl = body.get("ttl_seconds")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
+        raise InvalidRequest("ttl_seconds must be an integer")
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidRequest("reason must be a string")
+    if reason is not None and looks_secret(reason):
+        raise InvalidRequest("reason looks like it holds a credential or token; it was refused")
+    return TokenRequest(subject=subject, scope=scope, ttl_seconds=ttl, reason=reason)
+
+
+def issue_job(
+    settings: Settings,
+    scopes: ScopeTable,
+    keyring: KeyManager,
+    caller: Principal,
+    body: Any,
+    client_ip: str | None,
+) -> Job[IssuedToken]:
+    raw = body if isinstance(body, dict) else {}
+
+    def job(session: Session, ctx: JobContext) -> IssuedToken:
+        subject_id: str | None = None
+        try:
+            fresh = principals_repo.get_principal(session, caller.id)
+            if fresh is None or fresh.disabled or not fresh.has(DELEGATOR):
+                raise Forbidden("only an enabled delegator exchanges its credential for tokens")
+            request = parse_token_request(body)
+            reason = check_reason(request.reason, required=settings.require_reason)
+            scope = scopes.parse_request(request.scope)
+            subject = subjects_repo.find_subject(session, request.subject)
+            if subject is None:
+                raise UnknownSubject("no such subject")
+            subject_id = subject.id
+            policy = parse_policy(
+                fresh.policy, known_scopes=scopes.names, vault_max_ttl=settings.max_ttl
+            )
+            grant = decide(
+                policy,
+                subject,
+                scope=scope,
+                ttl_seconds=request.ttl_seconds,
+                known_scopes=scopes.names,
+                default_ttl=settings.default_ttl,
+                vault_max_ttl=settings.max_ttl,
+            )
+        except VaultError as exc:
+            ctx.refuse(
+                Draft(
+                    type=TOKEN_DENIED,
+                    actor=caller.id,
+                    subject=subject_id,
+                    data={
+                        "subject": _echo(raw.get("subject")),
+                        "scope": _echo(raw.get("scope")),
+                        "ttl_seconds": _echo(raw.get("ttl_seconds")),
+                        "reason": _echo(raw.get("reason")),
+                        "error": exc.code,
+                        "client_ip": client_ip,
+                    },
+                )
+            )
+            raise
+        key = keyring.token_signing()
+        claims = build_claims(
+            issuer=settings.issuer,
+            audience=settings.audience,
+            subject_id=subject.id,
+            actor_id=caller.id,
+            scope=grant.scope,
+            ttl_seconds=grant.ttl_seconds,
+            now=int(ctx.now.timestamp()),
+        )
+        token = jws.sign(claims, key)
+        tokens_repo.insert_token(session, claims, kid=key.kid)
+        ctx.record(
+            Draft(
+                type=TOKEN_ISSUED,
+                actor=caller.id,
+                subject=subject.id,
+                data={
+                    "jti": claims.jti,
+                    "scope": claims.scope_text,
+                    "exp": claims.exp,
+                    "ttl_seconds": claims.ttl_seconds,
+                    "reason": reason,
+                    "client_ip": client_ip,
+                    "kid": key.kid,
+                },
+            )
+        )
+        return IssuedToken(token, claims)
+
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class UseRequest:
+    token: str
+    method: str | None
+    path: str | None
+    client_ip: str | None
+
+
+def parse_use_request(body: Any) -> UseRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise InvalidRequest("token is required")
+    fields: dict[str, str | None] = {}
+    for name in ("method", "path", "client_ip"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > 2048):
+            raise InvalidRequest(f"{name} must be a string")
+        fields[name] = value
+    return UseRequest(token=token, **fields)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+def introspect_job(
+    settings: Settings,
+    scopes: ScopeTable,
+    keyring: KeyManager,
+    verifier: Principal,
+    use: UseRequest,
+    now: int,
+) -> Job[dict[str, Any]] | None:
+    """The job recording this use, or ``None`` when the token is not ours at all.
+
+    A token whose signature does not verify (forged, unknown key, malformed) gets
+    ``{"active": false}`` with no audit entry: an unauthenticated party cannot fill the log.
+    """
+    try:
+        _, payload = jws.verify_signature(use.token, keyring.token_key)
+    except VaultError:
+        return None
+    claims: Claims | None = None
+    refusal: SignedTokenError | None = None
+    try:
+        claims = jws.check_claims(
+            payload,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            now=now,
+            leeway=settings.leeway_seconds,
+        )
+    except SignedTokenError as exc:
+        refusal = exc
+
+    def where() -> dict[str, Any]:
+        return {
+            "method": use.method,
+            "path": use.path,
+            "client_ip": use.client_ip,
+            "verifier": verifier.id,
+        }
+
+    def job(session: Session, ctx: JobContext) -> dict[str, Any]:
+        nonlocal refusal
+        jti = payload.get("jti") if isinstance(payload.get("jti"), str) else None
+        if claims is not None:
+            row = tokens_repo.get_token(session, claims.jti)
+            if row is None or row.revoked_at is not None:
+                refusal = RevokedToken("token was revoked" if row else "token was never issued")
+        if refusal is not None or claims is None:
+            sub = payload.get("sub") if isinstance(payload.get("sub"), str) else None
+            act = payload.get("act")
+            actor = (
+                act.get("sub")
+                if isinstance(act, dict) and isinstance(act.get("sub"), str)
+                else None
+            )
+            ctx.record(
+                Draft(
+                    type=TOKEN_REJECTED,
+                    actor=actor,
+                    subject=sub,
+                    data={
+                        "jti": jti,
+                        "reason": refusal.code if refusal else "invalid_token",
+                        "token_sha256": token_digest(use.token),
+                        **where(),
+                    },
+                )
+            )
+            return dict(INACTIVE)
+        allowed = (
+            True
+            if use.method is None or use.path is None
+            else scopes.allows(claims.scope, use.method, use.path)
+        )
+        outcome = "allowed" if allowed else "denied_scope"
+        ctx.record(
+            Draft(
+                type=TOKEN_USED,
+                actor=claims.actor,
+                subject=claims.sub,
+                data={"jti": claims.jti, "outcome": outcome, **where()},
+            )
+        )
+        return {
+            "active": True,
+            "sub": claims.sub,
+            "act": {"sub": claims.actor},
+            "scope": claims.scope_text,
+            "exp": claims.exp,
+            "jti": claims.jti,
+            "client_id": claims.client_id,
+            "iss": claims.iss,
+            "aud": claims.aud,
+            "iat": claims.iat,
+            "token_type": "Bearer",
+            "outcome": outcome,
+        }
+
+    return job

@@ -1,0 +1,1 @@
+"""The only package with SQL: tables, engine, chain-locked writes, repositories."""

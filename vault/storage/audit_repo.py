@@ -1,0 +1,140 @@
+"""Reading and appending audit entries and checkpoints. INSERT and SELECT only, never UPDATE."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, text
+from sqlmodel import Session, col, select
+
+from vault.audit.chain import GENESIS, Head
+from vault.audit.checkpoint import Checkpoint
+from vault.audit.entry import Entry
+from vault.storage.engine import Database
+from vault.storage.tables import AuditEntryRow, CheckpointRow
+
+
+def _entry(row: AuditEntryRow) -> Entry:
+    return Entry(
+        seq=row.seq,
+        ts=row.ts,
+        type=row.type,
+        actor=row.actor,
+        subject=row.subject,
+        data_json=row.data,
+        prev=row.prev,
+        hash=row.hash,
+    )
+
+
+def _checkpoint(row: CheckpointRow) -> Checkpoint:
+    return Checkpoint(seq=row.seq, hash=row.hash, ts=row.ts, kid=row.kid, sig=row.sig)
+
+
+def head(session: Session) -> Head:
+    row = session.exec(
+        select(AuditEntryRow.seq, AuditEntryRow.hash).order_by(col(AuditEntryRow.seq).desc())
+    ).first()
+    return GENESIS if row is None else Head(row[0], row[1])
+
+
+def insert_entries(session: Session, entries: Sequence[Entry]) -> None:
+    if not entries:
+        return
+    session.execute(
+        insert(AuditEntryRow),
+        [
+            {
+                "seq": e.seq,
+                "ts": e.ts,
+                "type": e.type,
+                "actor": e.actor,
+                "subject": e.subject,
+                "data": e.data_json,
+                "prev": e.prev,
+                "hash": e.hash,
+            }
+            for e in entries
+        ],
+    )
+
+
+def insert_checkpoint(session: Session, checkpoint: Checkpoint) -> None:
+    session.add(CheckpointRow(**checkpoint.to_dict()))
+
+
+def checkpoints(session: Session) -> list[Checkpoint]:
+    rows = session.exec(select(CheckpointRow).order_by(col(CheckpointRow.seq))).all()
+    return [_checkpoint(row) for row in rows]
+
+
+def checkpoints_after(session: Session, seq: int) -> list[Checkpoint]:
+    rows = session.exec(
+        select(CheckpointRow).where(col(CheckpointRow.seq) > seq).order_by(col(CheckpointRow.seq))
+    ).all()
+    return [_checkpoint(row) for row in rows]
+
+
+def latest_checkpoint(session: Session) -> Checkpoint | None:
+    row = session.exec(select(CheckpointRow).order_by(col(CheckpointRow.seq).desc())).first()
+    return None if row is None else _checkpoint(row)
+
+
+def count_entries(session: Session) -> int:
+    return int(session.exec(select(func.count()).select_from(AuditEntryRow)).one())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryFilter:
+    after_seq: int = 0
+    limit: int = 100
+    type: str | None = None
+    actor: str | None = None
+    subject: str | None = None
+    jti: str | None = None
+    since: str | None = None  # canonical ts, inclusive
+    until: str | None = None  # canonical ts, exclusive
+
+
+def query_entries(db: Database, flt: EntryFilter) -> list[Entry]:
+    stmt = select(AuditEntryRow).where(col(AuditEntryRow.seq) > flt.after_seq)
+    if flt.type is not None:
+        stmt = stmt.where(AuditEntryRow.type == flt.type)
+    if flt.actor is not None:
+        stmt = stmt.where(AuditEntryRow.actor == flt.actor)
+    if flt.subject is not None:
+        stmt = stmt.where(AuditEntryRow.subject == flt.subject)
+    if flt.since is not None:
+        stmt = stmt.where(col(AuditEntryRow.ts) >= flt.since)
+    if flt.until is not None:
+        stmt = stmt.where(col(AuditEntryRow.ts) < flt.until)
+    if flt.jti is not None:
+        # data is canonical JSON text; both dialects read a member of it without a side column.
+        member = "json_extract(data, '$.jti')" if db.is_sqlite else "CAST(data AS jsonb) ->> 'jti'"
+        stmt = stmt.where(text(f"{member} = :jti")).params(jti=flt.jti)
+    stmt = stmt.order_by(col(AuditEntryRow.seq)).limit(flt.limit)
+    with db.read() as session:
+        return [_entry(row) for row in session.exec(stmt).all()]
+
+
+def stream_entries(
+    db: Database, *, upto_seq: int, page: int = 1000, after_seq: int = 0
+) -> Iterator[Entry]:
+    """Entries ``after_seq < seq <= upto_seq`` in order, a page per short read transaction.
+
+    Memory stays flat, and a log that grows meanwhile does not make the stream chase its head.
+    """
+    while after_seq < upto_seq:
+        with db.read() as session:
+            rows = session.exec(
+                select(AuditEntryRow)
+                .where(col(AuditEntryRow.seq) > after_seq, col(AuditEntryRow.seq) <= upto_seq)
+                .order_by(col(AuditEntryRow.seq))
+                .limit(page)
+            ).all()
+            batch = [_entry(row) for row in rows]
+        if not batch:
+            return
+        yield from batch
+        after_seq = batch[-1].seq

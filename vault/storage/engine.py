@@ -1,0 +1,140 @@
+"""Engines and the two kinds of transaction: reads, and writes that hold the chain lock.
+
+Every change to the vault's state is audited, so every write transaction appends to the one chain,
+and every write transaction first takes the chain lock:
+
+- SQLite: ``BEGIN IMMEDIATE`` (the database write lock), preceded by an exclusive ``flock`` on a
+  lock file beside the database so that processes queue in the kernel instead of spinning in
+  SQLite's busy handler (which can starve one writer for seconds). WAL, ``synchronous=FULL``.
+- PostgreSQL: ``pg_advisory_xact_lock`` on one fixed key, released by COMMIT or ROLLBACK, so any
+  number of vault processes and replicas on one database append to a single unforked chain.
+
+Within one process a mutex serializes writers too; the appender is the usual one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from vault.config import redact_url
+from vault.errors import ConfigError
+
+CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit chain
+MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One database: a read engine, a write path holding the chain lock, and its dialect."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError alike
+            raise ConfigError(f"bad database URL {redact_url(url)!r}: {exc}") from None
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        self._mutex = threading.Lock()
+        self._lock_path: Path | None = None
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database in {"", ":memory:"}:
+                raise ConfigError("the vault needs a SQLite file, not an in-memory database")
+            path = Path(database)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # It holds sealed keys and credential hashes: 0600 from the start. SQLite gives its
+            # -wal and -shm files the database file's permissions.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._lock_path = path.with_name(path.name + ".writelock")
+            self.read_engine = _sqlite_engine(url, immediate=False)
+            self.write_engine = _sqlite_engine(url, immediate=True)
+        elif self.dialect == "postgresql":
+            self.read_engine = create_engine(url, pool_pre_ping=True)
+            self.write_engine = self.read_engine
+        else:
+            raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.read_engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that holds the chain lock; commits on success, rolls back on error."""
+        with (
+            self._mutex,
+            self._file_lock(),
+            Session(self.write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            if self.dialect == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+            yield session
+
+    @contextmanager
+    def migration_lock(self) -> Iterator[Connection]:
+        """A connection held by one migrator at a time, across processes."""
+        with self._mutex, self._file_lock(), self.write_engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                connection.commit()
+            try:
+                yield connection
+            finally:
+                if self.dialect == "postgresql":
+                    connection.rollback()
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY}
+                    )
+                    connection.commit()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        if self._lock_path is None:
+            yield
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def dispose(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()

@@ -1,0 +1,58 @@
+"""Signing keys at rest: public JWK in clear, private key sealed under the master key."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from vault.storage.tables import KeyRow, TokenRow
+
+
+def insert_key(
+    session: Session,
+    *,
+    kid: str,
+    purpose: str,
+    public_jwk: str,
+    private_sealed: str,
+    created_at: str,
+) -> None:
+    session.add(
+        KeyRow(
+            kid=kid,
+            purpose=purpose,
+            public_jwk=public_jwk,
+            private_sealed=private_sealed,
+            created_at=created_at,
+        )
+    )
+    session.flush()
+
+
+def keys_for(session: Session, purpose: str) -> list[KeyRow]:
+    """All keys of a purpose, oldest first (a keyring: sign with the newest active one)."""
+    stmt = (
+        select(KeyRow)
+        .where(KeyRow.purpose == purpose)
+        .order_by(col(KeyRow.created_at), col(KeyRow.kid))
+    )
+    return list(session.exec(stmt).all())
+
+
+def active_key(session: Session, purpose: str) -> KeyRow | None:
+    active = [row for row in keys_for(session, purpose) if row.retired_at is None]
+    return active[-1] if active else None
+
+
+def retire_key(session: Session, kid: str, *, retired_at: str, publish_until: int) -> None:
+    row = session.get(KeyRow, kid)
+    if row is not None and row.retired_at is None:
+        row.retired_at = retired_at
+        row.publish_until = publish_until
+        session.add(row)
+        session.flush()
+
+
+def latest_exp_signed_by(session: Session, kid: str) -> int | None:
+    value = session.exec(select(func.max(TokenRow.exp)).where(TokenRow.kid == kid)).one()
+    return None if value is None else int(value)

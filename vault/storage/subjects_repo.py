@@ -1,0 +1,54 @@
+"""Subjects: the Open WebUI users tokens can be scoped to."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from vault.domain import Subject
+from vault.storage.tables import SubjectRow
+
+
+def _subject(row: SubjectRow) -> Subject:
+    return Subject(id=row.id, email=row.email, name=row.name, role=row.role, active=row.active)
+
+
+def get_subject(session: Session, subject_id: str) -> Subject | None:
+    row = session.get(SubjectRow, subject_id)
+    return None if row is None else _subject(row)
+
+
+def find_subject(session: Session, id_or_email: str) -> Subject | None:
+    """By id first, then by (case-insensitive) email."""
+    found = get_subject(session, id_or_email)
+    if found is not None or "@" not in id_or_email:
+        return found
+    row = session.exec(select(SubjectRow).where(SubjectRow.email == id_or_email.lower())).first()
+    return None if row is None else _subject(row)
+
+
+def email_owner(session: Session, email: str) -> str | None:
+    row = session.exec(select(SubjectRow.id).where(SubjectRow.email == email.lower())).first()
+    return row
+
+
+def upsert_subject(session: Session, subject: Subject, *, updated_at: str) -> Subject | None:
+    """Insert or replace; return the previous value (``None`` when new)."""
+    row = session.get(SubjectRow, subject.id)
+    before = None if row is None else _subject(row)
+    if row is None:
+        row = SubjectRow(id=subject.id, email="", name="", role="", updated_at=updated_at)
+    row.email = subject.email.lower()
+    row.name = subject.name
+    row.role = subject.role
+    row.active = subject.active
+    row.updated_at = updated_at
+    session.add(row)
+    session.flush()
+    return before
+
+
+def list_subjects(session: Session, *, limit: int, after_id: str | None) -> list[Subject]:
+    stmt = select(SubjectRow).order_by(col(SubjectRow.id)).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(col(SubjectRow.id) > after_id)
+    return [_subject(row) for row in session.exec(stmt).all()]
