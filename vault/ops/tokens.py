@@ -126,7 +126,10 @@ def issue_job(
                 raise UnknownSubject("no such subject")
             subject_id = subject.id
             policy = parse_policy(
-                fresh.policy, known_scopes=scopes.names, vault_max_ttl=settings.max_ttl
+                fresh.policy,
+                known_scopes=scopes.names,
+                vault_max_ttl=settings.max_ttl,
+                stored=True,
             )
             grant = decide(
                 policy,

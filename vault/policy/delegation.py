@@ -57,9 +57,14 @@ def _str_list(value: Any, name: str) -> tuple[str, ...]:
 
 
 def parse_policy(
-    obj: Any, *, known_scopes: tuple[str, ...], vault_max_ttl: int
+    obj: Any, *, known_scopes: tuple[str, ...], vault_max_ttl: int, stored: bool = False
 ) -> DelegationPolicy:
-    """Validate a policy document; raise ``InvalidRequest`` with what is wrong."""
+    """Validate a policy document; raise ``InvalidRequest`` with what is wrong.
+
+    ``stored=True`` reads a policy accepted earlier: a scope since dropped from the scope table
+    or a max TTL above a since-lowered ``VAULT_MAX_TTL`` no longer fails it; ``decide`` grants
+    neither (unknown scopes are never allowed, the TTL is capped by the vault's maximum).
+    """
     if obj is None:
         return DelegationPolicy()
     if not isinstance(obj, dict):
@@ -80,13 +85,13 @@ def parse_policy(
     if obj.get("scopes") is not None:
         scopes = _str_list(obj["scopes"], "scopes")
         unknown = [s for s in scopes if s not in known_scopes]
-        if unknown:
+        if unknown and not stored:
             raise InvalidRequest(f"policy names unknown scope(s): {' '.join(unknown)}")
     max_ttl = obj.get("max_ttl_seconds")
     if max_ttl is not None:
         if not isinstance(max_ttl, int) or isinstance(max_ttl, bool) or max_ttl < 1:
             raise InvalidRequest("policy max_ttl_seconds must be a positive integer")
-        if max_ttl > vault_max_ttl:
+        if max_ttl > vault_max_ttl and not stored:
             raise InvalidRequest(
                 f"policy max_ttl_seconds {max_ttl} exceeds VAULT_MAX_TTL ({vault_max_ttl})"
             )

@@ -143,5 +143,7 @@ def verify(
     token: str, lookup: KeyLookup, *, issuer: str, audience: str, now: int, leeway: int
 ) -> Claims:
     """Verify a delegation token completely, or raise the exact ``TokenError`` leaf."""
+    if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
+        raise ValueError(f"leeway must be within 0..{MAX_LEEWAY_SECONDS} s")
     _, payload = verify_signature(token, lookup)
     return check_claims(payload, issuer=issuer, audience=audience, now=now, leeway=leeway)

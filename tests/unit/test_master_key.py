@@ -1,0 +1,119 @@
+"""The master key: 32 bytes as base64url, from the environment or a file only its owner can read."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from vault.crypto.b64 import b64url_encode
+from vault.crypto.master import (
+    MASTER_KEY_BYTES,
+    generate_master_key,
+    parse_master_key,
+    read_master_key_file,
+    write_master_key_file,
+    write_secret_file,
+)
+from vault.errors import MasterKeyError
+
+KEY = b"\xfb\xff\xbf" * 10 + b"\x01\x02"  # TEST-ONLY; its base64url holds "-" and "_"
+KEY_TEXT = b64url_encode(KEY)
+
+
+@pytest.fixture
+def open_umask():
+    """Umask 0, so a mode we observe comes from the code and not from the environment."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def test_generated_keys_are_32_random_bytes():
+    keys = {generate_master_key() for _ in range(4)}
+    assert len(keys) == 4
+    assert all(len(k) == MASTER_KEY_BYTES == 32 for k in keys)
+
+
+def test_written_file_is_0600_and_reads_back(tmp_path, open_umask):
+    path = tmp_path / "nested" / "dir" / "master.key"
+    write_master_key_file(path, KEY)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text(encoding="ascii") == KEY_TEXT + "\n"
+    assert read_master_key_file(path) == KEY
+
+
+def test_existing_file_is_never_overwritten(tmp_path):
+    path = tmp_path / "master.key"
+    write_master_key_file(path, KEY)
+    with pytest.raises(FileExistsError):
+        write_secret_file(path, "replacement")
+    assert read_master_key_file(path) == KEY
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604, 0o620, 0o602, 0o660, 0o666, 0o610])
+def test_file_readable_or_writable_by_others_is_refused(tmp_path, mode):
+    path = tmp_path / "master.key"
+    write_master_key_file(path, KEY)
+    path.chmod(mode)
+    with pytest.raises(MasterKeyError, match="readable by others: chmod 600"):
+        read_master_key_file(path)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
+def test_owner_only_modes_are_accepted(tmp_path, mode):
+    path = tmp_path / "master.key"
+    write_master_key_file(path, KEY)
+    path.chmod(mode)
+    assert read_master_key_file(path) == KEY
+
+
+def test_missing_file_says_how_to_create_one(tmp_path):
+    with pytest.raises(MasterKeyError, match="does not exist \\(run 'dvault init'\\)"):
+        read_master_key_file(tmp_path / "absent.key")
+
+
+def test_directory_or_non_ascii_file_cannot_be_read(tmp_path):
+    with pytest.raises(MasterKeyError, match="cannot be read"):
+        read_master_key_file(tmp_path)
+    path = tmp_path / "master.key"
+    write_secret_file(path, "x")
+    path.write_bytes("é".encode())
+    with pytest.raises(MasterKeyError, match="cannot be read"):
+        read_master_key_file(path)
+
+
+@pytest.mark.parametrize("text", [KEY_TEXT, f"  {KEY_TEXT}\n", f"{KEY_TEXT}\r\n"])
+def test_parse_accepts_surrounding_whitespace(text):
+    assert parse_master_key(text, source="VAULT_MASTER_KEY") == KEY
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (KEY_TEXT + "=", "not base64url"),
+        (KEY_TEXT.replace("-", "+").replace("_", "/"), "not base64url"),
+        (KEY.hex(), "must be 32 bytes, got 48"),
+        (b64url_encode(KEY[:31]), "must be 32 bytes, got 31"),
+        (b64url_encode(KEY + b"\x00"), "must be 32 bytes, got 33"),
+        ("", "must be 32 bytes, got 0"),
+        (KEY_TEXT[:21] + " " + KEY_TEXT[21:], "not base64url"),
+    ],
+    ids=["padded", "standard-alphabet", "hex", "short", "long", "empty", "inner-space"],
+)
+def test_parse_refuses_malformed_keys_naming_the_source(text, message):
+    assert "-" in KEY_TEXT  # so the standard-alphabet case really differs
+    with pytest.raises(MasterKeyError, match=message) as excinfo:
+        parse_master_key(text, source="VAULT_MASTER_KEY")
+    assert str(excinfo.value).startswith("VAULT_MASTER_KEY: ")
+    if text:
+        assert text.strip() not in str(excinfo.value)  # never echo the key
+
+
+def test_refused_file_names_its_path(tmp_path):
+    path = tmp_path / "master.key"
+    write_secret_file(path, "bm90IGEga2V5")
+    with pytest.raises(MasterKeyError, match="got 9") as excinfo:
+        read_master_key_file(path)
+    assert str(path) in str(excinfo.value)

@@ -1,0 +1,382 @@
+"""vault.policy.scopes: the built-in table (SPEC §9), rule matching, requests, TOML loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vault.errors import ConfigError, InvalidScope
+from vault.policy.scopes import (
+    ALL,
+    DEFAULT_REQUEST_SCOPE,
+    Rule,
+    ScopeTable,
+    default_table,
+    load_table,
+    split_path,
+)
+
+TABLE = default_table()
+SPEC_SCOPES = ("chat", "models:read", "chats:read", "files", "read", "all")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+# Path segments a client may send: never "." or "..", possibly empty (a doubled or final slash).
+segments = st.text(
+    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="/"), max_size=8
+).filter(lambda s: s not in {".", ".."})
+paths = st.lists(segments, max_size=6).map(lambda parts: "/" + "/".join(parts))
+
+
+def table_from(tmp_path: Path, text: str) -> ScopeTable:
+    path = tmp_path / "scopes.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_table(path)
+
+
+# --- the built-in table ------------------------------------------------------------------------
+
+
+def test_default_table_has_the_spec_scopes():
+    assert set(SPEC_SCOPES) <= set(TABLE.names)
+    assert ALL == "all"
+
+
+def test_load_table_without_a_file_is_the_default():
+    assert load_table(None) == TABLE
+
+
+def test_default_request_scope():
+    assert DEFAULT_REQUEST_SCOPE == ("chat", "models:read")
+    assert set(DEFAULT_REQUEST_SCOPE) <= set(TABLE.names)
+
+
+@pytest.mark.parametrize("name", TABLE.names)
+def test_who_am_i_is_allowed_under_every_scope(name):
+    assert TABLE.allows([name], "GET", "/api/v1/auths/")
+    assert TABLE.allows([name], "get", "/api/v1/auths/")
+
+
+def test_who_am_i_is_allowed_even_with_no_scope():
+    assert TABLE.allows([], "GET", "/api/v1/auths/")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/auths/"),
+        ("DELETE", "/api/v1/auths/"),
+        ("GET", "/api/v1/auths/signin"),
+        ("GET", "/api/v1/auths/../auths/"),
+    ],
+)
+def test_who_am_i_exception_is_exactly_one_request(method, path):
+    assert not TABLE.allows(["chat"], method, path)
+
+
+def test_nothing_else_without_a_scope():
+    assert not TABLE.allows([], "GET", "/api/models")
+    assert not TABLE.allows(["no-such-scope"], "GET", "/api/models")
+
+
+@pytest.mark.parametrize(
+    ("scope", "method", "path", "allowed"),
+    [
+        ("chat", "POST", "/api/chat/completions", True),
+        ("chat", "post", "/api/chat/completions", True),
+        ("chat", "POST", "/api/v1/chat/completions", True),
+        ("chat", "POST", "/openai/chat/completions", True),
+        ("chat", "POST", "/ollama/api/chat", True),
+        ("chat", "GET", "/api/chat/completions", False),
+        ("chat", "GET", "/api/v1/chats/", False),
+        ("chat", "GET", "/api/v1/chats/abc", False),
+        ("chat", "POST", "/api/chat/completions/extra", False),
+        ("chat", "POST", "/api/chat/completions/", False),
+        ("chat", "POST", "/api/chat", False),
+        ("chat", "GET", "/api/models", False),
+        ("chat", "DELETE", "/api/v1/files/1", False),
+        ("models:read", "GET", "/api/models", True),
+        ("models:read", "GET", "/api/models/base", True),
+        ("models:read", "GET", "/api/v1/models/model/profile/image", True),
+        ("models:read", "GET", "/openai/models", True),
+        ("models:read", "POST", "/api/models", False),
+        ("models:read", "POST", "/api/v1/models/create", False),
+        ("models:read", "GET", "/api/modelsX", False),
+        ("chats:read", "GET", "/api/v1/chats/", True),
+        ("chats:read", "GET", "/api/v1/chats/abc", True),
+        ("chats:read", "GET", "/api/v1/chats", True),
+        ("chats:read", "POST", "/api/v1/chats/new", False),
+        ("chats:read", "DELETE", "/api/v1/chats/abc", False),
+        ("chats:read", "GET", "/api/v1/chatsX", False),
+        ("chats:read", "POST", "/api/chat/completions", False),
+        ("files", "GET", "/api/v1/files/", True),
+        ("files", "POST", "/api/v1/files/", True),
+        ("files", "DELETE", "/api/v1/files/abc", True),
+        ("files", "PUT", "/api/v1/files/abc", False),
+        ("files", "GET", "/api/v1/chats/", False),
+        ("read", "GET", "/api/v1/chats/", True),
+        ("read", "GET", "/api/models", True),
+        ("read", "GET", "/api/v1/users/", True),
+        ("read", "POST", "/api/chat/completions", False),
+        ("read", "GET", "/openai/models", False),
+        ("read", "GET", "/ollama/api/tags", False),
+        ("all", "DELETE", "/api/v1/users/abc", True),
+        ("all", "POST", "/api/v1/auths/signup", True),
+        ("all", "PATCH", "/", True),
+    ],
+)
+def test_default_rules(scope, method, path, allowed):
+    assert TABLE.allows([scope], method, path) is allowed
+
+
+def test_scopes_combine():
+    granted = TABLE.parse_request("chat chats:read")
+    assert TABLE.allows(granted, "POST", "/api/chat/completions")
+    assert TABLE.allows(granted, "GET", "/api/v1/chats/abc")
+    assert not TABLE.allows(granted, "POST", "/api/v1/chats/new")
+
+
+@given(path=paths.map(lambda p: "/api" + p))
+def test_read_allows_any_get_under_api_and_nothing_else(path):
+    assert TABLE.allows(["read"], "GET", path)
+    for method in METHODS:
+        if method != "GET":
+            assert not TABLE.allows(["read"], method, path)
+
+
+@given(method=st.sampled_from(METHODS), path=paths)
+def test_all_allows_everything(method, path):
+    assert TABLE.allows(["all"], method, path)
+
+
+@given(
+    method=st.sampled_from(METHODS),
+    before=st.lists(segments, max_size=3),
+    after=st.lists(segments, max_size=3),
+    dots=st.sampled_from([".", ".."]),
+    scope=st.sampled_from(TABLE.names),
+)
+def test_dot_segments_never_match(method, before, after, dots, scope):
+    path = "/" + "/".join([*before, dots, *after])
+    assert split_path(path) is None
+    assert not TABLE.allows([scope], method, path)
+    assert not TABLE.allows(list(TABLE.names), method, path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/../api/chat/completions",
+        "/api/chat/completions/..",
+        "/api/./chat/completions",
+        "/./api/v1/auths/",
+        "/api/v1/auths/..",
+        "/..",
+        "api/v1/auths/",
+        "",
+    ],
+)
+def test_dot_segments_and_relative_paths_are_refused(path):
+    for name in TABLE.names:
+        assert not TABLE.allows([name], "POST", path)
+        assert not TABLE.allows([name], "GET", path)
+
+
+def test_split_path():
+    assert split_path("/") == ("",)
+    assert split_path("/api/v1/chats/") == ("api", "v1", "chats", "")
+    assert split_path("/a/.../b") == ("a", "...", "b")  # three dots is an ordinary name
+    assert split_path("/a/..b") == ("a", "..b")
+    assert split_path("/a/../b") is None
+    assert split_path("relative") is None
+
+
+# --- pattern semantics -------------------------------------------------------------------------
+
+PATTERNS = """
+[scopes.one]
+allow = ["GET /api/v1/chats/*", "POST /api/*/x"]
+
+[scopes.rest]
+allow = ["GET /api/v1/files/**"]
+
+[scopes.root]
+allow = ["get /"]
+
+[scopes.any-method]
+allow = ["* /api/ping"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("scope", "method", "path", "allowed"),
+    [
+        ("one", "GET", "/api/v1/chats/abc", True),
+        ("one", "GET", "/api/v1/chats/a b", True),
+        ("one", "GET", "/api/v1/chats/", False),  # "*" never matches an empty segment
+        ("one", "GET", "/api/v1/chats", False),
+        ("one", "GET", "/api/v1/chats/a/b", False),  # nor two segments
+        ("one", "GET", "/api/v1/chats/abc/", False),
+        ("one", "POST", "/api/a/x", True),
+        ("one", "POST", "/api//x", False),
+        ("one", "POST", "/api/a/b/x", False),
+        ("rest", "GET", "/api/v1/files", True),  # "**" matches nothing, too
+        ("rest", "GET", "/api/v1/files/", True),
+        ("rest", "GET", "/api/v1/files/a/b/c", True),
+        ("rest", "GET", "/api/v1/filesystem", False),
+        ("rest", "GET", "/api/v1", False),
+        ("root", "GET", "/", True),
+        ("root", "GET", "/x", False),
+        ("any-method", "DELETE", "/api/ping", True),
+        ("any-method", "OPTIONS", "/api/ping", True),
+        ("any-method", "GET", "/api/pong", False),
+    ],
+)
+def test_pattern_semantics(tmp_path, scope, method, path, allowed):
+    table = table_from(tmp_path, PATTERNS)
+    assert table.allows([scope], method, path) is allowed
+
+
+@given(segment=segments)
+def test_star_matches_exactly_one_non_empty_segment(segment):
+    rule = Rule.parse("GET /a/*/b")
+    assert rule.matches("GET", ("a", segment, "b")) is (segment != "")
+    assert not rule.matches("GET", ("a", "b"))
+    assert not rule.matches("GET", ("a", segment, segment, "b"))
+
+
+def test_rule_parse():
+    assert Rule.parse("get /api/**") == Rule("GET", ("api", "**"))
+    assert Rule.parse("  POST /x  ") == Rule("POST", ("x",))
+    assert Rule.parse("* /**") == Rule("*", ("**",))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "GET",
+        "GET api/models",
+        "GET  /api/models",  # two spaces: the pattern would not start with "/"
+        "FETCH /api/models",
+        "/api/models",
+        "GET /api/**/models",
+        "GET /**/x",
+        "GET /a/**/**",
+    ],
+)
+def test_rule_parse_refuses(text):
+    with pytest.raises(ValueError):  # noqa: PT011 - the documented contract is ValueError
+        Rule.parse(text)
+
+
+# --- parse_request -----------------------------------------------------------------------------
+
+
+def test_parse_request_default():
+    assert TABLE.parse_request(None) == ("chat", "models:read")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("chat", ("chat",)),
+        ("read chat", ("read", "chat")),
+        ("chat chat models:read chat", ("chat", "models:read")),
+        ("  chat   files ", ("chat", "files")),
+        ("all", ("all",)),
+    ],
+)
+def test_parse_request(text, expected):
+    assert TABLE.parse_request(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "   ", "nope", "chat nope", "CHAT", "chat\tread", "chat,read", "chat " * 201],
+)
+def test_parse_request_refuses(text):
+    with pytest.raises(InvalidScope) as info:
+        TABLE.parse_request(text)
+    assert type(info.value) is InvalidScope
+    assert info.value.code == "invalid_scope"
+
+
+@given(st.lists(st.sampled_from(TABLE.names), min_size=1, max_size=12))
+def test_parse_request_dedupes_and_keeps_order(names):
+    parsed = TABLE.parse_request(" ".join(names))
+    assert parsed == tuple(dict.fromkeys(names))
+
+
+# --- load_table --------------------------------------------------------------------------------
+
+
+def test_load_table_from_toml(tmp_path):
+    table = table_from(
+        tmp_path,
+        """
+[scopes.ping]
+description = "just ping"
+allow = ["GET /api/ping"]
+
+[scopes."models:read"]
+allow = ["GET /api/models"]
+""",
+    )
+    assert table.names == ("ping", "models:read")
+    assert table.allows(["ping"], "GET", "/api/ping")
+    assert not table.allows(["ping"], "GET", "/api/models")
+    assert table.allows(["ping"], "GET", "/api/v1/auths/")  # who am I, in any table
+    assert table.parse_request("ping") == ("ping",)
+    with pytest.raises(InvalidScope):
+        table.parse_request("chat")
+
+
+def test_a_scope_may_allow_nothing_but_who_am_i(tmp_path):
+    table = table_from(tmp_path, "[scopes.whoami]\nallow = []\n")
+    assert table.allows(["whoami"], "GET", "/api/v1/auths/")
+    assert not table.allows(["whoami"], "GET", "/api/models")
+
+
+BAD_FILES = {
+    "not-toml": "this is = = not toml",
+    "no-scopes": 'title = "x"\n',
+    "scopes-not-a-table": 'scopes = "chat"\n',
+    "scopes-empty": "[scopes]\n",
+    "scope-not-a-table": "[scopes]\nchat = 1\n",
+    "no-allow": '[scopes.chat]\ndescription = "x"\n',
+    "allow-not-a-list": '[scopes.chat]\nallow = "GET /x"\n',
+    "allow-holds-int": "[scopes.chat]\nallow = [1]\n",
+    "bad-method": '[scopes.chat]\nallow = ["FETCH /x"]\n',
+    "relative-pattern": '[scopes.chat]\nallow = ["GET x"]\n',
+    "double-star-inside": '[scopes.chat]\nallow = ["GET /api/**/x"]\n',
+    "name-with-space": '[scopes."a b"]\nallow = ["GET /x"]\n',
+    "empty-name": '[scopes.""]\nallow = ["GET /x"]\n',
+}
+
+
+@pytest.mark.parametrize("text", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_scope_files(tmp_path, text):
+    with pytest.raises(ConfigError) as info:
+        table_from(tmp_path, text)
+    assert type(info.value) is ConfigError
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_table(tmp_path / "nope.toml")
+    assert type(info.value) is ConfigError
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(ConfigError):
+        load_table(tmp_path)
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "scopes.toml"
+    path.write_bytes(b'[scopes.chat]\nallow = ["GET /\xff"]\n')
+    with pytest.raises(ConfigError):
+        load_table(path)
