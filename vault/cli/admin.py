@@ -120,10 +120,10 @@ def cmd_subjects_put(settings: Settings, args: argparse.Namespace) -> int:
     subject = subjects.parse_subject(args.id, body)
     vault = open_vault(settings)
     try:
-        stored, created = vault.appender.run(subjects.upsert_job(subject, actor=None))
+        stored, outcome = vault.appender.run(subjects.upsert_job(subject, actor=None))
     finally:
         vault.close()
-    emit_json({**stored.to_public(), "created": created})
+    emit_json({**stored.to_public(), "outcome": outcome})
     return 0
 
 

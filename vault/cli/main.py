@@ -13,7 +13,7 @@ from typing import NoReturn
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault import __version__
-from vault.cli import admin, audit, client, serve
+from vault.cli import admin, audit, client, openwebui, serve
 from vault.cli.output import USAGE, CliError, fail
 from vault.config import Settings, load_settings
 from vault.errors import VaultError
@@ -80,6 +80,10 @@ def build_parser() -> Parser:
     p.add_argument("--inactive", action="store_true", help="mark the subject inactive")
     p.set_defaults(run=admin.cmd_subjects_put)
 
+    p = subjects.add_parser("sync", help="import Open WebUI's users (OPENWEBUI_ADMIN_TOKEN)")
+    p.add_argument("--openwebui-url", required=True, help="e.g. http://127.0.0.1:8080")
+    p.set_defaults(run=openwebui.cmd_subjects_sync)
+
     token = sub.add_parser("token", help="client commands").add_subparsers(
         dest="action", required=True, parser_class=Parser
     )
@@ -115,6 +119,14 @@ def build_parser() -> Parser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(run=audit.cmd_tail)
+    owui = sub.add_parser("openwebui", help="Open WebUI integration").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    p = owui.add_parser("serve", help="run Open WebUI behind the verifier middleware")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=openwebui.cmd_openwebui_serve)
     return parser
 
 

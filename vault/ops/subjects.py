@@ -46,16 +46,19 @@ def parse_subject(subject_id: str, body: Any) -> Subject:
     return Subject(id=subject_id, email=email.lower(), name=name, role=role, active=active)
 
 
-def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, bool]]:
-    """Insert or replace; returns the subject and whether it was created. Unchanged: no entry."""
+CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 
-    def job(session: Session, ctx: JobContext) -> tuple[Subject, bool]:
+
+def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, str]]:
+    """Insert or replace; returns the subject and created/updated/unchanged (no entry then)."""
+
+    def job(session: Session, ctx: JobContext) -> tuple[Subject, str]:
         owner = subjects_repo.email_owner(session, subject.email)
         if owner is not None and owner != subject.id:
             raise Conflict("another subject has this email")
         before = subjects_repo.get_subject(session, subject.id)
         if before == subject:
-            return subject, False
+            return subject, UNCHANGED
         subjects_repo.upsert_subject(session, subject, updated_at=format_ts(ctx.now))
         ctx.record(
             Draft(
@@ -68,6 +71,6 @@ def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, boo
                 },
             )
         )
-        return subject, before is None
+        return subject, CREATED if before is None else UPDATED
 
     return job

@@ -26,8 +26,8 @@ async def upsert(
     """Create (201) or replace (200) a subject."""
     require(caller, OWNER)
     subject = subjects.parse_subject(subject_id, await read_json(request, vault))
-    stored, created = await commit(vault, subjects.upsert_job(subject, actor=caller.id))
-    return JSONResponse(stored.to_public(), status_code=201 if created else 200)
+    stored, outcome = await commit(vault, subjects.upsert_job(subject, actor=caller.id))
+    return JSONResponse(stored.to_public(), status_code=201 if outcome == subjects.CREATED else 200)
 
 
 def _list(vault: Vault, limit: int, after: str | None) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""Integrations with the applications the vault delegates into."""

@@ -1,0 +1,74 @@
+"""Acting as an Open WebUI user: mint Open WebUI's own session JWT for them, in-process.
+
+The token carries exactly what Open WebUI 0.12.4 checks (``id``, ``typ``, the user's current
+``session_stamp``) and an ``exp`` of at most 60 s, never past the delegation token's. Open WebUI
+still checks it on every request (stamp, active account, the user's permissions), so "revoke
+sessions" and disabling the account take effect at once, and a minted token can be reused for
+its short life (here: until 10 s before its ``exp``), which spares three database reads a request.
+
+With MFA enforced, Open WebUI refuses ``typ=session`` tokens without ``mfa_verified``; a delegation
+never verified MFA, so the token is minted as ``typ=automation`` instead. Endpoints that insist on
+a human session (``get_human_user``: ``GET /api/v1/auths/`` "who am I", account settings) then
+answer 403: that is Open WebUI's rule for automation, and the vault does not pretend otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from vault.middleware import UnknownUser
+
+MAX_NATIVE_LIFETIME = 60
+REUSE_MARGIN = 10
+AUTH_METHOD = "delegation"
+
+
+class OpenWebUIMapper:
+    def __init__(self, *, now: Callable[[], float] = time.time, capacity: int = 10_000) -> None:
+        self._now = now
+        self._capacity = capacity
+        self._minted: dict[tuple[str, int], tuple[str, float]] = {}
+
+    async def native_token(self, user_id: str, *, not_after: int) -> str:
+        now = self._now()
+        key = (user_id, not_after)
+        cached = self._minted.get(key)
+        if cached is not None and cached[1] - REUSE_MARGIN > now:
+            return cached[0]
+        token, expires = await self._mint(user_id, not_after, now)
+        if len(self._minted) >= self._capacity:
+            self._minted = {k: v for k, v in self._minted.items() if v[1] > now}
+            if len(self._minted) >= self._capacity:
+                self._minted.clear()
+        self._minted[key] = (token, expires)
+        return token
+
+    async def _mint(self, user_id: str, not_after: int, now: float) -> tuple[str, float]:
+        from open_webui.models.auths import Auths
+        from open_webui.models.users import Users
+        from open_webui.utils.auth import create_token
+        from open_webui.utils.mfa import get_mfa_config, is_mfa_required
+
+        lifetime = min(MAX_NATIVE_LIFETIME, int(not_after - now))
+        if lifetime <= 0:
+            raise UnknownUser("the delegation has expired")
+        user = await Users.get_user_by_id(user_id)
+        if user is None or user.role not in {"user", "admin"}:
+            raise UnknownUser("no such active Open WebUI user")
+        auth = await Auths.get_auth_by_id(user_id)
+        if auth is None or not auth.active:
+            raise UnknownUser("no such active Open WebUI user")
+        typ = "automation" if is_mfa_required(AUTH_METHOD, await get_mfa_config()) else "session"
+        token: str = create_token(
+            {
+                "id": user.id,
+                "typ": typ,
+                "auth_method": AUTH_METHOD,
+                "session_stamp": auth.session_stamp,
+                "mfa_verified": False,
+            },
+            expires_delta=timedelta(seconds=lifetime),
+        )
+        return token, now + lifetime

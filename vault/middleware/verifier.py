@@ -1,0 +1,283 @@
+"""``DelegationMiddleware``: turn a delegation token into a request by its subject, or refuse.
+
+For a request whose bearer token is a delegation token (JWS header ``typ: at+jwt``):
+
+1. verify it locally against the vault's JWKS (forgeries get 401 and never reach the vault);
+2. check the method and path against the token's scopes;
+3. introspect at the vault, which checks revocation and records the use (``token.used``, with
+   ``outcome: denied_scope`` for step 2's refusals); vault unreachable → 503, fail closed;
+4. hand the request on as the subject: the ``UserMapper`` mints the app's own credential for
+   that user, which replaces the ``Authorization`` header; cookies and ``x-api-key`` are dropped.
+
+Native credentials minted here never reach the caller: ``Set-Cookie`` for them is removed and any
+response body that echoes one has it taken out. Everything else (other bearer tokens, cookies,
+``sk-`` keys, websockets, lifespan) passes through untouched. State is per request, in locals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from vault.errors import TokenError, VaultError
+from vault.middleware.remote_keys import RemoteKeySet
+from vault.middleware.seen import SeenTokens
+from vault.policy.scopes import ScopeTable, default_table
+from vault.tokens import jws
+from vault.tokens.claims import TOKEN_TYPE, Claims
+
+log = logging.getLogger("vault.middleware")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STRIPPED_REQUEST_HEADERS = {b"authorization", b"cookie", b"x-api-key"}
+SESSION_COOKIES = (b"token=", b"oauth_id_token=", b"oauth_session_id=")
+
+
+class UnknownUser(VaultError):
+    """The token's subject is not an active user of the app."""
+
+    code = "unknown_user"
+
+
+class UserMapper(Protocol):
+    async def native_token(self, user_id: str, *, not_after: int) -> str:
+        """A credential of the app for ``user_id`` valid until ``not_after`` at the latest;
+        raises ``UnknownUser``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifierConfig:
+    vault_url: str
+    credential: str
+    issuer: str
+    audience: str = "open-webui"
+    leeway_seconds: int = 30
+    introspect_timeout: float = 5.0
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.code = code
+        self.description = description
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+def is_delegation_token(token: str) -> bool:
+    """Routing only: does this look like one of our tokens (a JWS with ``typ: at+jwt``)?"""
+    if token.startswith("sk-") or token.count(".") != 2:
+        return False
+    try:
+        header = jws.read_header(token)
+    except TokenError:
+        return False
+    typ = header.get("typ")
+    return isinstance(typ, str) and typ.lower() in {TOKEN_TYPE, "application/" + TOKEN_TYPE}
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class DelegationMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: VerifierConfig,
+        mapper: UserMapper,
+        scopes: ScopeTable | None = None,
+        http: httpx.AsyncClient | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.mapper = mapper
+        self.scopes = scopes or default_table()
+        self.http = http or httpx.AsyncClient(timeout=config.introspect_timeout)
+        self.keys = RemoteKeySet(self.http, config.vault_url.rstrip("/") + "/.well-known/jwks.json")
+        self.seen = SeenTokens()
+        self.now = now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        if token is None or not is_delegation_token(token):
+            await self.app(scope, receive, send)
+            return
+        try:
+            claims = await self._verify(token)
+            native = await self._authorize(token, claims, scope)
+        except _Refusal as refusal:
+            await _send_json(
+                send,
+                refusal.status,
+                {"error": refusal.code, "error_description": refusal.description},
+            )
+            return
+        await self.app(_as_subject(scope, native, claims), receive, _scrub(send, native))
+
+    async def _verify(self, token: str) -> Claims:
+        now = int(self.now())
+        claims = self.seen.get(token, now)
+        if claims is not None:
+            return claims
+        try:
+            kid = jws.read_header(token).get("kid")
+            if isinstance(kid, str):
+                await self.keys.ensure(kid)
+            claims = jws.verify(
+                token,
+                self.keys.cached,
+                issuer=self.config.issuer,
+                audience=self.config.audience,
+                now=now,
+                leeway=self.config.leeway_seconds,
+            )
+        except TokenError as exc:
+            raise _Refusal(401, exc.code, "the delegation token was refused") from None
+        self.seen.put(token, claims)
+        return claims
+
+    async def _authorize(self, token: str, claims: Claims, scope: Scope) -> str:
+        method = scope["method"]
+        path = scope["path"]
+        allowed_here = self.scopes.allows(claims.scope, method, path)
+        client = scope.get("client")
+        answer = await self._introspect(token, method, path, client[0] if client else None)
+        if not answer.get("active"):
+            raise _Refusal(401, "revoked_token", "the delegation token is no longer active")
+        if answer.get("sub") != claims.sub or answer.get("jti") != claims.jti:
+            raise _Refusal(503, "unavailable", "the vault's answer does not match the token")
+        if not allowed_here or answer.get("outcome") == "denied_scope":
+            raise _Refusal(
+                403, "scope_not_allowed", f"the token's scope does not allow {method} {path}"
+            )
+        try:
+            return await self.mapper.native_token(claims.sub, not_after=claims.exp)
+        except UnknownUser:
+            raise _Refusal(
+                401, "unknown_user", "the token's subject is not an active user"
+            ) from None
+
+    async def _introspect(
+        self, token: str, method: str, path: str, client_ip: str | None
+    ) -> dict[str, Any]:
+        try:
+            response = await self.http.post(
+                self.config.vault_url.rstrip("/") + "/v1/introspect",
+                json={"token": token, "method": method, "path": path, "client_ip": client_ip},
+                headers={"Authorization": f"Bearer {self.config.credential}"},
+            )
+        except httpx.HTTPError as exc:
+            log.error("vault unreachable for introspection: %s", type(exc).__name__)
+            raise _Refusal(
+                503, "vault_unavailable", "the vault cannot be reached; try again"
+            ) from None
+        if response.status_code != 200:
+            log.error("vault refused introspection: HTTP %d", response.status_code)
+            raise _Refusal(503, "vault_unavailable", "the vault did not answer; try again")
+        try:
+            answer: dict[str, Any] = response.json()
+        except ValueError:
+            raise _Refusal(503, "vault_unavailable", "the vault's answer was not JSON") from None
+        return answer
+
+
+def _as_subject(scope: Scope, native: str, claims: Claims) -> Scope:
+    headers = [(k, v) for k, v in scope["headers"] if k not in STRIPPED_REQUEST_HEADERS]
+    headers.append((b"authorization", f"Bearer {native}".encode("latin-1")))
+    state = dict(scope.get("state") or {})
+    state["delegation"] = {
+        "sub": claims.sub,
+        "act": claims.actor,
+        "jti": claims.jti,
+        "scope": claims.scope_text,
+    }
+    return {**scope, "headers": headers, "state": state}
+
+
+def _scrub(send: Send, native: str) -> Send:
+    """Wrap ``send`` so that the native credential never leaves in headers or body."""
+    secret = native.encode("latin-1")
+    buffering = False
+    held = bytearray()
+    start: Message | None = None
+
+    async def wrapped(message: Message) -> None:
+        nonlocal buffering, start
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v)
+                for k, v in message.get("headers", ())
+                if not (k.lower() == b"set-cookie" and v.lstrip().startswith(SESSION_COOKIES))
+            ]
+            content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+            buffering = content_type.startswith(b"application/json")
+            start = {**message, "headers": headers}
+            if not buffering:
+                await send(start)
+            return
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body = message.get("body", b"")
+        if not buffering:
+            await send({**message, "body": body.replace(secret, b"[redacted]")})
+            return
+        held.extend(body)
+        if message.get("more_body", False):
+            return
+        cleaned = _without_secret(bytes(held), secret)
+        assert start is not None
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(cleaned)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": cleaned})
+
+    return wrapped
+
+
+def _without_secret(body: bytes, secret: bytes) -> bytes:
+    if secret not in body:
+        return body
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body.replace(secret, b"[redacted]")
+    if isinstance(document, dict):
+        document = {
+            k: v for k, v in document.items() if not (k == "token" and v == secret.decode())
+        }
+    cleaned = json.dumps(document).encode()
+    return cleaned.replace(secret, b"[redacted]")
