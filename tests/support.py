@@ -7,8 +7,13 @@ outside the project, and moving it is how expiry is tested without sleeping.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -109,13 +114,17 @@ class Api:
         self.owner = owner
         self.http = httpx.Client(base_url=url, timeout=30)
 
-    def call(self, method: str, path: str, credential: str | None = None, **kw: Any) -> httpx.Response:
+    def call(
+        self, method: str, path: str, credential: str | None = None, **kw: Any
+    ) -> httpx.Response:
         headers = kw.pop("headers", {})
         if credential is not None:
             headers["Authorization"] = f"Bearer {credential}"
         return self.http.request(method, path, headers=headers, **kw)
 
-    def principal(self, name: str, *roles: str, policy: dict[str, Any] | None = None) -> tuple[str, str]:
+    def principal(
+        self, name: str, *roles: str, policy: dict[str, Any] | None = None
+    ) -> tuple[str, str]:
         body: dict[str, Any] = {"name": name, "roles": list(roles)}
         if policy is not None:
             body["policy"] = policy
@@ -125,7 +134,9 @@ class Api:
 
     def subject(self, subject_id: str, email: str, role: str = "user", active: bool = True) -> None:
         r = self.call(
-            "PUT", f"/v1/subjects/{subject_id}", self.owner,
+            "PUT",
+            f"/v1/subjects/{subject_id}",
+            self.owner,
             json={"email": email, "name": subject_id, "role": role, "active": active},
         )
         assert r.status_code in (200, 201), r.text
@@ -142,3 +153,184 @@ class Api:
 
     def close(self) -> None:
         self.http.close()
+
+
+# --- dvault as real processes (tests/integration/test_cli.py, test_one_chain.py) ---------------
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a real ``dvault`` process: no ``VAULT_*`` from outside but ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env.update({"VAULT_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def dvault(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m vault ARGS`` to completion (bounded), in the parent of ``VAULT_HOME``."""
+    cwd = Path(env["VAULT_HOME"]).parent
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "vault", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def exported(env: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``dvault audit export`` to stdout, split into (entries, checkpoints)."""
+    result = dvault(env, "audit", "export")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line]
+    return [e for e in lines if "kind" not in e], [
+        c for c in lines if c.get("kind") == "checkpoint"
+    ]
+
+
+class ServedVault:
+    """``dvault serve`` as a real process in its own session, so its workers stop with it.
+
+    Waits (bounded) for ``/healthz``; on exit sends SIGTERM to the process group, then SIGKILL if
+    it has not stopped within 20 s (and kills any worker left behind). stdout and stderr go to
+    files beside ``VAULT_HOME``.
+    """
+
+    def __init__(self, env: dict[str, str], *args: str, port: int | None = None) -> None:
+        self.env = env
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = ["serve", "--port", str(self.port), *args]
+        base = Path(env["VAULT_HOME"]).parent
+        base.mkdir(parents=True, exist_ok=True)
+        self.out_path = base / f"serve-{self.port}.out"
+        self.err_path = base / f"serve-{self.port}.err"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServedVault:
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vault", *self.args],
+                env=self.env,
+                cwd=self.out_path.parent,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dvault serve exited {self.proc.returncode}: {self.stderr()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"dvault serve not healthy within {timeout} s: {self.stderr()}")
+
+    def __enter__(self) -> ServedVault:
+        self.start()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def kill9(self) -> None:
+        """SIGKILL the serving process itself (a single-worker vault has no other process)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=20)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=20)
+        # Workers left behind (the parent was killed, or did not wait): bounded wait, then kill.
+        deadline = time.monotonic() + 10
+        while self.live_group() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.live_group():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
+
+    def live_group(self) -> list[int]:
+        """Processes of this server's process group that are still running (not zombies)."""
+        assert self.proc is not None
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.proc.pid and fields[0] != "Z":
+                found.append(int(name))
+        return found
+
+    def stdout(self) -> str:
+        return self.out_path.read_text("utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text("utf-8", errors="replace")
+
+
+# --- any ASGI app on a real socket (tests/integration/test_middleware.py) -----------------------
+
+
+class AsgiServer:
+    """An arbitrary ASGI app served by uvicorn on a real 127.0.0.1 socket, in a thread.
+
+    Like ``LiveServer`` but for any app (the verifier middleware in front of a stand-in); the
+    lifespan protocol is on, so the app sees ``lifespan.startup`` and ``lifespan.shutdown``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> AsgiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the ASGI server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        if self.thread.is_alive():
+            raise RuntimeError("the ASGI server did not stop within 30 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -124,6 +124,14 @@ def _create_append_only_triggers() -> None:
                     f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
                     f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
                 )
+            # INSERT OR REPLACE deletes the row it collides with without firing DELETE triggers
+            # (SQLite fires them only with recursive_triggers on): refuse an insert onto a seq
+            # that exists.
+            op.execute(
+                f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+                f"WHEN EXISTS (SELECT 1 FROM {table} WHERE seq = NEW.seq) "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            )
         return
     op.execute(
         "CREATE FUNCTION dvault_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "

@@ -15,8 +15,15 @@ def test_issue_introspect_and_audit(api: Api) -> None:
     token = issued.json()["access_token"]
 
     used = api.call(
-        "POST", "/v1/introspect", verifier,
-        json={"token": token, "method": "POST", "path": "/api/chat/completions", "client_ip": "10.0.0.7"},
+        "POST",
+        "/v1/introspect",
+        verifier,
+        json={
+            "token": token,
+            "method": "POST",
+            "path": "/api/chat/completions",
+            "client_ip": "10.0.0.7",
+        },
     )
     assert used.json()["active"] is True
     assert used.json()["sub"] == "u-1"

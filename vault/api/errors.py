@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vault import errors
+from vault.ops.tokens import redact_secrets
 
 log = logging.getLogger("vault.api")
 
@@ -56,7 +57,9 @@ def status_of(exc: errors.VaultError) -> int:
 def error_response(status: int, code: str, description: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
-        {"error": code, "error_description": description}, status_code=status, headers=headers
+        {"error": code, "error_description": redact_secrets(description)},
+        status_code=status,
+        headers=headers,
     )
 
 

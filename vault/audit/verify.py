@@ -2,7 +2,8 @@
 
 The same function serves ``GET /v1/audit/verify``, ``dvault audit verify`` on the database, and
 ``dvault audit verify --file`` on an export; it streams the entries (memory stays flat) and stops
-at the first bad seq.
+at the first bad seq. Given a ``SemanticChecker``, the same pass also checks what the log means
+(``vault.audit.semantics``): a log whose hashes hold but whose story is impossible fails too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vault.audit.chain import ChainWalker
 from vault.audit.checkpoint import Checkpoint, verify_checkpoint
 from vault.audit.entry import Entry
+from vault.audit.semantics import SemanticChecker, Violation
 from vault.errors import AuditError, ChainBroken, CheckpointSignatureInvalid, MalformedExport
 
 
@@ -37,9 +39,14 @@ class Report:
     head_hash: str
     checkpoints_ok: bool
     first_error: Failure | None
+    # The first violations of the log's meaning (seq order) and how many there were in all.
+    semantic_errors: tuple[Violation, ...] = ()
+    semantic_total: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The pinned shape (SPEC §6); ``semantic_errors`` (and ``semantic_errors_total``) are
+        added only when the log's meaning is broken, so a sound log's report stays as pinned."""
+        report: dict[str, Any] = {
             "ok": self.ok,
             "entries": self.entries,
             "head_seq": self.head_seq,
@@ -47,6 +54,14 @@ class Report:
             "checkpoints_ok": self.checkpoints_ok,
             "first_error": self.first_error.to_dict() if self.first_error else None,
         }
+        if self.semantic_errors:
+            report["semantic_errors"] = [v.to_dict() for v in self.semantic_errors]
+            report["semantic_errors_total"] = self.semantic_total
+        return report
+
+
+def semantic_failure(violation: Violation) -> Failure:
+    return Failure(violation.seq, f"log meaning broken ({violation.rule}): {violation.reason}")
 
 
 def verify_log(
@@ -55,8 +70,14 @@ def verify_log(
     lookup: Callable[[str], Ed25519PublicKey | None],
     *,
     trusted: Iterable[Checkpoint] = (),
+    semantics: SemanticChecker | None = None,
 ) -> Report:
-    """Verify everything; never raises for a bad log (the report says what is wrong)."""
+    """Verify everything; never raises for a bad log (the report says what is wrong).
+
+    With ``semantics`` (a fresh checker), each entry the chain accepts is also checked for
+    meaning. A violation makes the report not ok; ``first_error`` names the chain's or a
+    checkpoint's failure when there is one, else the first violation (smallest seq).
+    """
     failures: list[Failure] = []
     checkpoints_ok = True
     anchors: dict[int, list[str]] = defaultdict(list)
@@ -73,6 +94,8 @@ def verify_log(
     try:
         for entry in entries:
             walker.feed(entry)
+            if semantics is not None:
+                semantics.feed(entry)
         walker.finish()
     except ChainBroken as exc:
         failures.append(Failure(exc.seq, exc.reason))
@@ -83,7 +106,10 @@ def verify_log(
     except AuditError as exc:  # any other audit refusal still names where the walk stopped
         failures.append(Failure(walker.head.seq + 1, exc.description))
 
+    violations = semantics.finish() if semantics is not None else []
     first = min(failures, key=lambda failure: failure.seq) if failures else None
+    if first is None and violations:
+        first = semantic_failure(violations[0])
     return Report(
         ok=first is None,
         entries=walker.count,
@@ -91,4 +117,6 @@ def verify_log(
         head_hash=walker.head.hash,
         checkpoints_ok=checkpoints_ok,
         first_error=first,
+        semantic_errors=tuple(violations),
+        semantic_total=semantics.total if semantics is not None else 0,
     )

@@ -14,7 +14,7 @@ from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
 from vault.ops import principals, subjects
 from vault.ops.keys import rotate_job
-from vault.ops.runtime import open_vault
+from vault.ops.runtime import open_database, open_vault
 from vault.ops.setup import init_vault
 from vault.storage import migrate
 from vault.storage.engine import Database
@@ -98,7 +98,7 @@ def cmd_principals_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_principals_list(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         with db.read() as session:
             found = [p.to_public() for p in principals.list_all(session)]

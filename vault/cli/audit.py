@@ -11,13 +11,15 @@ from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.export import read_checkpoints, read_entries
+from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, verify_log
 from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
 from vault.crypto.keys import public_keys_from_jwks
 from vault.ops import audit
+from vault.ops.runtime import open_database
+from vault.policy.scopes import load_table
 from vault.storage import audit_repo
-from vault.storage.engine import Database
 
 
 def _load_json(path: Path, what: str) -> object:
@@ -46,7 +48,12 @@ def _lines(path: Path) -> Iterator[str]:
         yield "\x00 not UTF-8"  # the parser reports this line as malformed
 
 
-def _verify_file(path: Path, jwks_path: Path | None, trusted: list[Checkpoint]) -> Report:
+def _verify_file(
+    path: Path,
+    jwks_path: Path | None,
+    trusted: list[Checkpoint],
+    semantics: SemanticChecker | None,
+) -> Report:
     if jwks_path is None:
         raise CliError(
             "--file needs --jwks AUDIT-KEYS.json (the vault's /.well-known/audit-keys.json)", 2
@@ -58,24 +65,43 @@ def _verify_file(path: Path, jwks_path: Path | None, trusted: list[Checkpoint]) 
     except ValueError as exc:
         raise CliError(f"audit key set {jwks_path}: {exc}") from None
     return verify_log(
-        read_entries(_lines(path)), read_checkpoints(_lines(path)), keys.get, trusted=trusted
+        read_entries(_lines(path)),
+        read_checkpoints(_lines(path)),
+        keys.get,
+        trusted=trusted,
+        semantics=semantics,
     )
+
+
+def _report_violations(report: Report) -> None:
+    for violation in report.semantic_errors:
+        sys.stderr.write(
+            f"dvault: semantic violation at seq {violation.seq} ({violation.rule}): "
+            f"{violation.reason}\n"
+        )
+    more = report.semantic_total - len(report.semantic_errors)
+    if more > 0:
+        sys.stderr.write(f"dvault: ... and {more} more semantic violation(s)\n")
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     trusted = _trusted(args.checkpoint)
+    semantics = (
+        None if args.no_semantics else SemanticChecker(scopes=load_table(settings.scopes_file))
+    )
     if args.file is not None:
-        report = _verify_file(args.file, args.jwks, trusted)
+        report = _verify_file(args.file, args.jwks, trusted, semantics)
     else:
-        db = Database(settings.database_url)
+        db = open_database(settings)
         try:
-            report = audit.verify_database(db, trusted=trusted)
+            report = audit.verify_database(db, trusted=trusted, semantics=semantics)
         finally:
             db.dispose()
     if args.json:
         emit_json(report.to_dict())
     elif report.ok:
         emit(f"ok: {report.entries} entries, head seq {report.head_seq} hash {report.head_hash}")
+    _report_violations(report)
     if not report.ok:
         assert report.first_error is not None
         error = report.first_error
@@ -85,7 +111,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         if args.out is None:
             for chunk in audit.export_lines(db):
@@ -103,7 +129,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     """The last N entries, then (with --follow) new ones as they are appended."""
-    db = Database(settings.database_url)
+    db = open_database(settings)
     try:
         with db.read() as session:
             head = audit_repo.head(session)

@@ -8,9 +8,10 @@ import os
 import httpx
 
 from vault.cli.output import CliError, emit_json
+from vault.config import Settings
 
 
-def cmd_token_issue(args: argparse.Namespace) -> int:
+def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
     credential = os.environ.get("VAULT_CREDENTIAL")
     if not credential:
         raise CliError("set VAULT_CREDENTIAL to the delegator's credential", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -13,7 +14,6 @@ from typing import NoReturn
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault import __version__
-from vault.cli import admin, audit, client, openwebui, serve
 from vault.cli.output import USAGE, CliError, fail
 from vault.config import Settings, load_settings
 from vault.errors import VaultError
@@ -38,17 +38,17 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("init", help="create the database, keys and the first owner (once)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(run=admin.cmd_init)
+    p.set_defaults(run="admin:cmd_init")
 
     p = sub.add_parser("serve", help="run the HTTP API (migrates first)")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8787)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--init", action="store_true", help="initialize first if this vault is new")
-    p.set_defaults(run=serve.cmd_serve)
+    p.set_defaults(run="serve:cmd_serve")
 
     p = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
-    p.set_defaults(run=admin.cmd_migrate)
+    p.set_defaults(run="admin:cmd_migrate")
 
     principals = sub.add_parser("principals", help="manage principals").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -64,10 +64,10 @@ def build_parser() -> Parser:
     )
     p.add_argument("--policy", help='delegation policy as JSON, e.g. \'{"scopes": ["chat"]}\'')
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=admin.cmd_principals_create)
+    p.set_defaults(run="admin:cmd_principals_create")
     p = principals.add_parser("list", help="list principals")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=admin.cmd_principals_list)
+    p.set_defaults(run="admin:cmd_principals_list")
 
     subjects = sub.add_parser("subjects", help="manage subjects").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -78,11 +78,11 @@ def build_parser() -> Parser:
     p.add_argument("--name")
     p.add_argument("--role", default="user", choices=["admin", "user", "pending"])
     p.add_argument("--inactive", action="store_true", help="mark the subject inactive")
-    p.set_defaults(run=admin.cmd_subjects_put)
+    p.set_defaults(run="admin:cmd_subjects_put")
 
     p = subjects.add_parser("sync", help="import Open WebUI's users (OPENWEBUI_ADMIN_TOKEN)")
     p.add_argument("--openwebui-url", required=True, help="e.g. http://127.0.0.1:8080")
-    p.set_defaults(run=openwebui.cmd_subjects_sync)
+    p.set_defaults(run="openwebui:cmd_subjects_sync")
 
     token = sub.add_parser("token", help="client commands").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -93,32 +93,39 @@ def build_parser() -> Parser:
     p.add_argument("--ttl", type=int, help="lifetime in seconds")
     p.add_argument("--reason", help="why (required unless VAULT_REQUIRE_REASON=false)")
     p.add_argument("--url", help="the vault's URL (default VAULT_URL or http://127.0.0.1:8787)")
-    p.set_defaults(run=lambda _settings, args: client.cmd_token_issue(args), needs_settings=False)
+    p.set_defaults(run="client:cmd_token_issue")
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(
         dest="action", required=True, parser_class=Parser
     )
     p = keys.add_parser("rotate", help="make a new signing key; the old one stays published")
     p.add_argument("--purpose", default="token", choices=["token", "audit"])
-    p.set_defaults(run=admin.cmd_keys_rotate)
+    p.set_defaults(run="admin:cmd_keys_rotate")
 
     audit_cmds = sub.add_parser("audit", help="the audit log").add_subparsers(
         dest="action", required=True, parser_class=Parser
     )
-    p = audit_cmds.add_parser("verify", help="verify the chain and checkpoints; exit 1 if bad")
+    p = audit_cmds.add_parser(
+        "verify", help="verify the chain, checkpoints and meaning; exit 1 if bad"
+    )
     p.add_argument("--file", type=Path, help="verify this NDJSON export instead of the database")
     p.add_argument("--jwks", type=Path, help="audit keys (audit-keys.json) for --file")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint saved earlier by a reviewer")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=audit.cmd_verify)
+    p.add_argument(
+        "--no-semantics",
+        action="store_true",
+        help="check hashes and checkpoints only, not the log's meaning",
+    )
+    p.set_defaults(run="audit:cmd_verify")
     p = audit_cmds.add_parser("export", help="write the NDJSON export")
     p.add_argument("--out", type=Path, help="file to write (default stdout)")
-    p.set_defaults(run=audit.cmd_export)
+    p.set_defaults(run="audit:cmd_export")
     p = audit_cmds.add_parser("tail", help="print the latest entries")
     p.add_argument("-n", "--lines", type=int, default=20)
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    p.set_defaults(run=audit.cmd_tail)
+    p.set_defaults(run="audit:cmd_tail")
     owui = sub.add_parser("openwebui", help="Open WebUI integration").add_subparsers(
         dest="action", required=True, parser_class=Parser
     )
@@ -126,8 +133,15 @@ def build_parser() -> Parser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
-    p.set_defaults(run=openwebui.cmd_openwebui_serve)
+    p.set_defaults(run="openwebui:cmd_openwebui_serve")
     return parser
+
+
+def _command(target: str) -> Command:
+    """Import a command's module only when it runs: ``dvault`` starts fast."""
+    module, _, name = target.partition(":")
+    command: Command = getattr(importlib.import_module(f"vault.cli.{module}"), name)
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
-        run: Command = args.run
-        return run(settings, args)
+        return _command(args.run)(settings, args)
     except CliError as exc:
         fail(exc.message)
         return exc.code

@@ -27,7 +27,13 @@ class RemoteKeySet:
         self._min_refresh = min_refresh_seconds
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._refreshed_at = float("-inf")
+        self._loaded = False
         self._lock = asyncio.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the JWKS was ever fetched: until then an unknown kid proves nothing."""
+        return self._loaded
 
     def cached(self, kid: str) -> Ed25519PublicKey | None:
         return self._keys.get(kid)
@@ -44,6 +50,7 @@ class RemoteKeySet:
                 response = await self._http.get(self._url)
                 response.raise_for_status()
                 self._keys = public_keys_from_jwks(response.json())
+                self._loaded = True
             except (httpx.HTTPError, ValueError) as exc:
                 # Keep the keys we had: verification of known kids goes on; unknown ones fail.
                 log.warning("JWKS refresh from %s failed: %s", self._url, type(exc).__name__)

@@ -9,9 +9,10 @@ For a request whose bearer token is a delegation token (JWS header ``typ: at+jwt
 4. hand the request on as the subject: the ``UserMapper`` mints the app's own credential for
    that user, which replaces the ``Authorization`` header; cookies and ``x-api-key`` are dropped.
 
-Native credentials minted here never reach the caller: ``Set-Cookie`` for them is removed and any
-response body that echoes one has it taken out. Everything else (other bearer tokens, cookies,
-``sk-`` keys, websockets, lifespan) passes through untouched. State is per request, in locals.
+Native credentials minted here never reach the caller: ``Set-Cookie`` for them is removed, and any
+other response header or body that echoes one has it taken out (JSON) or masked (streamed).
+Everything else (other bearer tokens, cookies, ``sk-`` keys, websockets, lifespan) passes through
+untouched. State is per request, in locals.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from vault.errors import TokenError, VaultError
+from vault.errors import TokenError, UnknownKey, VaultError
 from vault.middleware.remote_keys import RemoteKeySet
 from vault.middleware.seen import SeenTokens
 from vault.policy.scopes import ScopeTable, default_table
@@ -152,6 +153,7 @@ class DelegationMiddleware:
         claims = self.seen.get(token, now)
         if claims is not None:
             return claims
+        kid: object = None
         try:
             kid = jws.read_header(token).get("kid")
             if isinstance(kid, str):
@@ -165,6 +167,11 @@ class DelegationMiddleware:
                 leeway=self.config.leeway_seconds,
             )
         except TokenError as exc:
+            if isinstance(exc, UnknownKey) and isinstance(kid, str) and not self.keys.loaded:
+                # No key set was ever fetched: this says nothing about the token (fail closed).
+                raise _Refusal(
+                    503, "vault_unavailable", "the vault's keys cannot be fetched; try again"
+                ) from None
             raise _Refusal(401, exc.code, "the delegation token was refused") from None
         self.seen.put(token, claims)
         return claims
@@ -215,7 +222,14 @@ class DelegationMiddleware:
 
 
 def _as_subject(scope: Scope, native: str, claims: Claims) -> Scope:
-    headers = [(k, v) for k, v in scope["headers"] if k not in STRIPPED_REQUEST_HEADERS]
+    # ``_scrub`` can only find the native credential in an uncompressed body, so the app is asked
+    # for one (Open WebUI's CompressMiddleware would otherwise gzip/br/zstd it past the scrubber).
+    headers = [
+        (k, v)
+        for k, v in scope["headers"]
+        if k not in STRIPPED_REQUEST_HEADERS and k != b"accept-encoding"
+    ]
+    headers.append((b"accept-encoding", b"identity"))
     headers.append((b"authorization", f"Bearer {native}".encode("latin-1")))
     state = dict(scope.get("state") or {})
     state["delegation"] = {
@@ -230,15 +244,18 @@ def _as_subject(scope: Scope, native: str, claims: Claims) -> Scope:
 def _scrub(send: Send, native: str) -> Send:
     """Wrap ``send`` so that the native credential never leaves in headers or body."""
     secret = native.encode("latin-1")
+    # Same length as the secret: a Content-Length already sent for a streamed body stays true.
+    mask = b"[redacted]".ljust(len(secret), b"*")[: len(secret)]
     buffering = False
     held = bytearray()
+    pending = b""  # a streamed chunk's tail that may begin the secret, sent with the next chunk
     start: Message | None = None
 
     async def wrapped(message: Message) -> None:
-        nonlocal buffering, start
+        nonlocal buffering, pending, start
         if message["type"] == "http.response.start":
             headers = [
-                (k, v)
+                (k, v.replace(secret, mask))
                 for k, v in message.get("headers", ())
                 if not (k.lower() == b"set-cookie" and v.lstrip().startswith(SESSION_COOKIES))
             ]
@@ -253,7 +270,10 @@ def _scrub(send: Send, native: str) -> Send:
             return
         body = message.get("body", b"")
         if not buffering:
-            await send({**message, "body": body.replace(secret, b"[redacted]")})
+            data = (pending + body).replace(secret, mask)
+            keep = _secret_prefix_at_end(data, secret) if message.get("more_body", False) else 0
+            pending = data[len(data) - keep :]
+            await send({**message, "body": data[: len(data) - keep]})
             return
         held.extend(body)
         if message.get("more_body", False):
@@ -266,6 +286,16 @@ def _scrub(send: Send, native: str) -> Send:
         await send({"type": "http.response.body", "body": cleaned})
 
     return wrapped
+
+
+def _secret_prefix_at_end(data: bytes, secret: bytes) -> int:
+    """Length of the longest tail of ``data`` that is a proper prefix of ``secret`` (else 0)."""
+    i = data.find(secret[:1], max(0, len(data) - len(secret) + 1))
+    while i != -1:
+        if secret.startswith(data[i:]):
+            return len(data) - i
+        i = data.find(secret[:1], i + 1)
+    return 0
 
 
 def _without_secret(body: bytes, secret: bytes) -> bytes:

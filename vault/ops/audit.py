@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.export import checkpoint_line
+from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, verify_log
 from vault.crypto.keys import AUDIT, public_key_from_jwk
 from vault.storage import audit_repo, keys_repo
@@ -59,11 +60,18 @@ def audit_public_keys(db: Database) -> Callable[[str], Ed25519PublicKey | None]:
     return found.get
 
 
-def verify_database(db: Database, *, trusted: list[Checkpoint] | None = None) -> Report:
+def verify_database(
+    db: Database,
+    *,
+    trusted: list[Checkpoint] | None = None,
+    semantics: SemanticChecker | None = None,
+) -> Report:
+    """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too."""
     snap = snapshot(db)
     return verify_log(
         audit_repo.stream_entries(db, upto_seq=snap.head_seq),
         snap.checkpoints,
         audit_public_keys(db),
         trusted=trusted or [],
+        semantics=semantics,
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.exc import DBAPIError
+
 from vault.audit.appender import Appender
 from vault.audit.checkpoint_log import CheckpointLog
 from vault.clock import Clock, SystemClock
@@ -41,6 +43,21 @@ def check_master_key(db: Database, master_key: bytes) -> None:
         raise MasterKeyError(
             "the master key does not match this vault (wrong VAULT_MASTER_KEY or key file)"
         ) from None
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of an initialized vault, for reading (no master key needed, nothing
+    created or migrated): what a reviewer with read access uses."""
+    db = Database(settings.database_url, create=False)
+    try:
+        with db.read() as session:
+            initialized = meta_repo.get_meta(session, meta_repo.INITIALIZED_AT)
+    except DBAPIError:
+        initialized = None  # no schema yet
+    if initialized is None:
+        db.dispose()
+        raise NotInitialized("this vault is not initialized: run 'dvault init'")
+    return db
 
 
 @dataclass

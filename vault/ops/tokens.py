@@ -35,7 +35,8 @@ from vault.tokens.claims import Claims, build_claims
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
 # Something that looks like a credential or a JWT never enters the audit log.
 _SECRET_LIKE = re.compile(
-    r"dv_[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{16,}"
+    r"dv_[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?"
+    r"|sk-[A-Za-z0-9]{16,}"
 )
 
 
@@ -57,6 +58,12 @@ class IssuedToken:
 
 def looks_secret(text: str) -> bool:
     return bool(_SECRET_LIKE.search(text))
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with whatever looks like a credential or a token replaced (error descriptions
+    echo request values, e.g. an unknown scope name: a token pasted there must not come back)."""
+    return _SECRET_LIKE.sub("[redacted]", text)
 
 
 def _echo(value: Any) -> Any:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from vault.config import redact_url
-from vault.errors import ConfigError
+from vault.errors import ConfigError, NotInitialized
 
 CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit chain
 MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
@@ -56,7 +56,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 class Database:
     """One database: a read engine, a write path holding the chain lock, and its dialect."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         try:
             parsed = make_url(url)
         except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError alike
@@ -70,6 +70,8 @@ class Database:
             if database in {"", ":memory:"}:
                 raise ConfigError("the vault needs a SQLite file, not an in-memory database")
             path = Path(database)
+            if not create and not path.exists():
+                raise NotInitialized(f"no vault database at {path}: run 'dvault init'")
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # It holds sealed keys and credential hashes: 0600 from the start. SQLite gives its
             # -wal and -shm files the database file's permissions.

@@ -80,10 +80,14 @@ def _json_object(segment: str, what: str) -> dict[str, Any]:
 
 
 def read_header(token: str) -> dict[str, Any]:
-    """The unverified header, for routing only (is this one of ours?). Never trust it further."""
-    if len(token) > MAX_TOKEN_BYTES:
-        raise TokenTooLarge(f"token is over {MAX_TOKEN_BYTES} bytes")
+    """The unverified header, for routing only (is this one of ours?). Never trust it further.
+
+    Only the header's size is limited here, so that an oversized token of ours is still
+    recognized as ours, and then refused by ``verify`` as too large.
+    """
     head, sep, _ = token.partition(".")
+    if len(head) > MAX_TOKEN_BYTES:
+        raise TokenTooLarge(f"token is over {MAX_TOKEN_BYTES} bytes")
     if not sep:
         raise MalformedToken("not a compact JWS")
     return _json_object(head, "header")

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vault.api.deps import CallerDep, VaultDep, require
 from vault.api.schemas import ERRORS
+from vault.audit.semantics import SemanticChecker
 from vault.clock import format_ts
 from vault.domain import AUDITOR, OWNER
 from vault.errors import InvalidRequest, NotFound
@@ -102,7 +103,9 @@ async def make_checkpoint(vault: VaultDep, caller: CallerDep) -> JSONResponse:
 
 @router.get("/verify", responses=ERRORS)
 async def verify(vault: VaultDep, caller: CallerDep) -> dict[str, Any]:
-    """Check the whole chain and every checkpoint; report the first bad seq."""
+    """Check the whole chain, every checkpoint and the log's meaning; report the first bad seq."""
     require(caller, AUDITOR, OWNER)
-    report = await run_in_threadpool(audit.verify_database, vault.db)
+    report = await run_in_threadpool(
+        audit.verify_database, vault.db, semantics=SemanticChecker(scopes=vault.scopes)
+    )
     return report.to_dict()

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from vault.api.deps import CallerDep, VaultDep, client_ip, commit, read_json, require
 from vault.api.schemas import (
@@ -51,7 +52,10 @@ async def introspect(request: Request, vault: VaultDep, caller: CallerDep) -> JS
     require(caller, VERIFIER)
     use = tokens.parse_use_request(await read_json(request, vault))
     now = int(vault.clock.now().timestamp())
-    job = tokens.introspect_job(vault.settings, vault.scopes, vault.keys, caller, use, now)
+    # The signature check may reload keys from the database: off the event loop.
+    job = await run_in_threadpool(
+        tokens.introspect_job, vault.settings, vault.scopes, vault.keys, caller, use, now
+    )
     if job is None:
         return JSONResponse(dict(tokens.INACTIVE), headers=NO_STORE)
     return JSONResponse(await commit(vault, job), headers=NO_STORE)

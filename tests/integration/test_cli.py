@@ -1,0 +1,587 @@
+"""``dvault`` as real processes (SPEC §2, §7, §10): exit codes 0 / 1 / 2, one-line errors on
+stderr and never a traceback, credentials shown once, and every change in the audit log."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support import Api, ServedVault, cli_env, dvault, exported, free_port
+from vault.crypto.b64 import b64url_encode
+
+CREDENTIAL = re.compile(r"dv_[A-Za-z0-9_-]{43}")
+VERIFY_KEYS = {"ok", "entries", "head_seq", "head_hash", "checkpoints_ok", "first_error"}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """The command failed with ``code`` and said why in exactly one line on stderr."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
+    line = lines[0]
+    assert line.startswith("dvault: "), line
+    for needle in needles:
+        assert needle.lower() in line.lower(), f"{needle!r} not in {line!r}"
+    return line
+
+
+def init(env: dict[str, str]) -> str:
+    """``dvault init``; returns the owner credential it printed."""
+    out = ok(dvault(env, "init")).stdout.strip()
+    assert CREDENTIAL.fullmatch(out), out
+    return out
+
+
+def home_of(env: dict[str, str]) -> Path:
+    return Path(env["VAULT_HOME"])
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def new_master_key() -> str:
+    return b64url_encode(secrets.token_bytes(32))
+
+
+def db_url(env: dict[str, str]) -> str:
+    return env.get("VAULT_DATABASE_URL") or f"sqlite:///{home_of(env) / 'vault.db'}"
+
+
+def jwks_from_db(env: dict[str, str], purpose: str) -> dict[str, Any]:
+    """A JWKS built from the stored public keys, as a reviewer with read access would."""
+    engine = create_engine(db_url(env))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT public_jwk FROM signing_keys WHERE purpose = :p"), {"p": purpose}
+            ).all()
+    finally:
+        engine.dispose()
+    assert rows, f"no {purpose} keys stored"
+    return {"keys": [json.loads(row[0]) for row in rows]}
+
+
+def principals(env: dict[str, str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(
+        ok(dvault(env, "principals", "list", "--json")).stdout
+    )["principals"]
+    return found
+
+
+def head_seq(env: dict[str, str]) -> int:
+    report: dict[str, Any] = json.loads(ok(dvault(env, "audit", "verify", "--json")).stdout)
+    seq: int = report["head_seq"]
+    return seq
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """A CLI environment on SQLite (the default file in VAULT_HOME) or on PostgreSQL.
+
+    VAULT_CHECKPOINT_EVERY=3 so that CLI changes also make signed checkpoints."""
+    extra = {} if database_url.startswith("sqlite") else {"VAULT_DATABASE_URL": database_url}
+    return cli_env(tmp_path / "home", VAULT_CHECKPOINT_EVERY="3", **extra)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return cli_env(tmp_path / "home")
+
+
+# --- init --------------------------------------------------------------------------------------
+
+
+def test_init_creates_key_file_and_prints_the_credential_once(
+    env: dict[str, str], database_url: str
+) -> None:
+    first = ok(dvault(env, "init"))
+    assert first.stdout.count("\n") == 1
+    assert CREDENTIAL.fullmatch(first.stdout.strip()), first.stdout
+    key_file = home_of(env) / "master.key"
+    assert mode(key_file) == 0o600
+    assert str(key_file) in first.stderr
+    assert "0600" in first.stderr
+    if database_url.startswith("sqlite"):
+        for name in ("vault.db", "vault.db-wal", "vault.db-shm"):
+            if (home_of(env) / name).exists():
+                assert mode(home_of(env) / name) == 0o600, name
+        assert (home_of(env) / "vault.db").exists()
+    key_text = key_file.read_text()
+
+    for args in (["init"], ["init", "--json"]):
+        again = dvault(env, *args)
+        one_line_error(again, 1, "already initialized")
+        assert again.stdout == ""
+        assert "dv_" not in again.stderr
+    assert key_file.read_text() == key_text
+    assert [p["name"] for p in principals(env)] == ["owner"]
+
+
+def test_init_json(env: dict[str, str]) -> None:
+    data = json.loads(ok(dvault(env, "init", "--json")).stdout)
+    assert CREDENTIAL.fullmatch(data["credential"])
+    assert data["master_key_file"] == str(home_of(env) / "master.key")
+    (owner,) = principals(env)
+    assert owner["id"] == data["owner_id"]
+    assert owner["roles"] == ["owner"]
+
+
+def test_init_with_master_key_in_the_environment_creates_no_key_file(
+    env: dict[str, str],
+) -> None:
+    with_key = {**env, "VAULT_MASTER_KEY": new_master_key()}
+    result = ok(dvault(with_key, "init"))
+    assert CREDENTIAL.fullmatch(result.stdout.strip())
+    assert not (home_of(env) / "master.key").exists()
+    assert "master key file" not in result.stderr
+    ok(dvault(with_key, "principals", "create", "bot", "--role", "delegator"))
+    # Without the variable there is no key at all: refused, loudly.
+    one_line_error(dvault(env, "keys", "rotate"), 1, "master key")
+
+
+# --- the master key ----------------------------------------------------------------------------
+
+
+def test_wrong_master_key_in_the_environment_is_refused(sqlite_env: dict[str, str]) -> None:
+    env = sqlite_env
+    init(env)
+    before = head_seq(env)
+    wrong = {**env, "VAULT_MASTER_KEY": new_master_key()}
+    for args in (
+        ["principals", "create", "bot", "--role", "delegator"],
+        ["keys", "rotate"],
+        ["serve", "--port", str(free_port())],
+    ):
+        one_line_error(dvault(wrong, *args), 1, "master key")
+    assert [p["name"] for p in principals(env)] == ["owner"]
+    assert head_seq(env) == before
+
+
+def test_tampered_key_file_is_refused(sqlite_env: dict[str, str]) -> None:
+    init(sqlite_env)
+    key_file = home_of(sqlite_env) / "master.key"
+    key_file.write_text(new_master_key() + "\n")  # another valid key, still 0600
+    assert mode(key_file) == 0o600
+    one_line_error(
+        dvault(sqlite_env, "principals", "create", "bot", "--role", "delegator"),
+        1,
+        "master key",
+    )
+    one_line_error(dvault(sqlite_env, "serve", "--port", str(free_port())), 1, "master key")
+    key_file.write_text("!!! not a key !!!\n")
+    one_line_error(dvault(sqlite_env, "keys", "rotate"), 1, "master key")
+
+
+def test_world_readable_key_file_is_refused(sqlite_env: dict[str, str]) -> None:
+    init(sqlite_env)
+    key_file = home_of(sqlite_env) / "master.key"
+    key_file.chmod(0o644)
+    one_line_error(dvault(sqlite_env, "keys", "rotate"), 1, "master key", "chmod 600")
+    one_line_error(dvault(sqlite_env, "serve", "--port", str(free_port())), 1, "master key")
+    key_file.chmod(0o600)
+    ok(dvault(sqlite_env, "keys", "rotate"))
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    ["not a key!", b64url_encode(secrets.token_bytes(16)), b64url_encode(secrets.token_bytes(33))],
+    ids=["not-base64url", "16-bytes", "33-bytes"],
+)
+def test_malformed_master_key_is_refused(sqlite_env: dict[str, str], bad_key: str) -> None:
+    bad = {**sqlite_env, "VAULT_MASTER_KEY": bad_key}
+    one_line_error(dvault(bad, "init"), 1, "master key")
+    assert not (home_of(sqlite_env) / "master.key").exists()
+    init(sqlite_env)
+    one_line_error(dvault(bad, "principals", "create", "bot", "--role", "delegator"), 1)
+
+
+# --- admin commands ----------------------------------------------------------------------------
+
+
+def test_migrate_is_idempotent(env: dict[str, str]) -> None:
+    first = ok(dvault(env, "migrate"))
+    second = ok(dvault(env, "migrate"))
+    assert "revision" in first.stderr
+    assert first.stderr == second.stderr
+    init(env)
+    ok(dvault(env, "migrate"))
+    ok(dvault(env, "audit", "verify"))
+
+
+def test_admin_commands_work_and_are_audited_with_a_null_actor(env: dict[str, str]) -> None:
+    owner = init(env)
+    policy = {"scopes": ["chat"], "max_ttl_seconds": 600}
+    created = json.loads(
+        ok(
+            dvault(
+                env,
+                "principals",
+                "create",
+                "bot",
+                "--role",
+                "delegator",
+                "--role",
+                "auditor",
+                "--policy",
+                json.dumps(policy),
+                "--json",
+            )
+        ).stdout
+    )
+    assert CREDENTIAL.fullmatch(created["credential"])
+    assert created["roles"] == ["delegator", "auditor"]
+    assert created["policy"]["scopes"] == ["chat"]
+    assert created["policy"]["max_ttl_seconds"] == 600
+
+    plain = ok(dvault(env, "principals", "create", "owui", "--role", "verifier"))
+    verifier_credential = plain.stdout.strip()
+    assert CREDENTIAL.fullmatch(verifier_credential), plain.stdout
+
+    listed = {p["name"]: p for p in principals(env)}
+    assert set(listed) == {"owner", "bot", "owui"}
+    assert listed["bot"]["id"] == created["id"]
+    assert listed["owui"]["roles"] == ["verifier"]
+    text_list = ok(dvault(env, "principals", "list")).stdout
+    assert "delegator,auditor" in text_list
+    assert "dv_" not in text_list
+
+    put = ["subjects", "put", "u-1", "--email", "u1@example.com", "--role"]
+    subject = json.loads(ok(dvault(env, *put, "user")).stdout)
+    assert (subject["id"], subject["email"], subject["role"]) == ("u-1", "u1@example.com", "user")
+    assert subject["outcome"] == "created"
+    again = json.loads(ok(dvault(env, *put, "admin")).stdout)
+    assert (again["role"], again["outcome"]) == ("admin", "updated")
+    same = json.loads(ok(dvault(env, *put, "admin")).stdout)
+    assert same["outcome"] == "unchanged"  # and no entry
+
+    token_rotation = json.loads(ok(dvault(env, "keys", "rotate")).stdout)
+    assert token_rotation["purpose"] == "token"
+    assert token_rotation["kid"] != token_rotation["previous_kid"]
+    audit_rotation = json.loads(ok(dvault(env, "keys", "rotate", "--purpose", "audit")).stdout)
+    assert audit_rotation["purpose"] == "audit"
+
+    entries, checkpoints = exported(env)
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert all(e["actor"] is None for e in entries), [e for e in entries if e["actor"]]
+    kinds = [e["type"] for e in entries]
+    for kind in (
+        "principal.created",
+        "credential.created",
+        "subject.upserted",
+        "key.created",
+        "key.rotated",
+    ):
+        assert kind in kinds, kind
+    assert kinds.count("principal.created") == 3  # owner, bot, owui
+    assert kinds.count("subject.upserted") == 2
+    assert kinds.count("key.rotated") == 2
+    assert {e["subject"] for e in entries if e["type"] == "subject.upserted"} == {"u-1"}
+    assert checkpoints, "VAULT_CHECKPOINT_EVERY=3 should have made checkpoints"
+    dump = json.dumps(entries)
+    for secret in (owner, created["credential"], verifier_credential):
+        assert secret not in dump, "a credential reached the audit log"
+
+
+def test_read_commands_on_an_uninitialized_vault_suggest_init(env: dict[str, str]) -> None:
+    """SPEC §10: "errors go to stderr as one clear line". Today these answer with the raw
+    driver error (``database error: OperationalError: ... no such table: audit_checkpoints``),
+    which does not tell an operator that the vault was never initialized."""
+    for args in (
+        ["audit", "verify"],
+        ["audit", "export"],
+        ["audit", "tail"],
+        ["principals", "list"],
+    ):
+        result = dvault(env, *args)
+        line = one_line_error(result, 1)
+        assert "init" in line, f"dvault {' '.join(args)} on a new vault: {line!r} (bug: say init)"
+
+
+def test_bad_policy_is_refused(sqlite_env: dict[str, str]) -> None:
+    env = sqlite_env
+    init(env)
+    before = head_seq(env)
+    base = ["principals", "create", "bot", "--role", "delegator", "--policy"]
+    one_line_error(dvault(env, *base, "{not json"), 2, "--policy")
+    one_line_error(dvault(env, *base, '{"scopes": ["no-such-scope"]}'), 1)
+    assert head_seq(env) == before
+    assert [p["name"] for p in principals(env)] == ["owner"]
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+def test_audit_verify_export_and_tail(env: dict[str, str], tmp_path: Path) -> None:
+    init(env)
+    ok(dvault(env, "principals", "create", "bot", "--role", "delegator"))
+    ok(dvault(env, "subjects", "put", "u-1", "--email", "u1@example.com"))
+    ok(dvault(env, "keys", "rotate", "--purpose", "audit"))
+    entries, checkpoints = exported(env)
+    assert len(checkpoints) >= 2  # signed by the old and by the new audit key
+
+    plain = ok(dvault(env, "audit", "verify"))
+    assert plain.stdout.startswith("ok:"), plain.stdout
+    report = json.loads(ok(dvault(env, "audit", "verify", "--json")).stdout)
+    assert set(report) == VERIFY_KEYS
+    assert report["ok"] is True
+    assert report["checkpoints_ok"] is True
+    assert report["first_error"] is None
+    assert report["entries"] == report["head_seq"] == len(entries)
+    assert report["head_hash"] == entries[-1]["hash"]
+
+    tail = ok(dvault(env, "audit", "tail", "-n", "3")).stdout.splitlines()
+    assert len(tail) == 3
+    assert [json.loads(line) for line in tail] == entries[-3:]
+
+    export = tmp_path / "export.jsonl"
+    ok(dvault(env, "audit", "export", "--out", str(export)))
+    lines = export.read_text("utf-8").splitlines()
+    assert len(lines) == len(entries) + len(checkpoints)
+    assert [json.loads(line) for line in lines[: len(entries)]] == entries
+
+    audit_keys = tmp_path / "audit-keys.json"
+    audit_keys.write_text(json.dumps(jwks_from_db(env, "audit")))
+    offline_json = ok(
+        dvault(env, "audit", "verify", "--file", str(export), "--jwks", str(audit_keys), "--json")
+    )
+    assert json.loads(offline_json.stdout) == report
+
+    # The token keys cannot vouch for checkpoints.
+    token_keys = tmp_path / "jwks.json"
+    token_keys.write_text(json.dumps(jwks_from_db(env, "token")))
+    wrong = dvault(env, "audit", "verify", "--file", str(export), "--jwks", str(token_keys))
+    assert wrong.returncode == 1, wrong.stderr
+    assert "verification failed" in wrong.stderr
+
+    # A changed entry is caught, at its seq.
+    target = next(e for e in entries if e["type"] == "subject.upserted")
+    tampered_lines = list(lines)
+    changed = dict(target, data={**target["data"], "email": "mallory@example.com"})
+    tampered_lines[target["seq"] - 1] = json.dumps(changed, separators=(",", ":"))
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(tampered_lines) + "\n")
+    bad = dvault(env, "audit", "verify", "--file", str(tampered), "--jwks", str(audit_keys))
+    one_line_error(bad, 1, "verification failed", f"seq {target['seq']}")
+
+
+# --- usage errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["principals", "create", "bot"],
+        ["principals", "create", "bot", "--role", "god"],
+        ["subjects", "put", "u-1"],
+        ["subjects", "put", "u-1", "--email", "u1@example.com", "--role", "root"],
+        ["token", "issue"],
+        ["serve", "--port", "eighty"],
+        ["audit", "verify", "--file", "export.jsonl"],
+        ["audit", "tail", "-n", "many"],
+    ],
+    ids=[
+        "no-command",
+        "unknown-command",
+        "missing-role",
+        "bad-role-choice",
+        "missing-email",
+        "bad-subject-role",
+        "missing-subject",
+        "port-not-int",
+        "file-without-jwks",
+        "lines-not-int",
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(sqlite_env: dict[str, str], args: list[str]) -> None:
+    result = dvault(sqlite_env, *args)
+    one_line_error(result, 2)
+    assert result.stdout == ""
+    assert not home_of(sqlite_env).exists(), "a usage error must not touch the vault"
+
+
+def test_console_script(sqlite_env: dict[str, str]) -> None:
+    script = str(Path(sys.executable).with_name("dvault"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [script, *args], env=sqlite_env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    version = ok(run("--version"))
+    assert version.stdout.startswith("dvault ")
+    one_line_error(run("frobnicate"), 2)
+
+
+# --- dvault token issue (a client of a live vault) ---------------------------------------------
+
+
+def client_env(tmp_path: Path, url: str, credential: str | None) -> dict[str, str]:
+    extra = {"VAULT_URL": url}
+    if credential is not None:
+        extra["VAULT_CREDENTIAL"] = credential
+    return cli_env(tmp_path / "client", **extra)
+
+
+def test_token_issue(api: Api, tmp_path: Path) -> None:
+    api.subject("u-1", "u1@example.com")
+    bot_id, credential = api.principal("bot", "delegator")
+    env = client_env(tmp_path, api.url, credential)
+    result = ok(
+        dvault(
+            env,
+            "token",
+            "issue",
+            "--subject",
+            "u1@example.com",
+            "--scope",
+            "chat",
+            "--ttl",
+            "120",
+            "--reason",
+            "TICKET-7 user asked for help",
+        )
+    )
+    body = json.loads(result.stdout)
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 120
+    assert body["scope"] == "chat"
+    assert body["access_token"].count(".") == 2
+    (entry,) = api.entries(type="token.issued")
+    assert entry["data"]["jti"] == body["jti"]
+    assert entry["actor"] == bot_id
+    assert entry["data"]["reason"] == "TICKET-7 user asked for help"
+    assert body["access_token"] not in json.dumps(entry)
+
+    # --url wins over VAULT_URL.
+    elsewhere = client_env(tmp_path, f"http://127.0.0.1:{free_port()}", credential)
+    flagged = dvault(
+        elsewhere, "token", "issue", "--subject", "u-1", "--reason", "r", "--url", api.url
+    )
+    assert "access_token" in json.loads(ok(flagged).stdout)
+
+
+def test_token_issue_refusals(api: Api, tmp_path: Path) -> None:
+    api.subject("u-1", "u1@example.com")
+    _, credential = api.principal("bot", "delegator")
+    issue = ["token", "issue", "--reason", "TICKET-8"]
+
+    unknown = dvault(client_env(tmp_path, api.url, credential), *issue, "--subject", "nobody")
+    one_line_error(unknown, 1, "unknown_subject", "404")
+    assert unknown.stdout == ""
+    denied = api.entries(type="token.denied")
+    assert [e["data"]["error"] for e in denied] == ["unknown_subject"]
+
+    too_long = dvault(
+        client_env(tmp_path, api.url, credential), *issue, "--subject", "u-1", "--ttl", "99999"
+    )
+    one_line_error(too_long, 1, "400")
+
+    wrong = dvault(client_env(tmp_path, api.url, "dv_" + "A" * 43), *issue, "--subject", "u-1")
+    one_line_error(wrong, 1, "401")
+
+    missing = dvault(client_env(tmp_path, api.url, None), *issue, "--subject", "u-1")
+    one_line_error(missing, 2, "VAULT_CREDENTIAL")
+
+    nowhere = client_env(tmp_path, f"http://127.0.0.1:{free_port()}", credential)
+    one_line_error(dvault(nowhere, *issue, "--subject", "u-1"), 1, "cannot reach")
+    assert api.entries(type="token.issued") == []
+
+
+# --- dvault serve (real processes, SQLite) -----------------------------------------------------
+
+
+def test_serve(sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    init(sqlite_env)
+    with ServedVault(sqlite_env) as vault:
+        assert httpx.get(f"{vault.url}/healthz", timeout=10).status_code == 200
+        ready = httpx.get(f"{vault.url}/readyz", timeout=10)
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "ready"
+        audit_keys = httpx.get(f"{vault.url}/.well-known/audit-keys.json", timeout=10).json()
+        token_keys = httpx.get(f"{vault.url}/.well-known/jwks.json", timeout=10).json()
+    # A graceful stop (uvicorn re-raises SIGTERM once it has shut down).
+    assert vault.stop() in (0, -signal.SIGTERM), vault.stderr()
+    assert "Application shutdown complete" in vault.stderr()
+    assert {k["kid"] for k in audit_keys["keys"]}.isdisjoint(k["kid"] for k in token_keys["keys"])
+    # The published audit keys verify an export offline.
+    export, keys = tmp_path / "export.jsonl", tmp_path / "audit-keys.json"
+    keys.write_text(json.dumps(audit_keys))
+    ok(dvault(sqlite_env, "audit", "export", "--out", str(export)))
+    ok(dvault(sqlite_env, "audit", "verify", "--file", str(export), "--jwks", str(keys)))
+
+
+def test_serve_with_two_workers(sqlite_env: dict[str, str]) -> None:
+    init(sqlite_env)
+    credential = json.loads(
+        ok(
+            dvault(sqlite_env, "principals", "create", "bot", "--role", "delegator", "--json")
+        ).stdout
+    )["credential"]
+    ok(dvault(sqlite_env, "subjects", "put", "u-1", "--email", "u1@example.com"))
+    with ServedVault(sqlite_env, "--workers", "2") as vault:
+        assert httpx.get(f"{vault.url}/readyz", timeout=10).status_code == 200
+        headers = {"Authorization": f"Bearer {credential}"}
+        with httpx.Client(base_url=vault.url, headers=headers, timeout=30) as http:
+            for _ in range(10):
+                r = http.post("/v1/token", json={"subject": "u-1", "reason": "TICKET-9"})
+                assert r.status_code == 200, r.text
+    assert "2 worker(s)" in vault.stderr()
+    assert vault.stderr().count("Application startup complete") == 2, vault.stderr()
+    assert vault.proc is not None
+    assert vault.proc.returncode in (0, -signal.SIGTERM), vault.stderr()
+    assert vault.live_group() == [], "workers outlived their parent"
+    entries, _ = exported(sqlite_env)
+    assert [e["type"] for e in entries].count("token.issued") == 10
+    ok(dvault(sqlite_env, "audit", "verify"))
+
+
+def test_serve_on_an_uninitialized_home_suggests_init(sqlite_env: dict[str, str]) -> None:
+    port = str(free_port())
+    one_line_error(dvault(sqlite_env, "serve", "--port", port), 1, "dvault init")
+    with_key = {**sqlite_env, "VAULT_MASTER_KEY": new_master_key()}
+    one_line_error(dvault(with_key, "serve", "--port", port), 1, "not initialized", "--init")
+
+
+def test_serve_init_initializes_then_serves(sqlite_env: dict[str, str]) -> None:
+    with ServedVault(sqlite_env, "--init") as vault:
+        found = CREDENTIAL.findall(vault.stdout())
+        assert len(found) == 1, vault.stdout()
+        r = httpx.get(
+            f"{vault.url}/v1/principals",
+            headers={"Authorization": f"Bearer {found[0]}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+    assert mode(home_of(sqlite_env) / "master.key") == 0o600
+    # --init on an initialized vault just serves: no second owner, no credential.
+    with ServedVault(sqlite_env, "--init") as again:
+        assert httpx.get(f"{again.url}/readyz", timeout=10).status_code == 200
+    assert "dv_" not in again.stdout()
+    assert [p["name"] for p in principals(sqlite_env)] == ["owner"]

@@ -1,0 +1,308 @@
+"""Verification checks the log's meaning, on a real vault over HTTP (SQLite and PostgreSQL).
+
+A real, clean log (issue, use, denied use, revoke, rejected use) verifies with no semantic
+errors. Then a hostile DBA — triggers dropped — appends one forged entry at the tail, hash-chained
+correctly from the head with ``vault.audit.chain.link``: the hashes verify (``--no-semantics``
+says ok), but the log now tells a story the vault never wrote, and ``GET /v1/audit/verify``,
+``dvault audit verify`` on the database and on an export all fail at that seq.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support import Api
+from vault.audit.chain import Head, link
+from vault.audit.entry import Draft, Entry
+from vault.clock import format_ts
+from vault.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PINNED = {"ok", "entries", "head_seq", "head_hash", "checkpoints_ok", "first_error"}
+COLUMNS = ("seq", "ts", "type", "actor", "subject", "data", "prev", "hash")
+CHAT = {"method": "POST", "path": "/api/chat/completions"}
+# The trigger names of migrations/versions/0001_initial_schema.py.
+TRIGGERS = {
+    "sqlite": {
+        ("audit_entries", "audit_entries_no_update"),
+        ("audit_entries", "audit_entries_no_delete"),
+        ("audit_checkpoints", "audit_checkpoints_no_update"),
+        ("audit_checkpoints", "audit_checkpoints_no_delete"),
+    },
+    "postgresql": {
+        ("audit_entries", "audit_entries_no_change"),
+        ("audit_entries", "audit_entries_no_truncate"),
+        ("audit_checkpoints", "audit_checkpoints_no_change"),
+        ("audit_checkpoints", "audit_checkpoints_no_truncate"),
+    },
+}
+
+
+class Dba:
+    """Raw SQL on the vault's database, from outside the vault."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def triggers(self) -> set[tuple[str, str]]:
+        if self.dialect == "sqlite":
+            sql = "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            sql = (
+                "SELECT c.relname, t.tgname FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal"
+            )
+        with self.engine.connect() as conn:
+            return {(row[0], row[1]) for row in conn.execute(text(sql))}
+
+    def drop_triggers(self) -> None:
+        assert self.triggers() >= TRIGGERS[self.dialect]
+        with self.engine.begin() as conn:
+            for table, name in TRIGGERS[self.dialect]:
+                on = "" if self.dialect == "sqlite" else f" ON {table}"
+                conn.execute(text(f"DROP TRIGGER {name}{on}"))
+        assert not self.triggers() & TRIGGERS[self.dialect]
+
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
+            ).one()
+        return Head(row[0], row[1])
+
+    def append(self, entry: Entry) -> None:
+        row = {name: getattr(entry, name) for name in COLUMNS if name != "data"}
+        row["data"] = entry.data_json
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"INSERT INTO audit_entries ({', '.join(COLUMNS)}) "
+                    f"VALUES ({', '.join(':' + c for c in COLUMNS)})"
+                ),
+                row,
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@pytest.fixture
+def dba(settings: Settings) -> Iterator[Dba]:
+    hostile = Dba(settings.database_url)
+    try:
+        yield hostile
+    finally:
+        hostile.close()
+
+
+@dataclass
+class Story:
+    """A real log: one token issued, used in and out of scope, revoked, then refused."""
+
+    delegator_id: str
+    delegator: str
+    jti: str
+    head_seq: int
+
+
+def live_story(api: Api) -> Story:
+    api.subject("u-1", "alice@example.com")
+    delegator_id, delegator = api.principal("bot", "delegator", policy={"scopes": None})
+    _, verifier = api.principal("owui", "verifier")
+    r = api.token(delegator, "u-1", scope="chat models:read", ttl_seconds=600)
+    assert r.status_code == 200, r.text
+    token, jti = r.json()["access_token"], r.json()["jti"]
+
+    def introspect(method: str, path: str) -> dict[str, Any]:
+        body = {"token": token, "method": method, "path": path, "client_ip": "10.0.0.7"}
+        r = api.call("POST", "/v1/introspect", verifier, json=body)
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+    assert introspect(**CHAT)["outcome"] == "allowed"
+    assert introspect("GET", "/api/models")["outcome"] == "allowed"
+    assert introspect("DELETE", "/api/v1/chats/c-1")["outcome"] == "denied_scope"
+    r = api.call("POST", "/v1/revoke", api.owner, json={"jti": jti})
+    assert r.json() == {"revoked": 1}
+    assert introspect(**CHAT) == {"active": False}
+    r = api.call("POST", "/v1/audit/checkpoint", api.owner)
+    assert r.status_code == 201, r.text
+
+    types = [e["type"] for e in api.entries() if e["type"].startswith("token.")]
+    assert types == [
+        "token.issued",
+        "token.used",
+        "token.used",
+        "token.used",
+        "token.revoked",
+        "token.rejected",
+    ]
+    return Story(delegator_id, delegator, jti, api.entries()[-1]["seq"])
+
+
+def api_verify(api: Api) -> dict[str, Any]:
+    r = api.call("GET", "/v1/audit/verify", api.owner)
+    assert r.status_code == 200, r.text
+    report: dict[str, Any] = r.json()
+    return report
+
+
+def dvault_verify(settings: Settings, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``python -m vault audit verify --json ...`` as a reviewer runs it: no master key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env["VAULT_HOME"] = str(settings.home)
+    env["VAULT_DATABASE_URL"] = settings.database_url
+    return subprocess.run(
+        [sys.executable, "-m", "vault", "audit", "verify", "--json", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def export_to(api: Api, folder: Path) -> tuple[Path, Path]:
+    r = api.call("GET", "/v1/audit/export", api.owner)
+    assert r.status_code == 200, r.text
+    export = folder / "export.jsonl"
+    export.write_bytes(r.content)
+    r = api.call("GET", "/.well-known/audit-keys.json")
+    assert r.status_code == 200, r.text
+    jwks = folder / "audit-keys.json"
+    jwks.write_bytes(r.content)
+    return export, jwks
+
+
+def forged_use(
+    head: Head, jti: str, actor: str, method: str = "POST", path: str = "/api/chat/completions"
+) -> Entry:
+    """An allowed token.used entry the vault never wrote, correctly linked to ``head``."""
+    draft = Draft(
+        type="token.used",
+        actor=actor,
+        subject="u-1",
+        data={
+            "jti": jti,
+            "outcome": "allowed",
+            "method": method,
+            "path": path,
+            "client_ip": "10.0.0.7",
+            "verifier": "p_forged",
+        },
+    )
+    (entry,) = link(head, [draft], format_ts(datetime.now(UTC)))
+    return entry
+
+
+def assert_clean(report: dict[str, Any], head_seq: int) -> None:
+    assert set(report) == PINNED, report  # a sound log keeps the pinned shape
+    assert report["ok"] is True, report
+    assert report["checkpoints_ok"] is True
+    assert report["first_error"] is None
+    assert report["head_seq"] == head_seq
+
+
+def test_a_clean_log_has_no_semantic_errors(api: Api, settings: Settings, tmp_path: Path) -> None:
+    story = live_story(api)
+    report = api_verify(api)
+    assert_clean(report, story.head_seq)
+
+    done = dvault_verify(settings)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == report
+    assert done.stderr == ""
+
+    export, jwks = export_to(api, tmp_path)
+    done = dvault_verify(settings, "--file", str(export), "--jwks", str(jwks))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == report
+
+
+def test_a_forged_use_at_the_tail_fails_on_meaning(
+    api: Api, settings: Settings, dba: Dba, tmp_path: Path
+) -> None:
+    story = live_story(api)
+    assert_clean(api_verify(api), story.head_seq)
+
+    dba.drop_triggers()
+    head = dba.head()
+    assert head.seq == story.head_seq
+    forged = forged_use(head, "never-issued-" + "x" * 22, story.delegator_id)
+    dba.append(forged)
+    seq = forged.seq
+    assert seq == story.head_seq + 1
+
+    # The hashes hold: a hash-only verification accepts the forged tail.
+    hashes_only = dvault_verify(settings, "--no-semantics")
+    assert hashes_only.returncode == 0, hashes_only.stderr
+    hashed = json.loads(hashes_only.stdout)
+    assert hashed["ok"] is True
+    assert (hashed["head_seq"], hashed["head_hash"]) == (seq, forged.hash)
+
+    # The meaning does not: the API fails at the forged seq...
+    report = api_verify(api)
+    assert report["ok"] is False, report
+    assert report["checkpoints_ok"] is True
+    assert (report["entries"], report["head_seq"], report["head_hash"]) == (seq, seq, forged.hash)
+    assert report["first_error"]["seq"] == seq
+    assert "unknown_token" in report["first_error"]["reason"]
+    assert report["semantic_errors"] == [
+        {
+            "seq": seq,
+            "rule": "unknown_token",
+            "reason": f"token.used for jti {forged.data['jti']} that no token.issued issued",
+        }
+    ]
+    assert report["semantic_errors_total"] == 1
+
+    # ...and so does dvault, on the database and on an export: one line per violation, exit 1.
+    export, jwks = export_to(api, tmp_path)
+    for extra in ((), ("--file", str(export), "--jwks", str(jwks))):
+        done = dvault_verify(settings, *extra)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert json.loads(done.stdout) == report
+        lines = done.stderr.splitlines()
+        assert lines[0].startswith(f"dvault: semantic violation at seq {seq} (unknown_token): ")
+        assert lines[-1].startswith(f"dvault: verification failed at seq {seq}: ")
+        assert len(lines) == 2, lines
+
+
+@pytest.mark.parametrize("forge", ["used_after_revocation", "used_outside_scope"])
+def test_a_forged_use_of_a_real_token_fails_on_meaning(
+    api: Api, settings: Settings, dba: Dba, forge: str
+) -> None:
+    story = live_story(api)
+    if forge == "used_after_revocation":  # the revoked token, allowed for chat (in its scope)
+        jti, method, path = story.jti, "POST", "/api/chat/completions"
+    else:  # a live "chat" token, allowed to delete a chat
+        r = api.token(story.delegator, "u-1", scope="chat", ttl_seconds=600)
+        assert r.status_code == 200, r.text
+        jti, method, path = r.json()["jti"], "DELETE", "/api/v1/chats/c-1"
+    assert api_verify(api)["ok"] is True
+    dba.drop_triggers()
+    forged = forged_use(dba.head(), jti, story.delegator_id, method, path)
+    dba.append(forged)
+
+    report = api_verify(api)
+    assert report["ok"] is False, report
+    assert report["checkpoints_ok"] is True
+    assert report["first_error"]["seq"] == forged.seq
+    assert [(v["seq"], v["rule"]) for v in report["semantic_errors"]] == [(forged.seq, forge)]
+    done = dvault_verify(settings)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert json.loads(done.stdout) == report
