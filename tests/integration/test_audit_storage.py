@@ -1,0 +1,594 @@
+"""The audit chain in the database (SPEC §7): append-only, tamper-evident, fail closed.
+
+A hostile DBA is played with raw SQL on its own connection: first against the append-only
+triggers, then with the triggers dropped, editing the log in every way the SPEC says
+verification detects. Each tampered log is checked through the API and through
+``python -m vault audit verify`` on the database, which must name the first bad seq.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from tests.support import PG_ADMIN, Api
+from vault.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+ZERO = "0" * 64
+COLUMNS = ("seq", "ts", "type", "actor", "subject", "data", "prev", "hash")
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+# The trigger names of migrations/versions/0001_initial_schema.py.
+MIGRATION_TRIGGERS = {
+    "sqlite": {
+        ("audit_entries", "audit_entries_no_update"),
+        ("audit_entries", "audit_entries_no_delete"),
+        ("audit_checkpoints", "audit_checkpoints_no_update"),
+        ("audit_checkpoints", "audit_checkpoints_no_delete"),
+        ("audit_entries", "audit_entries_no_replace"),
+        ("audit_checkpoints", "audit_checkpoints_no_replace"),
+    },
+    "postgresql": {
+        ("audit_entries", "audit_entries_no_change"),
+        ("audit_entries", "audit_entries_no_truncate"),
+        ("audit_checkpoints", "audit_checkpoints_no_change"),
+        ("audit_checkpoints", "audit_checkpoints_no_truncate"),
+    },
+}
+
+
+def canon(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(row: dict[str, Any]) -> str:
+    """SPEC §7 hash of a stored row (``data`` is canonical JSON text in the table)."""
+    entry = {k: row[k] for k in COLUMNS if k != "hash"}
+    entry["data"] = json.loads(row["data"])
+    return hashlib.sha256(canon(entry)).hexdigest()
+
+
+class Dba:
+    """Raw SQL on the vault's database, from outside the vault."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+
+    def run(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text(sql), params)
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def rows(self, table: str = "audit_entries") -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            found = conn.execute(text(f"SELECT * FROM {table} ORDER BY seq")).all()
+        return [dict(row._mapping) for row in found]
+
+    def put(self, row: dict[str, Any]) -> None:
+        self.run(
+            f"INSERT INTO audit_entries ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in COLUMNS)})",
+            **row,
+        )
+
+    def rewrite(self, row: dict[str, Any]) -> None:
+        sets = ", ".join(f"{c} = :{c}" for c in COLUMNS if c != "seq")
+        self.run(f"UPDATE audit_entries SET {sets} WHERE seq = :seq", **row)
+
+    def triggers(self) -> set[tuple[str, str]]:
+        if self.dialect == "sqlite":
+            sql = "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            sql = (
+                "SELECT c.relname, t.tgname FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal"
+            )
+        with self.engine.connect() as conn:
+            return {(row[0], row[1]) for row in conn.execute(text(sql))}
+
+    def drop_triggers(self) -> None:
+        found = self.triggers()
+        assert MIGRATION_TRIGGERS[self.dialect] <= found, found
+        for table, name in found:
+            if table in ("audit_entries", "audit_checkpoints"):
+                on = "" if self.dialect == "sqlite" else f" ON {table}"
+                self.run(f"DROP TRIGGER {name}{on}")
+        assert not {t for t in self.triggers() if t[0].startswith("audit_")}
+
+    def rechain(self, from_seq: int) -> None:
+        """Recompute prev and hash from ``from_seq`` to the head, as a careful forger would."""
+        rows = self.rows()
+        prev = ZERO if from_seq == 1 else rows[from_seq - 2]["hash"]
+        for row in rows[from_seq - 1 :]:
+            row["prev"] = prev
+            row["hash"] = prev = digest(row)
+            self.rewrite(row)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@pytest.fixture
+def dba(settings: Settings) -> Iterator[Dba]:
+    hostile = Dba(settings.database_url)
+    try:
+        yield hostile
+    finally:
+        hostile.close()
+
+
+def populate(api: Api, count: int, tag: str = "s") -> None:
+    for n in range(count):
+        api.subject(f"{tag}-{n}", f"{tag}{n}@example.com")
+
+
+def checkpoint(api: Api) -> dict[str, Any]:
+    r = api.call("POST", "/v1/audit/checkpoint", api.owner)
+    assert r.status_code == 201, r.text
+    made: dict[str, Any] = r.json()
+    return made
+
+
+def api_verify(api: Api) -> dict[str, Any]:
+    r = api.call("GET", "/v1/audit/verify", api.owner)
+    assert r.status_code == 200, r.text
+    report: dict[str, Any] = r.json()
+    return report
+
+
+def cli_verify(settings: Settings, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env["VAULT_HOME"] = str(settings.home)
+    env["VAULT_DATABASE_URL"] = settings.database_url
+    return subprocess.run(
+        [sys.executable, "-m", "vault", "audit", "verify", "--json", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def failed_seq(stderr: str) -> int:
+    found = re.search(r"verification failed at seq (\d+):", stderr)
+    assert found is not None, f"no first bad seq on stderr: {stderr!r}"
+    return int(found.group(1))
+
+
+def assert_healthy(api: Api, settings: Settings | None = None) -> None:
+    """The API (and, given the settings, the CLI on the database) finds nothing wrong."""
+    report = api_verify(api)
+    assert report["ok"] is True, report
+    if settings is None:
+        return
+    done = cli_verify(settings)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == report
+
+
+def assert_caught(api: Api, settings: Settings, seq: int, *, checkpoints_ok: bool) -> None:
+    report = api_verify(api)
+    assert report["ok"] is False, report
+    assert report["first_error"] is not None, report
+    assert set(report["first_error"]) == {"seq", "reason"}
+    assert report["first_error"]["seq"] == seq, report
+    assert report["checkpoints_ok"] is checkpoints_ok, report
+    done = cli_verify(settings)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert json.loads(done.stdout) == report
+    assert failed_seq(done.stderr) == seq
+
+
+# --- append-only: the triggers refuse --------------------------------------------------------
+
+REFUSED: dict[str, dict[str, str]] = {
+    "update-entry": {"*": "UPDATE audit_entries SET data = '{}' WHERE seq = 2"},
+    "renumber-entries": {"*": "UPDATE audit_entries SET seq = seq + 1000"},
+    "delete-last-entry": {
+        "*": "DELETE FROM audit_entries WHERE seq = (SELECT MAX(seq) FROM audit_entries)"
+    },
+    "delete-all-entries": {"*": "DELETE FROM audit_entries"},
+    "upsert-entry": {
+        "*": "INSERT INTO audit_entries (seq, ts, type, data, prev, hash) "
+        "VALUES (1, 't', 'x', '{}', 'p', 'h') ON CONFLICT (seq) DO UPDATE SET data = '{}'"
+    },
+    "replace-entry": {
+        "sqlite": "INSERT OR REPLACE INTO audit_entries (seq, ts, type, data, prev, hash) "
+        "VALUES (1, 't', 'x', '{}', 'p', 'h')",
+        "postgresql": "MERGE INTO audit_entries a USING (SELECT 1 AS seq) s ON a.seq = s.seq "
+        "WHEN MATCHED THEN UPDATE SET data = '{}'",
+    },
+    "update-checkpoint": {"*": "UPDATE audit_checkpoints SET sig = 'forged'"},
+    "delete-checkpoints": {"*": "DELETE FROM audit_checkpoints"},
+    "replace-checkpoint": {
+        "sqlite": "REPLACE INTO audit_checkpoints (seq, hash, ts, kid, sig) "
+        "SELECT seq, 'h', 't', 'k', 's' FROM audit_checkpoints",
+        "postgresql": "MERGE INTO audit_checkpoints a USING audit_checkpoints s "
+        "ON a.seq = s.seq WHEN MATCHED THEN DELETE",
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_database_refuses_changes_to_the_log(api: Api, dba: Dba, case: str) -> None:
+    populate(api, 2)
+    checkpoint(api)
+    before = (dba.rows(), dba.rows("audit_checkpoints"))
+    assert before[0]
+    assert before[1]
+    statements = REFUSED[case]
+    sql = statements.get(dba.dialect, statements.get("*"))
+    assert sql is not None
+    with pytest.raises(DBAPIError, match="append-only"):
+        dba.run(sql)
+    assert (dba.rows(), dba.rows("audit_checkpoints")) == before
+    assert_healthy(api)
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize(
+    "tables", ["audit_entries", "audit_checkpoints", "audit_entries, audit_checkpoints"]
+)
+def test_postgres_refuses_truncate(api: Api, dba: Dba, tables: str) -> None:
+    assert dba.dialect == "postgresql"
+    populate(api, 2)
+    checkpoint(api)
+    before = (dba.rows(), dba.rows("audit_checkpoints"))
+    with pytest.raises(DBAPIError, match="append-only"):
+        dba.run(f"TRUNCATE {tables}")
+    with pytest.raises(DBAPIError, match="append-only"):
+        dba.run(f"TRUNCATE {tables} CASCADE")
+    assert (dba.rows(), dba.rows("audit_checkpoints")) == before
+    assert_healthy(api)
+
+
+# --- the tamper matrix: triggers dropped by a hostile DBA ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Caught:
+    seq: int
+    checkpoints_ok: bool = True
+
+
+Tamper = Callable[[Api, Dba], Caught | None]
+
+
+def modify_data(api: Api, dba: Dba) -> Caught:
+    row = dba.rows()[5]
+    dba.run("UPDATE audit_entries SET data = :d WHERE seq = :s", d='{"forged":true}', s=row["seq"])
+    return Caught(row["seq"])
+
+
+def modify_actor(api: Api, dba: Dba) -> Caught:
+    dba.run("UPDATE audit_entries SET actor = 'mallory' WHERE seq = 7")
+    return Caught(7)
+
+
+def modify_ts(api: Api, dba: Dba) -> Caught:
+    row = dba.rows()[8]
+    forged = row["ts"].replace(row["ts"][:4], str(int(row["ts"][:4]) - 1))
+    dba.run("UPDATE audit_entries SET ts = :t WHERE seq = 9", t=forged)
+    return Caught(9)
+
+
+def delete_middle(api: Api, dba: Dba) -> Caught:
+    dba.run("DELETE FROM audit_entries WHERE seq = 6")
+    return Caught(6)
+
+
+def delete_first(api: Api, dba: Dba) -> Caught:
+    dba.run("DELETE FROM audit_entries WHERE seq = 1")
+    return Caught(1)
+
+
+def swap_contents(api: Api, dba: Dba) -> Caught:
+    rows = dba.rows()
+    a, b = rows[4], rows[7]
+    dba.rewrite({**b, "seq": a["seq"]})
+    dba.rewrite({**a, "seq": b["seq"]})
+    return Caught(a["seq"])
+
+
+def swap_neighbours_rehashed(api: Api, dba: Dba) -> Caught:
+    # Reordered *and* re-linked: every later hash recomputed. Still caught: a checkpoint.
+    cp = checkpoint(api)
+    populate(api, 2, "after")
+    rows = dba.rows()
+    a, b = rows[3], rows[4]
+    dba.rewrite({**b, "seq": a["seq"]})
+    dba.rewrite({**a, "seq": b["seq"]})
+    dba.rechain(a["seq"])
+    return Caught(cp["seq"], checkpoints_ok=False)
+
+
+def insert_garbage_at_tail(api: Api, dba: Dba) -> Caught:
+    head = dba.rows()[-1]
+    dba.put(
+        {
+            "seq": head["seq"] + 1,
+            "ts": head["ts"],
+            "type": "token.issued",
+            "actor": "mallory",
+            "subject": "u-1",
+            "data": '{"jti":"forged"}',
+            "prev": head["hash"],
+            "hash": secrets.token_hex(32),
+        }
+    )
+    return Caught(head["seq"] + 1)
+
+
+def insert_duplicate_at_tail(api: Api, dba: Dba) -> Caught:
+    rows = dba.rows()
+    dba.put({**rows[2], "seq": rows[-1]["seq"] + 1})
+    return Caught(rows[-1]["seq"] + 1)
+
+
+def insert_forged_in_middle(api: Api, dba: Dba) -> Caught:
+    # Renumber seq > 5 up by one, then put a well-formed, correctly linked entry at 6: the
+    # chain breaks where the old entry 6 (now 7) still points at entry 5.
+    dba.run("UPDATE audit_entries SET seq = -seq WHERE seq > 5")
+    dba.run("UPDATE audit_entries SET seq = 1 - seq WHERE seq < 0")
+    five = dba.rows()[4]
+    forged = {
+        "seq": 6,
+        "ts": five["ts"],
+        "type": "subject.upserted",
+        "actor": None,
+        "subject": "u-1",
+        "data": canon({"id": "u-1", "email": "mallory@example.com"}).decode(),
+        "prev": five["hash"],
+    }
+    dba.put({**forged, "hash": digest({**forged, "hash": None})})
+    return Caught(7)
+
+
+def truncate_covered_tail(api: Api, dba: Dba) -> Caught:
+    cp = checkpoint(api)
+    populate(api, 2, "after")
+    dba.run("DELETE FROM audit_entries WHERE seq > :s", s=cp["seq"] - 3)
+    return Caught(cp["seq"] - 2, checkpoints_ok=False)
+
+
+def rewrite_rehashed_before_checkpoint(api: Api, dba: Dba) -> Caught:
+    cp = checkpoint(api)
+    populate(api, 2, "after")
+    dba.run("UPDATE audit_entries SET data = :d WHERE seq = :s", d='{"forged":1}', s=cp["seq"] - 3)
+    dba.rechain(cp["seq"] - 3)
+    return Caught(cp["seq"], checkpoints_ok=False)
+
+
+def rewrite_rehashed_at_checkpoint(api: Api, dba: Dba) -> Caught:
+    cp = checkpoint(api)
+    dba.run("UPDATE audit_entries SET actor = 'mallory' WHERE seq = :s", s=cp["seq"])
+    dba.rechain(cp["seq"])
+    return Caught(cp["seq"], checkpoints_ok=False)
+
+
+def rewrite_rehashed_after_last_checkpoint(api: Api, dba: Dba) -> None:
+    # The limit of a database-only check: what no signed checkpoint covers yet can be rewritten
+    # consistently. (A reviewer's saved checkpoint, below, or the next checkpoint catches it.)
+    cp = checkpoint(api)
+    populate(api, 3, "after")
+    dba.run("UPDATE audit_entries SET data = :d WHERE seq = :s", d='{"forged":1}', s=cp["seq"] + 2)
+    dba.rechain(cp["seq"] + 2)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        modify_data,
+        modify_actor,
+        modify_ts,
+        delete_middle,
+        delete_first,
+        swap_contents,
+        swap_neighbours_rehashed,
+        insert_garbage_at_tail,
+        insert_duplicate_at_tail,
+        insert_forged_in_middle,
+        truncate_covered_tail,
+        rewrite_rehashed_before_checkpoint,
+        rewrite_rehashed_at_checkpoint,
+        rewrite_rehashed_after_last_checkpoint,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_tampering_is_caught(api: Api, settings: Settings, dba: Dba, tamper: Tamper) -> None:
+    populate(api, 8)
+    assert_healthy(api)
+    dba.drop_triggers()
+    before = dba.rows()
+    caught = tamper(api, dba)
+    assert dba.rows() != before, "the tamper changed nothing"
+    if caught is None:
+        assert_healthy(api, settings)
+    else:
+        assert_caught(api, settings, caught.seq, checkpoints_ok=caught.checkpoints_ok)
+
+
+@pytest.mark.parametrize("how", ["rollback", "rollback-and-rewrite"])
+def test_saved_checkpoint_catches_a_rollback_of_entries_and_checkpoints(
+    api: Api, settings: Settings, dba: Dba, tmp_path: Path, how: str
+) -> None:
+    populate(api, 6)
+    checkpoint(api)
+    populate(api, 3, "b")
+    saved = api.call("GET", "/v1/audit/checkpoint", api.owner)
+    assert saved.status_code == 200, saved.text
+    saved_cp = saved.json()
+    (tmp_path / "saved.json").write_text(saved.text, encoding="utf-8")
+    populate(api, 2, "c")
+    checkpoint(api)
+    populate(api, 2, "d")
+    assert cli_verify(settings, "--checkpoint", str(tmp_path / "saved.json")).returncode == 0
+
+    dba.drop_triggers()
+    rollback_to = saved_cp["seq"] - 4
+    if how == "rollback":
+        dba.run("DELETE FROM audit_entries WHERE seq > :s", s=rollback_to)
+        expected = rollback_to + 1
+    else:
+        dba.run("UPDATE audit_entries SET data = :d WHERE seq = :s", d='{"f":1}', s=rollback_to)
+        dba.rechain(rollback_to)
+        expected = saved_cp["seq"]
+    dba.run("DELETE FROM audit_checkpoints WHERE seq >= :s", s=rollback_to)
+
+    # Entries and checkpoints agree again: the database alone cannot tell.
+    assert_healthy(api, settings)
+    done = cli_verify(settings, "--checkpoint", str(tmp_path / "saved.json"))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert failed_seq(done.stderr) == expected
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert report["checkpoints_ok"] is False
+    assert report["first_error"]["seq"] == expected
+
+
+# --- fail closed --------------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    delegator: str
+    verifier: str
+    token: str
+
+
+def scene(api: Api) -> Scene:
+    api.subject("u-1", "alice@example.com")
+    _, delegator = api.principal("support-bot", "delegator")
+    _, verifier = api.principal("owui", "verifier")
+    issued = api.token(delegator, "u-1", scope="chat")
+    assert issued.status_code == 200, issued.text
+    return Scene(delegator, verifier, issued.json()["access_token"])
+
+
+def introspect(api: Api, scene: Scene, token: str) -> Any:
+    return api.call(
+        "POST",
+        "/v1/introspect",
+        scene.verifier,
+        json={"token": token, "method": "POST", "path": "/api/chat/completions"},
+    )
+
+
+def assert_fails_closed(api: Api, dba: Dba, s: Scene) -> None:
+    jtis = {r[0] for r in _tokens(dba)}
+    head = dba.rows()[-1]
+    for attempt in (
+        api.token(s.delegator, "u-1", scope="chat"),
+        api.token(s.delegator, "nobody@example.com"),  # a denial is audited too: it fails
+        introspect(api, s, s.token),
+    ):
+        assert attempt.status_code == 503, attempt.text
+        body = attempt.json()
+        assert body["error"] == "audit_unavailable", body
+        assert set(body) == {"error", "error_description"}
+        assert "access_token" not in attempt.text
+        assert "active" not in body
+    assert {r[0] for r in _tokens(dba)} == jtis, "a token row exists for a failed request"
+    assert dba.rows()[-1] == head, "an entry exists for a failed request"
+    report = api_verify(api)  # reading still works
+    assert report["ok"] is True
+    assert report["head_seq"] == head["seq"]
+
+
+def assert_recovered(api: Api, settings: Settings, dba: Dba, s: Scene) -> None:
+    jtis = {r[0] for r in _tokens(dba)}
+    head = dba.rows()[-1]
+    issued = api.token(s.delegator, "u-1", scope="chat")
+    assert issued.status_code == 200, issued.text
+    used = introspect(api, s, issued.json()["access_token"])
+    assert used.status_code == 200, used.text
+    assert used.json()["active"] is True
+    assert {r[0] for r in _tokens(dba)} - jtis == {issued.json()["jti"]}
+    new = [row for row in dba.rows() if row["seq"] > head["seq"]]
+    assert [row["type"] for row in new] == ["token.issued", "token.used"]
+    assert new[0]["prev"] == head["hash"]
+    assert json.loads(new[0]["data"])["jti"] == issued.json()["jti"]
+    assert_healthy(api, settings)
+
+
+def _tokens(dba: Dba) -> list[Any]:
+    with dba.engine.connect() as conn:
+        return list(conn.execute(text("SELECT jti FROM tokens")).all())
+
+
+def test_fails_closed_when_the_audit_table_refuses_writes(
+    api: Api, settings: Settings, dba: Dba
+) -> None:
+    """The outage: a trigger makes every INSERT into audit_entries fail, on both databases.
+
+    (On SQLite this is the one outage that is reliable in a test: chmod does not stop root, and
+    a competing write lock only makes writers wait out the 60 s busy timeout.)
+    """
+    s = scene(api)
+    if dba.dialect == "sqlite":
+        dba.run(
+            "CREATE TRIGGER test_outage BEFORE INSERT ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'simulated outage'); END"
+        )
+    else:
+        dba.run(
+            "CREATE FUNCTION test_outage() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'simulated outage'; END $$"
+        )
+        dba.run(
+            "CREATE TRIGGER test_outage BEFORE INSERT ON audit_entries "
+            "FOR EACH ROW EXECUTE FUNCTION test_outage()"
+        )
+    assert_fails_closed(api, dba, s)
+    dba.run("DROP TRIGGER test_outage" + ("" if dba.dialect == "sqlite" else " ON audit_entries"))
+    assert_recovered(api, settings, dba, s)
+
+
+@POSTGRES_ONLY
+def test_fails_closed_when_postgres_goes_read_only(api: Api, settings: Settings, dba: Dba) -> None:
+    """The outage: the database turns read-only (as a failed-over replica would) and every
+    session is cut; the vault reconnects by itself when the database is writable again."""
+    s = scene(api)
+    name = make_url(settings.database_url).database
+    assert name
+
+    def admin(setting: str) -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" {setting}')
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+    admin("SET default_transaction_read_only = on")
+    try:
+        assert dba.scalar("SHOW default_transaction_read_only") == "on"
+        assert_fails_closed(api, dba, s)
+    finally:
+        admin("RESET default_transaction_read_only")
+    assert dba.scalar("SHOW default_transaction_read_only") == "off"
+    assert_recovered(api, settings, dba, s)
