@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vault import errors
-from vault.ops.tokens import redact_secrets
+from vault.redact import redact_secrets
 
 log = logging.getLogger("vault.api")
 

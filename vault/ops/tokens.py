@@ -7,7 +7,6 @@ together, and nothing is answered before that commit (fail closed).
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +27,12 @@ from vault.errors import (
 from vault.ops.keyring import KeyManager
 from vault.policy.delegation import check_reason, decide, parse_policy
 from vault.policy.scopes import ScopeTable
+from vault.redact import looks_secret
 from vault.storage import principals_repo, subjects_repo, tokens_repo
 from vault.tokens import jws
 from vault.tokens.claims import Claims, build_claims
 
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
-# Something that looks like a credential or a JWT never enters the audit log.
-_SECRET_LIKE = re.compile(
-    r"dv_[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?"
-    r"|sk-[A-Za-z0-9]{16,}"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +49,6 @@ class IssuedToken:
             "jti": self.claims.jti,
             "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
         }
-
-
-def looks_secret(text: str) -> bool:
-    return bool(_SECRET_LIKE.search(text))
-
-
-def redact_secrets(text: str) -> str:
-    """``text`` with whatever looks like a credential or a token replaced (error descriptions
-    echo request values, e.g. an unknown scope name: a token pasted there must not come back)."""
-    return _SECRET_LIKE.sub("[redacted]", text)
 
 
 def _echo(value: Any) -> Any:
