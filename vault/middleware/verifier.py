@@ -276,10 +276,9 @@ def _scrub(send: Send, native: str) -> Send:
             await send({**message, "body": data[: len(data) - keep]})
             return
         held.extend(body)
-        if message.get("more_body", False):
+        if message.get("more_body", False) or start is None:
             return
         cleaned = _without_secret(bytes(held), secret)
-        assert start is not None
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(cleaned)).encode()))
         await send({**start, "headers": headers})
