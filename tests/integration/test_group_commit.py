@@ -1,0 +1,136 @@
+"""Group commit: concurrent jobs share one durable transaction, and fail together.
+
+The appender is driven directly, on a real initialized vault (SQLite and PostgreSQL). Entries
+committed in one batch share its timestamp, which makes the batching observable without timing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from vault.audit.appender import JobContext
+from vault.audit.entry import Draft
+from vault.config import Settings
+from vault.errors import AuditUnavailable, Conflict
+from vault.ops.runtime import Vault, open_vault
+from vault.ops.setup import InitResult
+from vault.storage import audit_repo
+
+
+@pytest.fixture
+def vault(settings: Settings, initialized: InitResult) -> Iterator[Vault]:
+    opened = open_vault(settings, background=True)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def note(n: int) -> Draft:
+    return Draft(type="test.note", actor=None, subject=None, data={"n": n})
+
+
+def recording(n: int):
+    def job(_session: Session, ctx: JobContext) -> int:
+        ctx.record(note(n))
+        return n
+
+    return job
+
+
+def entries_after(vault: Vault, seq: int):
+    return list(audit_repo.stream_entries(vault.db, upto_seq=10**9, after_seq=seq))
+
+
+def head_seq(vault: Vault) -> int:
+    with vault.db.read() as session:
+        return audit_repo.head(session).seq
+
+
+def test_jobs_waiting_behind_a_commit_share_the_next_one(vault: Vault) -> None:
+    before = head_seq(vault)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> str:
+        started.set()
+        assert gate.wait(30), "the test never opened the gate"
+        ctx.record(note(-1))
+        return "first"
+
+    first = vault.appender.submit(blocker)
+    assert started.wait(30)
+    # While the first batch is held open, 40 jobs queue up behind it.
+    waiting: list[Future[int]] = [vault.appender.submit(recording(n)) for n in range(40)]
+    gate.set()
+    assert first.result(30) == "first"
+    assert [f.result(30) for f in waiting] == list(range(40))
+
+    new = entries_after(vault, before)
+    assert [e.data["n"] for e in new] == [-1, *range(40)]
+    assert [e.seq for e in new] == list(range(before + 1, before + 42))
+    # one commit for the blocker, then one shared commit (one timestamp) for the 40 waiting jobs
+    assert len({e.ts for e in new[1:]}) == 1
+
+
+def test_a_refusing_job_does_not_take_its_batch_down(vault: Vault) -> None:
+    before = head_seq(vault)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> None:
+        started.set()
+        assert gate.wait(30)
+
+    def refusing(_session: Session, ctx: JobContext) -> None:
+        ctx.record(note(99))  # dropped: the job refuses
+        ctx.refuse(note(100))  # kept: refusals are audited
+        raise Conflict("refused on purpose")
+
+    held = vault.appender.submit(blocker)
+    assert started.wait(30)
+    ok_before = vault.appender.submit(recording(1))
+    refused = vault.appender.submit(refusing)
+    ok_after = vault.appender.submit(recording(2))
+    gate.set()
+    held.result(30)
+    assert ok_before.result(30) == 1
+    with pytest.raises(Conflict):
+        refused.result(30)
+    assert ok_after.result(30) == 2
+    assert [e.data["n"] for e in entries_after(vault, before)] == [1, 100, 2]
+
+
+def test_a_failed_commit_fails_every_job_of_the_batch_and_leaves_nothing(vault: Vault) -> None:
+    before = head_seq(vault)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> None:
+        started.set()
+        assert gate.wait(30)
+
+    def breaks_the_transaction(session: Session, ctx: JobContext) -> None:
+        ctx.record(note(7))
+        session.execute(text("SELECT * FROM no_such_table"))  # a database error, not a refusal
+
+    held = vault.appender.submit(blocker)
+    assert started.wait(30)  # the blocker's batch is under way: the next six share one
+    batch = [vault.appender.submit(recording(n)) for n in range(5)]
+    batch.append(vault.appender.submit(breaks_the_transaction))
+    gate.set()
+    held.result(30)
+    for future in batch:
+        with pytest.raises(AuditUnavailable):
+            future.result(30)
+    assert head_seq(vault) == before  # nothing of the failed batch was committed
+
+    # and the appender goes on by itself
+    assert vault.appender.run(recording(8)) == 8
+    assert [e.data["n"] for e in entries_after(vault, before)] == [8]
