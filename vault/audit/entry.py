@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from vault.crypto.canonical import canonical_json, canonical_text
+from vault.crypto.canonical import canonical_text
 
 GENESIS_HASH = "0" * 64
 ENTRY_MEMBERS = frozenset({"seq", "ts", "type", "actor", "subject", "data", "prev", "hash"})
@@ -112,8 +112,13 @@ class Entry:
         }
 
     def to_line(self) -> str:
-        """One export line: the canonical JSON of the whole entry (``hash`` included)."""
-        return canonical_json(self.to_dict()).decode("utf-8")
+        """One export line: the canonical JSON of the whole entry (``hash`` included), with
+        ``data`` exactly as stored (it is canonical JSON text already)."""
+        return (
+            f'{{"actor":{_json(self.actor)},"data":{self.data_json},"hash":{_json(self.hash)},'
+            f'"prev":{_json(self.prev)},"seq":{self.seq},"subject":{_json(self.subject)},'
+            f'"ts":{_json(self.ts)},"type":{_json(self.type)}}}'
+        )
 
 
 def _encodable(text: str) -> bool:

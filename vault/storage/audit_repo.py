@@ -6,13 +6,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, text
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, col, select
 
 from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import Entry
 from vault.storage.engine import Database
 from vault.storage.tables import AuditEntryRow, CheckpointRow
+
+AUDIT_TABLE = "audit_entries"
 
 
 def _entry(row: AuditEntryRow) -> Entry:
@@ -34,7 +37,9 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 
 def head(session: Session) -> Head:
     row = session.exec(
-        select(AuditEntryRow.seq, AuditEntryRow.hash).order_by(col(AuditEntryRow.seq).desc())
+        select(AuditEntryRow.seq, AuditEntryRow.hash)
+        .order_by(col(AuditEntryRow.seq).desc())
+        .limit(1)  # without it the ORM buffers every (seq, hash) of the log
     ).first()
     return GENESIS if row is None else Head(row[0], row[1])
 
@@ -77,7 +82,9 @@ def checkpoints_after(session: Session, seq: int) -> list[Checkpoint]:
 
 
 def latest_checkpoint(session: Session) -> Checkpoint | None:
-    row = session.exec(select(CheckpointRow).order_by(col(CheckpointRow.seq).desc())).first()
+    row = session.exec(
+        select(CheckpointRow).order_by(col(CheckpointRow.seq).desc()).limit(1)
+    ).first()
     return None if row is None else _checkpoint(row)
 
 
@@ -125,15 +132,31 @@ def stream_entries(
 
     Memory stays flat, and a log that grows meanwhile does not make the stream chase its head.
     """
+    table = SQLModel.metadata.tables[AUDIT_TABLE]
+    columns = [table.c[name] for name in ("seq", "ts", "type", "actor", "subject", "data")]
+    columns += [table.c.prev, table.c.hash]
     while after_seq < upto_seq:
         with db.read() as session:
-            rows = session.exec(
-                select(AuditEntryRow)
-                .where(col(AuditEntryRow.seq) > after_seq, col(AuditEntryRow.seq) <= upto_seq)
-                .order_by(col(AuditEntryRow.seq))
+            # Plain rows, not ORM objects: this is the bulk path of export and verify.
+            rows = session.execute(
+                sa_select(*columns)
+                .where(table.c.seq > after_seq, table.c.seq <= upto_seq)
+                .order_by(table.c.seq)
                 .limit(page)
             ).all()
-            batch = [_entry(row) for row in rows]
+            batch = [
+                Entry(
+                    seq=seq,
+                    ts=ts,
+                    type=kind,
+                    actor=actor,
+                    subject=subject,
+                    data_json=data,
+                    prev=prev,
+                    hash=digest,
+                )
+                for seq, ts, kind, actor, subject, data, prev, digest in rows
+            ]
         if not batch:
             return
         yield from batch

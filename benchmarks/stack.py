@@ -1,0 +1,101 @@
+"""The server stacks tried, by measurement: uvicorn's loop and HTTP implementations, the access
+log, and the number of workers. Each variant serves a fresh SQLite vault; ``/healthz`` and
+``POST /v1/token`` are loaded with the same connections and duration as the main rows.
+
+``dvault serve`` runs uvicorn with uvloop + httptools and the access log on; the other variants
+run ``uvicorn vault.api.app:app_from_env --factory`` directly with the flags shown.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from benchmarks import http_load
+from benchmarks.report import Row
+from benchmarks.vaults import Server, make_vault
+
+CONNECTIONS = 16
+
+
+def _uvicorn(workers: int, loop: str, http: str, *, access_log: bool) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "vault.api.app:app_from_env",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        str(workers),
+        "--loop",
+        loop,
+        "--http",
+        http,
+        "--log-level",
+        "info",
+        "--no-server-header",
+        "--proxy-headers",
+    ]
+    return command if access_log else [*command, "--no-access-log"]
+
+
+VARIANTS: list[tuple[str, int, list[str] | None]] = [
+    ("dvault serve (uvloop + httptools, access log), 1 worker", 1, None),
+    ("dvault serve (uvloop + httptools, access log), 2 workers", 2, None),
+    (
+        "uvicorn asyncio + h11, access log, 1 worker",
+        1,
+        _uvicorn(1, "asyncio", "h11", access_log=True),
+    ),
+    (
+        "uvicorn asyncio + h11, access log, 2 workers",
+        2,
+        _uvicorn(2, "asyncio", "h11", access_log=True),
+    ),
+    (
+        "uvicorn uvloop + httptools, no access log, 1 worker",
+        1,
+        _uvicorn(1, "uvloop", "httptools", access_log=False),
+    ),
+    (
+        "uvicorn uvloop + httptools, no access log, 2 workers",
+        2,
+        _uvicorn(2, "uvloop", "httptools", access_log=False),
+    ),
+]
+
+
+def run(*, tmp: Path, seconds: float, quick: bool) -> list[Row]:
+    http_load.wrk_path()
+    rows: list[Row] = []
+    reference: float | None = None
+    for number, (label, workers, command) in enumerate(VARIANTS):
+        folder = tmp / f"stack-{number}"
+        folder.mkdir(parents=True, exist_ok=True)
+        vault = make_vault(folder / "home")
+        with Server(vault, workers=workers, command=command) as server:
+            scripts = http_load.write_scripts(vault, [], folder)
+            http_load.run_wrk(server.url + "/healthz", scripts.healthz, connections=4, seconds=1)
+            healthz = http_load.run_wrk(
+                server.url + "/healthz", scripts.healthz, connections=CONNECTIONS, seconds=seconds
+            )
+            token = http_load.run_wrk(
+                server.url + "/v1/token", scripts.token, connections=CONNECTIONS, seconds=seconds
+            )
+        if reference is None:
+            reference = healthz.rate
+        rows.append(
+            Row(
+                path=f"stack: {label}",
+                note=f"{CONNECTIONS} conns",
+                measured=f"/healthz {healthz.text('req')}; /v1/token {token.text('tokens')}",
+                primitive=f"/healthz of the first variant {reference:,.0f} req/s",
+                ratio=f"{healthz.rate / reference:.0%} / token {token.rate / healthz.rate:.0%} "
+                "of its /healthz",
+            )
+        )
+    return rows
