@@ -127,8 +127,9 @@ def _create_append_only_triggers() -> None:
             # INSERT OR REPLACE deletes the row it collides with without firing DELETE triggers
             # (SQLite fires them only with recursive_triggers on): refuse an insert onto a seq
             # that exists.
-            op.execute(  # noqa: S608 - the table names are this module's constants
-                f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+            # S608: the table names are this module's constants, not input.
+            op.execute(
+                f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "  # noqa: S608
                 f"WHEN EXISTS (SELECT 1 FROM {table} WHERE seq = NEW.seq) "
                 f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
             )
