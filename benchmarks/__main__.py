@@ -8,6 +8,8 @@ Groups (``--only`` takes one or more; default: all but ``stack``):
   ``/healthz`` on the same ``dvault serve`` (wrk load, 1 and 2 workers, 8 and 32 connections);
 - ``audit``: verification and export of a large audit log (1,000,000 entries; 20,000 with
   ``--quick``);
+- ``openwebui``: ``GET /api/v1/chats/`` on a real Open WebUI with a session JWT, an ``sk-`` key
+  and a delegation token (needs ``scripts/install-openwebui``);
 - ``stack``: the server stacks tried (uvicorn loop/http implementations, access log, workers).
 """
 
@@ -22,12 +24,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import audit_bulk, http_load, middleware, stack
+from benchmarks import audit_bulk, http_load, middleware, openwebui, stack
 from benchmarks.primitives import Primitives
 from benchmarks.report import Row, load_text, machine, markdown, now
 from benchmarks.vaults import postgres_database, postgres_reachable, postgres_settings
 
-GROUPS = ("primitives", "middleware", "http-sqlite", "http-postgres", "audit", "stack")
+GROUPS = (
+    "primitives",
+    "middleware",
+    "http-sqlite",
+    "http-postgres",
+    "audit",
+    "openwebui",
+    "stack",
+)
 DEFAULT = tuple(g for g in GROUPS if g != "stack")
 
 
@@ -128,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
         step("audit", lambda: audit_bulk.run(tmp=tmp, entries=entries))
+        step("openwebui", lambda: openwebui.run(tmp=tmp, quick=quick))
         step("stack", lambda: stack.run(tmp=tmp, seconds=seconds, quick=quick))
         if pg is not None:
             notes.append(postgres_settings(pg))
