@@ -131,6 +131,21 @@ def test_a_request_outside_the_scope_is_refused_and_recorded(stack: Stack) -> No
     assert (used["data"]["method"], used["data"]["path"]) == ("GET", "/api/v1/chats/")
 
 
+def test_the_users_raw_api_key_is_never_reachable_by_delegation(stack: Stack) -> None:
+    # "read" allows any GET under /api/, but not Open WebUI's GET /api/v1/auths/api_key, which
+    # would turn a short-lived delegation into the user's lasting sk- key (no scope does,
+    # "all" included: tests/unit/test_scopes.py).
+    issued = stack.issue(stack.accounts.user.id, "read")
+
+    refused = stack.as_bearer("GET", "/api/v1/auths/api_key", issued["access_token"])
+
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "scope_not_allowed"
+    assert "sk-" not in refused.text
+    [used] = uses(stack, issued["jti"])
+    assert used["data"]["outcome"] == "denied_scope"
+
+
 def test_every_use_is_audited_with_method_and_path(stack: Stack) -> None:
     user = stack.accounts.user
     issued = stack.issue(user.id, "chat models:read")

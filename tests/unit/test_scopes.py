@@ -123,7 +123,8 @@ def test_nothing_else_without_a_scope():
         ("read", "GET", "/openai/models", False),
         ("read", "GET", "/ollama/api/tags", False),
         ("all", "DELETE", "/api/v1/users/abc", True),
-        ("all", "POST", "/api/v1/auths/signup", True),
+        ("all", "POST", "/api/v1/auths/signup", False),  # never delegated
+        ("all", "POST", "/api/v1/auths/update/profile", True),
         ("all", "PATCH", "/", True),
     ],
 )
@@ -380,3 +381,35 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b'[scopes.chat]\nallow = ["GET /\xff"]\n')
     with pytest.raises(ConfigError):
         load_table(path)
+
+
+@pytest.mark.parametrize("scope", ["all", "read", "chat", "chats", "files", "models:read"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/auths/api_key"),  # the user's raw, lasting sk- key
+        ("POST", "/api/v1/auths/api_key"),
+        ("DELETE", "/api/v1/auths/api_key"),
+        ("GET", "/api/v1/auths/api_key/"),  # trailing slash
+        ("GET", "/api//v1/auths//api_key"),  # empty segments
+        ("POST", "/api/v1/auths/update/password"),
+        ("POST", "/api/v1/auths/mfa/enroll/start"),
+        ("POST", "/api/v1/auths/mfa/recovery/codes"),
+        ("POST", "/api/v1/auths/signout"),
+        ("POST", "/api/v1/auths/oauth/google/token/exchange"),
+        ("GET", "/oauth/google/login"),
+    ],
+)
+def test_credentials_and_sessions_are_never_delegated(scope, method, path):
+    assert not default_table().allows([scope], method, path)
+
+
+def test_a_scope_file_cannot_lift_the_never_list_but_can_extend_it(tmp_path):
+    path = tmp_path / "scopes.toml"
+    path.write_text(
+        '[scopes.everything]\nallow = ["* /**"]\n[never]\ndeny = ["DELETE /api/v1/chats/**"]\n'
+    )
+    table = load_table(path)
+    assert table.allows(["everything"], "GET", "/api/v1/chats/")
+    assert not table.allows(["everything"], "DELETE", "/api/v1/chats/x")
+    assert not table.allows(["everything"], "GET", "/api/v1/auths/api_key")

@@ -14,6 +14,22 @@ from vault.errors import ConfigError, InvalidScope
 ALL = "all"
 DEFAULT_REQUEST_SCOPE = ("chat", "models:read")
 ALWAYS_ALLOWED = (("GET", "/api/v1/auths/"),)  # who am I, under every scope
+# Never delegated, whatever the scope (``all`` included) and whatever a scope file says: what
+# would turn a short-lived, scoped delegation into the user's lasting credentials or sessions.
+# Open WebUI 0.12.4: the raw API key (read, create, delete), password and MFA changes, sign-in,
+# sign-up and sign-out, OAuth sessions and token exchange.
+NEVER_DELEGATED = (
+    "* /api/v1/auths/api_key",
+    "* /api/v1/auths/update/password",
+    "* /api/v1/auths/mfa/**",
+    "* /api/v1/auths/signin",
+    "* /api/v1/auths/signup",
+    "* /api/v1/auths/signout",
+    "* /api/v1/auths/ldap",
+    "* /api/v1/auths/add",
+    "* /api/v1/auths/oauth/**",
+    "* /oauth/**",
+)
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
 
 
@@ -62,6 +78,7 @@ def split_path(path: str) -> tuple[str, ...] | None:
 @dataclass(frozen=True, slots=True)
 class ScopeTable:
     scopes: Mapping[str, tuple[Rule, ...]]
+    never: tuple[Rule, ...] = ()  # refused under every scope (NEVER_DELEGATED and the file's)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -84,11 +101,23 @@ class ScopeTable:
         if segments is None:
             return False
         method = method.upper()
+        # Never-rules cover everything below them, and empty segments ("//", a trailing "/")
+        # cannot slip past them.
+        solid = tuple(segment for segment in segments if segment)
+        if any(rule.matches(method, solid) for rule in self.never):
+            return False
         if (method, path) in ALWAYS_ALLOWED:
             return True
         return any(
             rule.matches(method, segments) for name in granted for rule in self.scopes.get(name, ())
         )
+
+
+def _subtree(rule: Rule) -> Rule:
+    """``/a/b`` as ``/a/b/**``: a never-rule refuses the path and everything below it."""
+    if rule.segments and rule.segments[-1] == "**":
+        return rule
+    return Rule(rule.method, (*rule.segments, "**"))
 
 
 def _table_from_toml(document: Mapping[str, Any], source: str) -> ScopeTable:
@@ -106,7 +135,16 @@ def _table_from_toml(document: Mapping[str, Any], source: str) -> ScopeTable:
             scopes[name] = tuple(Rule.parse(rule) for rule in allow)
         except ValueError as exc:
             raise ConfigError(f"{source}: scope {name!r}: {exc}") from None
-    return ScopeTable(scopes)
+    extra = (
+        document.get("never", {}).get("deny", []) if isinstance(document.get("never"), dict) else []
+    )
+    if not isinstance(extra, list) or not all(isinstance(r, str) for r in extra):
+        raise ConfigError(f'{source}: [never] needs deny = ["METHOD /path", ...]')
+    try:
+        never = tuple(_subtree(Rule.parse(rule)) for rule in (*NEVER_DELEGATED, *extra))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [never]: {exc}") from None
+    return ScopeTable(scopes, never)
 
 
 def default_table() -> ScopeTable:
