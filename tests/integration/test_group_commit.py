@@ -17,7 +17,7 @@ from sqlmodel import Session
 from vault.audit.appender import JobContext
 from vault.audit.entry import Draft
 from vault.config import Settings
-from vault.errors import AuditUnavailable, Conflict
+from vault.errors import AuditUnavailable, Conflict, InvalidRequest
 from vault.ops.runtime import Vault, open_vault
 from vault.ops.setup import InitResult
 from vault.storage import audit_repo
@@ -134,3 +134,48 @@ def test_a_failed_commit_fails_every_job_of_the_batch_and_leaves_nothing(vault: 
     # and the appender goes on by itself
     assert vault.appender.run(recording(8)) == 8
     assert [e.data["n"] for e in entries_after(vault, before)] == [8]
+
+
+def test_one_unauditable_job_fails_alone(vault: Vault) -> None:
+    before = head_seq(vault)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> None:
+        started.set()
+        assert gate.wait(30)
+
+    def poisoned(_session: Session, ctx: JobContext) -> None:
+        ctx.record(Draft(type="test.note", actor=None, subject=None, data={"n": "\ud800"}))
+
+    held = vault.appender.submit(blocker)
+    assert started.wait(30)
+    mates = [vault.appender.submit(recording(n)) for n in range(3)]
+    bad = vault.appender.submit(poisoned)
+    gate.set()
+    held.result(30)
+    with pytest.raises(InvalidRequest):
+        bad.result(30)
+    assert [f.result(30) for f in mates] == [0, 1, 2]
+    assert [e.data["n"] for e in entries_after(vault, before)] == [0, 1, 2]
+
+
+def test_a_caller_that_gave_up_is_skipped_and_the_appender_goes_on(vault: Vault) -> None:
+    before = head_seq(vault)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> None:
+        started.set()
+        assert gate.wait(30)
+
+    held = vault.appender.submit(blocker)
+    assert started.wait(30)
+    abandoned = vault.appender.submit(recording(1))
+    assert abandoned.cancel()  # not started yet: the caller may still take it back
+    kept = vault.appender.submit(recording(2))
+    gate.set()
+    held.result(30)
+    assert kept.result(30) == 2
+    assert vault.appender.run(recording(3)) == 3
+    assert [e.data["n"] for e in entries_after(vault, before)] == [2, 3]

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vault.audit.appender import Job
 from vault.domain import Principal
-from vault.errors import Forbidden, InvalidRequest, RequestTooLarge
+from vault.errors import AuditUnavailable, Forbidden, InvalidRequest, RequestTooLarge
 from vault.ops.credentials import authenticate
 from vault.ops.runtime import Vault
 
@@ -60,14 +60,53 @@ async def read_json(request: Request, vault: Vault) -> Any:
     if not body:
         raise InvalidRequest("a JSON body is required")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("body is not valid JSON") from None
+    _refuse_unstorable(value)
+    return value
+
+
+def _refuse_unstorable(value: Any) -> None:
+    """Text the audit log and the databases cannot hold (a lone surrogate: no UTF-8; NUL: not in
+    PostgreSQL text) is refused here, as the caller's error, before any job can carry it into a
+    commit that other callers share."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item or (not item.isascii() and not _encodable(item)):
+                raise InvalidRequest("body holds a NUL character or invalid Unicode")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+COMMIT_TIMEOUT_SECONDS = 60.0
 
 
 async def commit(vault: Vault, job: Job[T]) -> T:
-    """Hand a job to the appender; resume when its commit is durable (or has failed)."""
-    return await asyncio.wrap_future(vault.appender.submit(job))
+    """Hand a job to the appender; resume when its commit is durable (or has failed).
+
+    A commit that takes longer than a minute is answered 503; if the job has not started by then
+    it never will (its future is cancelled), otherwise whatever it commits is in the audit log.
+    """
+    try:
+        return await asyncio.wait_for(
+            asyncio.wrap_future(vault.appender.submit(job)), COMMIT_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        raise AuditUnavailable("the audit log did not commit in time; try again") from None
 
 
 def client_ip(request: Request) -> str | None:

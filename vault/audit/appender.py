@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from vault.audit.chain import Head, link
@@ -30,8 +30,9 @@ from vault.audit.checkpoint import Checkpoint, make_checkpoint
 from vault.audit.checkpoint_log import CheckpointLog
 from vault.audit.entry import AUDIT_CHECKPOINT, Draft, Entry
 from vault.clock import Clock, format_ts
+from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
-from vault.errors import AuditUnavailable, VaultError
+from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
 from vault.storage import audit_repo
 from vault.storage.engine import Database
 
@@ -110,12 +111,21 @@ class Appender:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        # Whatever was queued behind the stop is answered, not left waiting for ever.
+        while True:
+            try:
+                late = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if late is not None:
+                _settle(late.future, error=AuditUnavailable("the vault is shutting down"))
 
     def submit(self, job: Job[T]) -> Future[T]:
         future: Future[T] = Future()
         pending = _Pending(job, future)
         if self._thread is None:  # no background thread (the CLI): run now, in this thread
-            self._commit([pending])
+            if future.set_running_or_notify_cancel():
+                self._commit([pending])
         else:
             self._queue.put(pending)
         return future
@@ -138,7 +148,17 @@ class Appender:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(more)
-            self._commit(batch)
+            # A caller that gave up before its job started is skipped; once running, a job's
+            # future can no longer be cancelled, so answering it below cannot fail.
+            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                self._commit(live)
+            except Exception:  # never let one batch end the appender: later callers would hang
+                log.exception("appender batch failed unexpectedly")
+                for pending in live:
+                    _settle(pending.future, error=AuditUnavailable("the audit log failed"))
 
     # --- one batch, one transaction ---------------------------------------------------------
 
@@ -162,8 +182,7 @@ class Appender:
             )
             failure = AuditUnavailable("the audit log cannot be written; nothing was done")
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(failure)
+                _settle(pending.future, error=failure)
             return
         if checkpoint is not None:
             try:
@@ -172,11 +191,11 @@ class Appender:
                 log.error("checkpoint log %s not written: %s", self._checkpoint_log.path, exc)
         for outcome in outcomes:
             if outcome.error is not None:
-                outcome.pending.future.set_exception(outcome.error)
+                _settle(outcome.pending.future, error=outcome.error)
             elif outcome.wants_checkpoint:
-                outcome.pending.future.set_result(checkpoint)
+                _settle(outcome.pending.future, value=checkpoint)
             else:
-                outcome.pending.future.set_result(outcome.value)
+                _settle(outcome.pending.future, value=outcome.value)
 
     @staticmethod
     def _run_job(
@@ -187,9 +206,20 @@ class Appender:
         try:
             value = pending.job(session, ctx)
             session.flush()
+            for draft in (*ctx.drafts, *ctx.refusals):
+                draft.data_json()  # a draft that cannot be canonicalized fails its job only
         except VaultError as exc:
             savepoint.rollback()
-            return _Outcome(pending, error=exc), ctx.refusals
+            return _Outcome(pending, error=exc), _auditable(ctx.refusals)
+        except NotCanonicalizable:
+            savepoint.rollback()
+            return _Outcome(pending, error=InvalidRequest("a value cannot be audited")), []
+        except (DataError, IntegrityError) as exc:
+            # The statement was refused, the transaction is intact up to the savepoint: this
+            # job fails, the rest of the batch goes on.
+            savepoint.rollback()
+            error = Conflict if isinstance(exc, IntegrityError) else InvalidRequest
+            return _Outcome(pending, error=error("the request cannot be stored")), []
         except SQLAlchemyError:
             raise  # the database failed: the whole batch fails closed
         except Exception as exc:  # a bug in one job must not take the batch down
@@ -233,6 +263,27 @@ class Appender:
         if checkpoint is None:
             raise AuditUnavailable("no checkpoint was made")
         return checkpoint
+
+
+def _settle(future: Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def _auditable(drafts: list[Draft]) -> list[Draft]:
+    """Refusal drafts are kept though the job raised; one that cannot be canonicalized (the API
+    refuses such input before it gets here) must not take the batch down with it."""
+    try:
+        for draft in drafts:
+            draft.data_json()
+    except NotCanonicalizable:
+        log.error("a refusal could not be audited: its data is not canonicalizable")
+        return []
+    return drafts
 
 
 def checkpoint_draft(checkpoint: Checkpoint) -> Draft:

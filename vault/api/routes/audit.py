@@ -26,20 +26,20 @@ def _moment(name: str, value: str | None) -> str | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return format_ts(moment)
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"{name} must be an ISO 8601 time, e.g. 2026-11-27T17:00:00Z"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return format_ts(moment)
 
 
 @router.get("/entries", responses=ERRORS)
 async def entries(
     vault: VaultDep,
     caller: CallerDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type: Annotated[str | None, Query()] = None,
     actor: Annotated[str | None, Query()] = None,
@@ -50,6 +50,9 @@ async def entries(
 ) -> dict[str, Any]:
     """Entries in seq order. ``next_after_seq`` is set when a full page came back."""
     require(caller, AUDITOR, OWNER)
+    for name, value in (("type", type), ("actor", actor), ("subject", subject), ("jti", jti)):
+        if value is not None and ("\x00" in value or len(value) > 320):
+            raise InvalidRequest(f"{name} must be at most 320 characters, without NUL")
     flt = audit_repo.EntryFilter(
         after_seq=after_seq,
         limit=limit,

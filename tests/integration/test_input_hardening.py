@@ -1,0 +1,79 @@
+"""Input the databases or the audit log cannot hold is the caller's 400, and harms no one else.
+
+A lone surrogate cannot be encoded as UTF-8 (so it cannot be canonicalized or audited) and
+PostgreSQL text cannot hold NUL: either, let through, would fail the shared group commit for every
+caller of the batch. They are refused at the edge, as are absurd nesting and out-of-range values.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import Api
+
+
+def raw_post(api: Api, path: str, credential: str, body: str):
+    return api.call(
+        "POST",
+        path,
+        credential,
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"subject": "u-1", "reason": "ticket \\ud800"}',
+        '{"subject": "u-1", "reason": "ticket \\u0000 x"}',
+        '{"subject": "u-\\udfff", "reason": "ticket"}',
+        '{"subject": "u-1", "scope": "chat\\u0000", "reason": "ticket"}',
+        "[" * 30_000 + "]" * 30_000,
+    ],
+    ids=["surrogate-reason", "nul-reason", "surrogate-subject", "nul-scope", "deep-nesting"],
+)
+def test_unstorable_token_requests_are_a_400_and_the_service_goes_on(api: Api, body: str) -> None:
+    api.subject("u-1", "u1@example.com")
+    _, delegator = api.principal("bot", "delegator")
+
+    refused = raw_post(api, "/v1/token", delegator, body)
+
+    assert refused.status_code == 400, refused.text
+    assert set(refused.json()) == {"error", "error_description"}
+    denied = api.entries(type="token.denied")
+    assert denied
+    assert denied[-1]["data"]["error"] == "invalid_request"
+    assert api.token(delegator, "u-1").status_code == 200  # nothing was poisoned
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/v1/subjects/u-1"),
+        ("POST", "/v1/principals"),
+    ],
+)
+def test_unstorable_admin_bodies_are_a_400(api: Api, method: str, path: str) -> None:
+    body = '{"email": "a@b.c", "name": "bad \\ud800", "roles": ["auditor"]}'
+    if path == "/v1/principals":
+        body = '{"name": "bad \\u0000", "roles": ["auditor"]}'
+    refused = api.call(
+        method, path, api.owner, content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert refused.status_code == 400, refused.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"after_seq": str(2**63)},
+        {"since": "0001-01-01T00:00:00+05:00"},
+        {"until": "9999-12-31T23:59:59-05:00"},
+        {"actor": "p_\x00"},
+    ],
+)
+def test_out_of_range_audit_queries_are_a_400(api: Api, params: dict[str, str]) -> None:
+    response = api.call("GET", "/v1/audit/entries", api.owner, params=params)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error", "error_description"}
