@@ -165,6 +165,12 @@ class RevokedToken(SignedTokenError):
     code = "revoked_token"
 
 
+class PolicyChanged(SignedTokenError):
+    """The subject or the delegator's policy no longer allows what the token carries."""
+
+    code = "policy_changed"
+
+
 # --- audit -------------------------------------------------------------------------------------
 
 

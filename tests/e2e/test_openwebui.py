@@ -274,6 +274,45 @@ def test_users_are_imported_with_their_roles_and_pending_ones_inactive(stack: St
     assert refused.status_code == 403, refused.text
 
 
+def test_a_subject_promoted_in_open_webui_after_issuance_gets_no_admin_power(
+    stack: Stack,
+) -> None:
+    # The vault authorized a token for an ordinary user; Open WebUI later makes them admin.
+    # Acting with the admin's powers would bypass the delegator's policy (admin subjects need
+    # "admin" in subject_roles), so the mapper refuses until the vault knows (subjects sync).
+    admin = {"Authorization": f"Bearer {stack.accounts.admin.session_token}"}
+    added = stack.http.post(
+        "/api/v1/auths/add",
+        headers=admin,
+        json={
+            "name": "Promoted Four",
+            "email": "promoted4@example.com",
+            "password": "Prom-pass-123!",
+            "role": "user",
+        },
+    )
+    assert added.status_code == 200, added.text
+    user_id = added.json()["id"]
+    assert stack.sync().returncode == 0
+    issued = stack.issue(user_id, "read")
+    assert stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"]).status_code == 200
+
+    promoted = stack.http.post(
+        f"/api/v1/users/{user_id}/update", headers=admin, json={"role": "admin"}
+    )
+    assert promoted.status_code == 200, promoted.text
+
+    refused = stack.as_bearer("GET", "/api/v1/users/all", issued["access_token"])
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "subject_role_changed"
+    assert "sync" in refused.json()["error_description"]
+    # Once the vault learns the new role, the delegator's users-only policy refuses the token.
+    assert stack.sync().returncode == 0
+    after_sync = stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"])
+    assert after_sync.status_code == 401, after_sync.text
+    assert after_sync.json()["error"] == "revoked_token"
+
+
 def test_with_the_vault_down_delegation_fails_closed_and_native_credentials_work(
     stack: Stack,
 ) -> None:

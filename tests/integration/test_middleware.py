@@ -309,7 +309,7 @@ class StandInMapper:
         self.app = app
         self.minted: list[str] = []
 
-    async def native_token(self, user_id: str, *, not_after: int) -> str:
+    async def native_token(self, user_id: str, *, not_after: int, role: str | None = None) -> str:
         if user_id not in self.app.stamps:
             raise UnknownUser("no such active user")
         token = self.app.session_token(user_id, exp=min(int(time.time()) + 60, not_after))

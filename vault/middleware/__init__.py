@@ -4,6 +4,18 @@ It depends on pyjwt/cryptography (through ``vault.tokens``), ``vault.policy.scop
 httpx, so it installs into Open WebUI's own environment.
 """
 
-from vault.middleware.verifier import DelegationMiddleware, UnknownUser, UserMapper, VerifierConfig
+from vault.middleware.verifier import (
+    DelegationMiddleware,
+    SubjectRoleChanged,
+    UnknownUser,
+    UserMapper,
+    VerifierConfig,
+)
 
-__all__ = ["DelegationMiddleware", "UnknownUser", "UserMapper", "VerifierConfig"]
+__all__ = [
+    "DelegationMiddleware",
+    "SubjectRoleChanged",
+    "UnknownUser",
+    "UserMapper",
+    "VerifierConfig",
+]

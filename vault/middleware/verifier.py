@@ -51,10 +51,17 @@ class UnknownUser(VaultError):
     code = "unknown_user"
 
 
+class SubjectRoleChanged(UnknownUser):
+    """The user's role in the app is not the role the vault authorized (re-sync subjects)."""
+
+    code = "subject_role_changed"
+
+
 class UserMapper(Protocol):
-    async def native_token(self, user_id: str, *, not_after: int) -> str:
+    async def native_token(self, user_id: str, *, not_after: int, role: str | None = None) -> str:
         """A credential of the app for ``user_id`` valid until ``not_after`` at the latest;
-        raises ``UnknownUser``."""
+        raises ``UnknownUser``, also when the user's role in the app is not ``role`` (the
+        subject's role as the vault authorized it)."""
         ...
 
 
@@ -190,12 +197,13 @@ class DelegationMiddleware:
             raise _Refusal(
                 403, "scope_not_allowed", f"the token's scope does not allow {method} {path}"
             )
+        role = answer.get("subject_role")
         try:
-            return await self.mapper.native_token(claims.sub, not_after=claims.exp)
-        except UnknownUser:
-            raise _Refusal(
-                401, "unknown_user", "the token's subject is not an active user"
-            ) from None
+            return await self.mapper.native_token(
+                claims.sub, not_after=claims.exp, role=role if isinstance(role, str) else None
+            )
+        except UnknownUser as exc:
+            raise _Refusal(401, exc.code, exc.description) from None
 
     async def _introspect(
         self, token: str, method: str, path: str, client_ip: str | None
@@ -215,9 +223,11 @@ class DelegationMiddleware:
             log.error("vault refused introspection: HTTP %d", response.status_code)
             raise _Refusal(503, "vault_unavailable", "the vault did not answer; try again")
         try:
-            answer: dict[str, Any] = response.json()
+            answer = response.json()
         except ValueError:
-            raise _Refusal(503, "vault_unavailable", "the vault's answer was not JSON") from None
+            answer = None
+        if not isinstance(answer, dict):
+            raise _Refusal(503, "vault_unavailable", "the vault's answer was not a JSON object")
         return answer
 
 

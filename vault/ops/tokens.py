@@ -17,8 +17,10 @@ from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_
 from vault.config import Settings
 from vault.domain import DELEGATOR, Principal
 from vault.errors import (
+    ExpiredToken,
     Forbidden,
     InvalidRequest,
+    PolicyChanged,
     RevokedToken,
     SignedTokenError,
     UnknownSubject,
@@ -253,10 +255,9 @@ def introspect_job(
     def job(session: Session, ctx: JobContext) -> dict[str, Any]:
         nonlocal refusal
         jti = payload.get("jti") if isinstance(payload.get("jti"), str) else None
-        if claims is not None:
-            row = tokens_repo.get_token(session, claims.jti)
-            if row is None or row.revoked_at is not None:
-                refusal = RevokedToken("token was revoked" if row else "token was never issued")
+        subject_role: str | None = None
+        if claims is not None and refusal is None:
+            refusal, subject_role = _still_authorized(session, claims, ctx, settings, scopes)
         if refusal is not None or claims is None:
             sub = payload.get("sub") if isinstance(payload.get("sub"), str) else None
             act = payload.get("act")
@@ -306,6 +307,44 @@ def introspect_job(
             "iat": claims.iat,
             "token_type": "Bearer",
             "outcome": outcome,
+            "subject_role": subject_role,
         }
 
     return job
+
+
+def _still_authorized(
+    session: Session, claims: Claims, ctx: JobContext, settings: Settings, scopes: ScopeTable
+) -> tuple[SignedTokenError | None, str | None]:
+    """Is this token still good *now*, under the chain lock? Checked at every use, so that a
+    revocation, a deactivated or re-roled subject, a disabled delegator or a narrowed policy
+    takes effect on the next request, not when the token expires. Returns the refusal (or
+    None) and the subject's role as authorized (the middleware holds the app to it)."""
+    now = int(ctx.now.timestamp())
+    if now >= claims.exp + settings.leeway_seconds:
+        return ExpiredToken("token has expired"), None  # expired while its use was queued
+    row = tokens_repo.get_token(session, claims.jti)
+    if row is None or row.revoked_at is not None:
+        return RevokedToken("token was revoked" if row else "token was never issued"), None
+    delegator = principals_repo.get_principal(session, claims.actor)
+    if delegator is None or delegator.disabled or not delegator.has(DELEGATOR):
+        return RevokedToken("the delegator is disabled"), None
+    subject = subjects_repo.get_subject(session, claims.sub)
+    if subject is None:
+        return RevokedToken("the subject is gone"), None
+    policy = parse_policy(
+        delegator.policy, known_scopes=scopes.names, vault_max_ttl=settings.max_ttl, stored=True
+    )
+    try:
+        decide(
+            policy,
+            subject,
+            scope=claims.scope,
+            ttl_seconds=1,
+            known_scopes=scopes.names,
+            default_ttl=settings.default_ttl,
+            vault_max_ttl=settings.max_ttl,
+        )
+    except VaultError as exc:
+        return PolicyChanged(f"no longer authorized: {exc.description}"), None
+    return None, subject.role

@@ -4,7 +4,7 @@ The token carries exactly what Open WebUI 0.12.4 checks (``id``, ``typ``, the us
 ``session_stamp``) and an ``exp`` of at most 60 s, never past the delegation token's. Open WebUI
 still checks it on every request (stamp, active account, the user's permissions), so "revoke
 sessions" and disabling the account take effect at once, and a minted token can be reused for
-its short life (here: until 10 s before its ``exp``), which spares three database reads a request.
+its short life (here: until 10 s before its ``exp``) while the user's role and stamp hold.
 
 With MFA enforced, Open WebUI refuses ``typ=session`` tokens without ``mfa_verified``; a delegation
 never verified MFA, so the token is minted as ``typ=automation`` instead. Endpoints that insist on
@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from vault.middleware import UnknownUser
+from vault.middleware import SubjectRoleChanged, UnknownUser
 
 MAX_NATIVE_LIFETIME = 60
 REUSE_MARGIN = 10
+MFA_CONFIG_SECONDS = 5.0
 AUTH_METHOD = "delegation"
 
 
@@ -29,15 +30,41 @@ class OpenWebUIMapper:
     def __init__(self, *, now: Callable[[], float] = time.time, capacity: int = 10_000) -> None:
         self._now = now
         self._capacity = capacity
-        self._minted: dict[tuple[str, int], tuple[str, float]] = {}
+        self._minted: dict[tuple[str, int, str, str], tuple[str, float]] = {}
+        self._mfa: tuple[bool, float] = (False, float("-inf"))
 
-    async def native_token(self, user_id: str, *, not_after: int) -> str:
+    async def native_token(self, user_id: str, *, not_after: int, role: str | None = None) -> str:
+        """Open WebUI's own token for ``user_id``; the user is read on every call.
+
+        ``role`` is the subject's role as the vault authorized it: when Open WebUI's current
+        role differs (the user was promoted or demoted since), nothing is minted, so a token
+        issued for a user never acts as an admin. The minted token is reused (until 10 s before
+        its ``exp``) only while the user's role and session stamp are unchanged.
+        """
+        from open_webui.models.auths import Auths
+        from open_webui.models.users import Users
+
         now = self._now()
-        key = (user_id, not_after)
+        if not_after - now <= 0:
+            raise UnknownUser("the delegation has expired")
+        user = await Users.get_user_by_id(user_id)
+        if user is None or user.role not in {"user", "admin"}:
+            raise UnknownUser("no such active Open WebUI user")
+        if role is not None and user.role != role:
+            raise SubjectRoleChanged(
+                "the subject's role in Open WebUI is not the one the vault authorized; "
+                "the vault's subjects need a sync ('dvault subjects sync')"
+            )
+        auth = await Auths.get_auth_by_id(user_id)
+        if auth is None or not auth.active:
+            raise UnknownUser("no such active Open WebUI user")
+        key = (user_id, not_after, user.role, auth.session_stamp or "")
         cached = self._minted.get(key)
         if cached is not None and cached[1] - REUSE_MARGIN > now:
             return cached[0]
-        token, expires = await self._mint(user_id, not_after, now)
+        token, expires = self._mint(
+            user.id, auth.session_stamp, await self._typ(now), not_after, now
+        )
         if len(self._minted) >= self._capacity:
             self._minted = {k: v for k, v in self._minted.items() if v[1] > now}
             if len(self._minted) >= self._capacity:
@@ -45,28 +72,29 @@ class OpenWebUIMapper:
         self._minted[key] = (token, expires)
         return token
 
-    async def _mint(self, user_id: str, not_after: int, now: float) -> tuple[str, float]:
-        from open_webui.models.auths import Auths
-        from open_webui.models.users import Users
-        from open_webui.utils.auth import create_token
+    async def _typ(self, now: float) -> str:
+        """``automation`` when MFA is enforced (read at most every 5 s), else ``session``."""
         from open_webui.utils.mfa import get_mfa_config, is_mfa_required
 
-        lifetime = min(MAX_NATIVE_LIFETIME, int(not_after - now))
-        if lifetime <= 0:
-            raise UnknownUser("the delegation has expired")
-        user = await Users.get_user_by_id(user_id)
-        if user is None or user.role not in {"user", "admin"}:
-            raise UnknownUser("no such active Open WebUI user")
-        auth = await Auths.get_auth_by_id(user_id)
-        if auth is None or not auth.active:
-            raise UnknownUser("no such active Open WebUI user")
-        typ = "automation" if is_mfa_required(AUTH_METHOD, await get_mfa_config()) else "session"
+        required, read_at = self._mfa
+        if now - read_at > MFA_CONFIG_SECONDS:
+            required = is_mfa_required(AUTH_METHOD, await get_mfa_config())
+            self._mfa = (required, now)
+        return "automation" if required else "session"
+
+    @staticmethod
+    def _mint(
+        user_id: str, stamp: str | None, typ: str, not_after: int, now: float
+    ) -> tuple[str, float]:
+        from open_webui.utils.auth import create_token
+
+        lifetime = max(1, min(MAX_NATIVE_LIFETIME, int(not_after - now)))
         token: str = create_token(
             {
-                "id": user.id,
+                "id": user_id,
                 "typ": typ,
                 "auth_method": AUTH_METHOD,
-                "session_stamp": auth.session_stamp,
+                "session_stamp": stamp,
                 "mfa_verified": False,
             },
             expires_delta=timedelta(seconds=lifetime),

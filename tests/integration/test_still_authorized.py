@@ -1,0 +1,72 @@
+"""A token is checked against the vault's current state at every use, not only at issuance.
+
+Deactivating or re-roling the subject, or narrowing the delegator's policy, takes effect on the
+next introspection (``active: false`` and a ``token.rejected`` entry with ``policy_changed``);
+an active answer carries the subject's role, which the middleware holds the app to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support import Api
+
+
+def introspect(api: Api, verifier: str, token: str) -> dict[str, Any]:
+    response = api.call(
+        "POST",
+        "/v1/introspect",
+        verifier,
+        json={"token": token, "method": "POST", "path": "/api/chat/completions"},
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@pytest.fixture
+def issued(api: Api) -> dict[str, str]:
+    api.subject("u-1", "u1@example.com")
+    delegator_id, delegator = api.principal("bot", "delegator")
+    _, verifier = api.principal("owui", "verifier")
+    response = api.token(delegator, "u-1", scope="chat")
+    assert response.status_code == 200, response.text
+    return {
+        "token": response.json()["access_token"],
+        "jti": response.json()["jti"],
+        "verifier": verifier,
+        "delegator_id": delegator_id,
+    }
+
+
+def test_an_active_answer_carries_the_subjects_role(api: Api, issued: dict[str, str]) -> None:
+    answer = introspect(api, issued["verifier"], issued["token"])
+    assert answer["active"] is True
+    assert answer["subject_role"] == "user"
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["subject_inactive", "subject_pending", "subject_promoted", "policy_narrowed"],
+)
+def test_a_change_after_issuance_takes_effect_at_the_next_use(
+    api: Api, issued: dict[str, str], change: str
+) -> None:
+    if change.startswith("subject"):
+        role = {"subject_pending": "pending", "subject_promoted": "admin"}.get(change, "user")
+        api.subject("u-1", "u1@example.com", role=role, active=change != "subject_inactive")
+    else:
+        response = api.call(
+            "PUT",
+            f"/v1/principals/{issued['delegator_id']}/policy",
+            api.owner,
+            json={"scopes": ["models:read"]},
+        )
+        assert response.status_code == 200, response.text
+
+    assert introspect(api, issued["verifier"], issued["token"]) == {"active": False}
+    rejected = api.entries(type="token.rejected", jti=issued["jti"])
+    assert [e["data"]["reason"] for e in rejected] == ["policy_changed"]
+    assert api.entries(type="token.used", jti=issued["jti"]) == []
