@@ -77,3 +77,16 @@ def test_out_of_range_audit_queries_are_a_400(api: Api, params: dict[str, str]) 
     response = api.call("GET", "/v1/audit/entries", api.owner, params=params)
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error", "error_description"}
+
+
+def test_names_that_look_like_secrets_never_reach_the_audit_log(api: Api) -> None:
+    _, credential = api.principal("bot", "auditor")
+    for method, path, body in [
+        ("POST", "/v1/principals", {"name": f"copy of {credential}", "roles": ["auditor"]}),
+        ("PUT", "/v1/subjects/u-9", {"email": "u9@example.com", "name": credential}),
+    ]:
+        refused = api.call(method, path, api.owner, json=body)
+        assert refused.status_code == 400, refused.text
+        assert credential not in refused.text
+    exported = api.call("GET", "/v1/audit/export", api.owner)
+    assert credential not in exported.text

@@ -57,10 +57,11 @@ def build_parser() -> Parser:
     p.add_argument("name")
     p.add_argument(
         "--role",
-        action="append",
+        action="extend",
+        nargs="+",
         required=True,
         choices=["owner", "delegator", "auditor", "verifier"],
-        help="repeat for several roles",
+        help="one or more roles (--role delegator auditor, or repeat --role)",
     )
     p.add_argument("--policy", help='delegation policy as JSON, e.g. \'{"scopes": ["chat"]}\'')
     p.add_argument("--json", action="store_true")

@@ -39,6 +39,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError("--workers must be at least 1 and --port within 1..65535", 2)
     os.environ["VAULT_HOME"] = str(settings.home)
     logging.getLogger("vault").setLevel(logging.INFO)
+    forwarded = os.environ.get("VAULT_FORWARDED_ALLOW_IPS", "")
     note(f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s))")
     uvicorn.run(
         "vault.api.app:app_from_env",
@@ -49,7 +50,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level="info",
-        proxy_headers=True,
+        # X-Forwarded-For is believed only from the proxies named in VAULT_FORWARDED_ALLOW_IPS
+        # (none by default): otherwise any local process could forge the audited client_ip.
+        proxy_headers=bool(forwarded),
+        forwarded_allow_ips=forwarded or None,
         server_header=False,
     )
     return 0

@@ -22,6 +22,7 @@ from vault.errors import InvalidRequest, NotFound
 from vault.ops.credentials import new_credential, secret_hash
 from vault.ops.revocation import revoke_rows
 from vault.policy.delegation import parse_policy
+from vault.redact import looks_secret
 from vault.storage import principals_repo, tokens_repo
 
 MAX_NAME_CHARS = 200
@@ -46,6 +47,8 @@ def check_roles(roles: Any) -> tuple[str, ...]:
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
         raise InvalidRequest(f"name must be 1-{MAX_NAME_CHARS} characters")
+    if looks_secret(name):
+        raise InvalidRequest("name looks like it holds a credential or token; it was refused")
     return name
 
 

@@ -11,6 +11,7 @@ from vault.audit.entry import SUBJECT_UPSERTED, Draft
 from vault.clock import format_ts
 from vault.domain import SUBJECT_ROLES, Subject
 from vault.errors import Conflict, InvalidRequest
+from vault.redact import looks_secret
 from vault.storage import subjects_repo
 
 MAX_FIELD_CHARS = 320
@@ -20,6 +21,8 @@ def _text(body: dict[str, Any], name: str, *, default: str | None = None) -> str
     value = body.get(name, default)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_CHARS:
         raise InvalidRequest(f"{name} must be a string of 1-{MAX_FIELD_CHARS} characters")
+    if looks_secret(value):
+        raise InvalidRequest(f"{name} looks like it holds a credential or token; it was refused")
     return value.strip()
 
 
