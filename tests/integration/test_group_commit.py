@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import text
@@ -53,6 +54,26 @@ def head_seq(vault: Vault) -> int:
         return audit_repo.head(session).seq
 
 
+@contextmanager
+def next_batch(vault: Vault) -> Iterator[None]:
+    """Hold the appender in a batch of its own while the body queues jobs: on leaving, those
+    jobs are taken together, as one batch, in one transaction."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> None:
+        started.set()
+        assert gate.wait(30), "the test never let the held batch go"
+
+    held = vault.appender.submit(blocker)
+    assert started.wait(30)
+    try:
+        yield
+    finally:
+        gate.set()
+        held.result(30)
+
+
 def test_jobs_waiting_behind_a_commit_share_the_next_one(vault: Vault) -> None:
     before = head_seq(vault)
     gate = threading.Event()
@@ -81,25 +102,16 @@ def test_jobs_waiting_behind_a_commit_share_the_next_one(vault: Vault) -> None:
 
 def test_a_refusing_job_does_not_take_its_batch_down(vault: Vault) -> None:
     before = head_seq(vault)
-    gate = threading.Event()
-    started = threading.Event()
-
-    def blocker(_session: Session, ctx: JobContext) -> None:
-        started.set()
-        assert gate.wait(30)
 
     def refusing(_session: Session, ctx: JobContext) -> None:
         ctx.record(note(99))  # dropped: the job refuses
         ctx.refuse(note(100))  # kept: refusals are audited
         raise Conflict("refused on purpose")
 
-    held = vault.appender.submit(blocker)
-    assert started.wait(30)
-    ok_before = vault.appender.submit(recording(1))
-    refused = vault.appender.submit(refusing)
-    ok_after = vault.appender.submit(recording(2))
-    gate.set()
-    held.result(30)
+    with next_batch(vault):
+        ok_before = vault.appender.submit(recording(1))
+        refused = vault.appender.submit(refusing)
+        ok_after = vault.appender.submit(recording(2))
     assert ok_before.result(30) == 1
     with pytest.raises(Conflict):
         refused.result(30)
@@ -109,23 +121,14 @@ def test_a_refusing_job_does_not_take_its_batch_down(vault: Vault) -> None:
 
 def test_a_failed_commit_fails_every_job_of_the_batch_and_leaves_nothing(vault: Vault) -> None:
     before = head_seq(vault)
-    gate = threading.Event()
-    started = threading.Event()
-
-    def blocker(_session: Session, ctx: JobContext) -> None:
-        started.set()
-        assert gate.wait(30)
 
     def breaks_the_transaction(session: Session, ctx: JobContext) -> None:
         ctx.record(note(7))
         session.execute(text("SELECT * FROM no_such_table"))  # a database error, not a refusal
 
-    held = vault.appender.submit(blocker)
-    assert started.wait(30)  # the blocker's batch is under way: the next six share one
-    batch = [vault.appender.submit(recording(n)) for n in range(5)]
-    batch.append(vault.appender.submit(breaks_the_transaction))
-    gate.set()
-    held.result(30)
+    with next_batch(vault):
+        batch = [vault.appender.submit(recording(n)) for n in range(5)]
+        batch.append(vault.appender.submit(breaks_the_transaction))
     for future in batch:
         with pytest.raises(AuditUnavailable):
             future.result(30)
@@ -138,22 +141,13 @@ def test_a_failed_commit_fails_every_job_of_the_batch_and_leaves_nothing(vault: 
 
 def test_one_unauditable_job_fails_alone(vault: Vault) -> None:
     before = head_seq(vault)
-    gate = threading.Event()
-    started = threading.Event()
-
-    def blocker(_session: Session, ctx: JobContext) -> None:
-        started.set()
-        assert gate.wait(30)
 
     def poisoned(_session: Session, ctx: JobContext) -> None:
         ctx.record(Draft(type="test.note", actor=None, subject=None, data={"n": "\ud800"}))
 
-    held = vault.appender.submit(blocker)
-    assert started.wait(30)
-    mates = [vault.appender.submit(recording(n)) for n in range(3)]
-    bad = vault.appender.submit(poisoned)
-    gate.set()
-    held.result(30)
+    with next_batch(vault):
+        mates = [vault.appender.submit(recording(n)) for n in range(3)]
+        bad = vault.appender.submit(poisoned)
     with pytest.raises(InvalidRequest):
         bad.result(30)
     assert [f.result(30) for f in mates] == [0, 1, 2]
@@ -162,20 +156,10 @@ def test_one_unauditable_job_fails_alone(vault: Vault) -> None:
 
 def test_a_caller_that_gave_up_is_skipped_and_the_appender_goes_on(vault: Vault) -> None:
     before = head_seq(vault)
-    gate = threading.Event()
-    started = threading.Event()
-
-    def blocker(_session: Session, ctx: JobContext) -> None:
-        started.set()
-        assert gate.wait(30)
-
-    held = vault.appender.submit(blocker)
-    assert started.wait(30)
-    abandoned = vault.appender.submit(recording(1))
-    assert abandoned.cancel()  # not started yet: the caller may still take it back
-    kept = vault.appender.submit(recording(2))
-    gate.set()
-    held.result(30)
+    with next_batch(vault):
+        abandoned = vault.appender.submit(recording(1))
+        assert abandoned.cancel()  # not started yet: the caller may still take it back
+        kept = vault.appender.submit(recording(2))
     assert kept.result(30) == 2
     assert vault.appender.run(recording(3)) == 3
     assert [e.data["n"] for e in entries_after(vault, before)] == [2, 3]
