@@ -33,7 +33,7 @@ SEEN_GOAL_S = 10e-6
 
 
 class _NoUsers:
-    async def native_token(self, user_id: str, *, not_after: int) -> str:
+    async def native_token(self, user_id: str, *, not_after: int, role: str | None = None) -> str:
         raise AssertionError("not reached: only _verify is measured")
 
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class TokenRequestBody(BaseModel):
+class Body(BaseModel):
+    """A request body: unknown members are refused (400), and the document says so."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequestBody(Body):
     subject: str = Field(description="Subject id or email")
     scope: str | None = Field(None, description='Space-separated; default "chat models:read"')
     ttl_seconds: int | None = Field(None, ge=1, description="Above the policy's max: 400")
@@ -27,40 +33,40 @@ class TokenResponse(BaseModel):
     issued_token_type: str
 
 
-class IntrospectBody(BaseModel):
+class IntrospectBody(Body):
     token: str
     method: str | None = None
     path: str | None = None
     client_ip: str | None = None
 
 
-class RevokeBody(BaseModel):
+class RevokeBody(Body):
     jti: str | None = None
     subject: str | None = None
     actor: str | None = None
 
 
-class Policy(BaseModel):
+class Policy(Body):
     subject_roles: list[Literal["admin", "user"]] | None = None
     subjects: list[str] | None = None
     scopes: list[str] | None = None
     max_ttl_seconds: int | None = None
 
 
-class PrincipalBody(BaseModel):
+class PrincipalBody(Body):
     name: str
     roles: list[Literal["owner", "delegator", "auditor", "verifier"]]
     policy: dict[str, Any] | None = Field(None, description="See Policy")
 
 
-class SubjectBody(BaseModel):
+class SubjectBody(Body):
     email: str
     name: str | None = None
     role: Literal["admin", "user", "pending"] = "user"
     active: bool = True
 
 
-class RotateBody(BaseModel):
+class RotateBody(Body):
     purpose: Literal["token", "audit"] = "token"
 
 
