@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from vault.crypto.b64 import b64url_decode
 from vault.errors import (
+    BadSignature,
     ExpiredToken,
     MalformedToken,
     SignedTokenError,
@@ -213,3 +214,29 @@ def test_claim_values_of_any_json_type_never_crash_the_verifier(kit, changes):
     except SignedTokenError:
         return
     assert claims == claims_from_payload(kit.payload(**changes))
+
+
+def test_a_header_already_read_is_reused_and_cannot_stand_in_for_another(kit):
+    token = kit.token()
+    header = jws.read_header(token)
+    assert kit.verify(token) == jws.verify(
+        token,
+        kit.lookup,
+        issuer=kit.issuer,
+        audience=kit.audience,
+        now=kit.now,
+        leeway=kit.leeway,
+        header=header,
+    )
+    # The signature covers the token's own header bytes: a borrowed header changes nothing.
+    forged = kit.forge({"alg": "none", "typ": "at+jwt", "kid": kit.key.kid}, kit.payload(), None)
+    with pytest.raises(BadSignature):
+        jws.verify(
+            forged,
+            kit.lookup,
+            issuer=kit.issuer,
+            audience=kit.audience,
+            now=kit.now,
+            leeway=kit.leeway,
+            header=header,
+        )

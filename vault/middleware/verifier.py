@@ -91,16 +91,23 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-def is_delegation_token(token: str) -> bool:
-    """Routing only: does this look like one of our tokens (a JWS with ``typ: at+jwt``)?"""
+def delegation_header(token: str) -> dict[str, Any] | None:
+    """Routing only: the header if this looks like one of our tokens (a JWS with ``typ:
+    at+jwt``), else None. Never trusted further: ``jws.verify`` checks everything."""
     if token.startswith("sk-") or token.count(".") != 2:
-        return False
+        return None
     try:
         header = jws.read_header(token)
     except TokenError:
-        return False
+        return None
     typ = header.get("typ")
-    return isinstance(typ, str) and typ.lower() in {TOKEN_TYPE, "application/" + TOKEN_TYPE}
+    if isinstance(typ, str) and typ.lower() in {TOKEN_TYPE, "application/" + TOKEN_TYPE}:
+        return header
+    return None
+
+
+def is_delegation_token(token: str) -> bool:
+    return delegation_header(token) is not None
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -140,11 +147,14 @@ class DelegationMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
-        if token is None or not is_delegation_token(token):
+        # A token seen (and verified) before is ours: no header to parse on this hot path.
+        seen = None if token is None else self.seen.get(token, int(self.now()))
+        header = None if token is None or seen is not None else delegation_header(token)
+        if token is None or (seen is None and header is None):
             await self.app(scope, receive, send)
             return
         try:
-            claims = await self._verify(token)
+            claims = seen or await self._verify(token, header)
             native = await self._authorize(token, claims, scope)
         except _Refusal as refusal:
             await _send_json(
@@ -155,14 +165,16 @@ class DelegationMiddleware:
             return
         await self.app(_as_subject(scope, native, claims), receive, _scrub(send, native))
 
-    async def _verify(self, token: str) -> Claims:
+    async def _verify(self, token: str, header: dict[str, Any] | None = None) -> Claims:
         now = int(self.now())
         claims = self.seen.get(token, now)
         if claims is not None:
             return claims
         kid: object = None
         try:
-            kid = jws.read_header(token).get("kid")
+            if header is None:
+                header = jws.read_header(token)
+            kid = header.get("kid")
             if isinstance(kid, str):
                 await self.keys.ensure(kid)
             claims = jws.verify(
@@ -172,6 +184,7 @@ class DelegationMiddleware:
                 audience=self.config.audience,
                 now=now,
                 leeway=self.config.leeway_seconds,
+                header=header,
             )
         except TokenError as exc:
             if isinstance(exc, UnknownKey) and isinstance(kid, str) and not self.keys.loaded:
