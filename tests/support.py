@@ -334,3 +334,18 @@ class AsgiServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def verify_report(api: Api) -> dict[str, Any]:
+    """``GET /v1/audit/verify`` as the owner; the report."""
+    response = api.call("GET", "/v1/audit/verify", api.owner)
+    assert response.status_code == 200, response.text
+    report: dict[str, Any] = response.json()
+    return report
+
+
+def verify_cli(settings: Any, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``python -m vault audit verify --json ...`` on the database, as a reviewer runs it (read
+    access and the public audit keys only: no master key in the environment)."""
+    env = cli_env(settings.home, VAULT_DATABASE_URL=settings.database_url)
+    return dvault(env, "audit", "verify", "--json", *extra, timeout=120)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.support import PG_ADMIN, Api
+from tests.support import PG_ADMIN, Api, verify_cli, verify_report
 from vault.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,28 +147,6 @@ def checkpoint(api: Api) -> dict[str, Any]:
     return made
 
 
-def api_verify(api: Api) -> dict[str, Any]:
-    r = api.call("GET", "/v1/audit/verify", api.owner)
-    assert r.status_code == 200, r.text
-    report: dict[str, Any] = r.json()
-    return report
-
-
-def cli_verify(settings: Settings, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
-    env["VAULT_HOME"] = str(settings.home)
-    env["VAULT_DATABASE_URL"] = settings.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "vault", "audit", "verify", "--json", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
 def failed_seq(stderr: str) -> int:
     found = re.search(r"verification failed at seq (\d+):", stderr)
     assert found is not None, f"no first bad seq on stderr: {stderr!r}"
@@ -180,23 +155,23 @@ def failed_seq(stderr: str) -> int:
 
 def assert_healthy(api: Api, settings: Settings | None = None) -> None:
     """The API (and, given the settings, the CLI on the database) finds nothing wrong."""
-    report = api_verify(api)
+    report = verify_report(api)
     assert report["ok"] is True, report
     if settings is None:
         return
-    done = cli_verify(settings)
+    done = verify_cli(settings)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == report
 
 
 def assert_caught(api: Api, settings: Settings, seq: int, *, checkpoints_ok: bool) -> None:
-    report = api_verify(api)
+    report = verify_report(api)
     assert report["ok"] is False, report
     assert report["first_error"] is not None, report
     assert set(report["first_error"]) == {"seq", "reason"}
     assert report["first_error"]["seq"] == seq, report
     assert report["checkpoints_ok"] is checkpoints_ok, report
-    done = cli_verify(settings)
+    done = verify_cli(settings)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert json.loads(done.stdout) == report
     assert failed_seq(done.stderr) == seq
@@ -445,7 +420,7 @@ def test_saved_checkpoint_catches_a_rollback_of_entries_and_checkpoints(
     populate(api, 2, "c")
     checkpoint(api)
     populate(api, 2, "d")
-    assert cli_verify(settings, "--checkpoint", str(tmp_path / "saved.json")).returncode == 0
+    assert verify_cli(settings, "--checkpoint", str(tmp_path / "saved.json")).returncode == 0
 
     dba.drop_triggers()
     rollback_to = saved_cp["seq"] - 4
@@ -460,7 +435,7 @@ def test_saved_checkpoint_catches_a_rollback_of_entries_and_checkpoints(
 
     # Entries and checkpoints agree again: the database alone cannot tell.
     assert_healthy(api, settings)
-    done = cli_verify(settings, "--checkpoint", str(tmp_path / "saved.json"))
+    done = verify_cli(settings, "--checkpoint", str(tmp_path / "saved.json"))
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert failed_seq(done.stderr) == expected
     report = json.loads(done.stdout)
@@ -513,7 +488,7 @@ def assert_fails_closed(api: Api, dba: Dba, s: Scene) -> None:
         assert "active" not in body
     assert {r[0] for r in _tokens(dba)} == jtis, "a token row exists for a failed request"
     assert dba.rows()[-1] == head, "an entry exists for a failed request"
-    report = api_verify(api)  # reading still works
+    report = verify_report(api)  # reading still works
     assert report["ok"] is True
     assert report["head_seq"] == head["seq"]
 

@@ -10,9 +10,6 @@ says ok), but the log now tells a story the vault never wrote, and ``GET /v1/aud
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import Api
+from tests.support import Api, verify_cli, verify_report
 from vault.audit.chain import Head, link
 from vault.audit.entry import Draft, Entry
 from vault.clock import format_ts
@@ -153,29 +150,6 @@ def live_story(api: Api) -> Story:
     return Story(delegator_id, delegator, jti, api.entries()[-1]["seq"])
 
 
-def api_verify(api: Api) -> dict[str, Any]:
-    r = api.call("GET", "/v1/audit/verify", api.owner)
-    assert r.status_code == 200, r.text
-    report: dict[str, Any] = r.json()
-    return report
-
-
-def dvault_verify(settings: Settings, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``python -m vault audit verify --json ...`` as a reviewer runs it: no master key."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
-    env["VAULT_HOME"] = str(settings.home)
-    env["VAULT_DATABASE_URL"] = settings.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "vault", "audit", "verify", "--json", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-
-
 def export_to(api: Api, folder: Path) -> tuple[Path, Path]:
     r = api.call("GET", "/v1/audit/export", api.owner)
     assert r.status_code == 200, r.text
@@ -219,16 +193,16 @@ def assert_clean(report: dict[str, Any], head_seq: int) -> None:
 
 def test_a_clean_log_has_no_semantic_errors(api: Api, settings: Settings, tmp_path: Path) -> None:
     story = live_story(api)
-    report = api_verify(api)
+    report = verify_report(api)
     assert_clean(report, story.head_seq)
 
-    done = dvault_verify(settings)
+    done = verify_cli(settings)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == report
     assert done.stderr == ""
 
     export, jwks = export_to(api, tmp_path)
-    done = dvault_verify(settings, "--file", str(export), "--jwks", str(jwks))
+    done = verify_cli(settings, "--file", str(export), "--jwks", str(jwks))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == report
 
@@ -237,7 +211,7 @@ def test_a_forged_use_at_the_tail_fails_on_meaning(
     api: Api, settings: Settings, dba: Dba, tmp_path: Path
 ) -> None:
     story = live_story(api)
-    assert_clean(api_verify(api), story.head_seq)
+    assert_clean(verify_report(api), story.head_seq)
 
     dba.drop_triggers()
     head = dba.head()
@@ -248,14 +222,14 @@ def test_a_forged_use_at_the_tail_fails_on_meaning(
     assert seq == story.head_seq + 1
 
     # The hashes hold: a hash-only verification accepts the forged tail.
-    hashes_only = dvault_verify(settings, "--no-semantics")
+    hashes_only = verify_cli(settings, "--no-semantics")
     assert hashes_only.returncode == 0, hashes_only.stderr
     hashed = json.loads(hashes_only.stdout)
     assert hashed["ok"] is True
     assert (hashed["head_seq"], hashed["head_hash"]) == (seq, forged.hash)
 
     # The meaning does not: the API fails at the forged seq...
-    report = api_verify(api)
+    report = verify_report(api)
     assert report["ok"] is False, report
     assert report["checkpoints_ok"] is True
     assert (report["entries"], report["head_seq"], report["head_hash"]) == (seq, seq, forged.hash)
@@ -273,7 +247,7 @@ def test_a_forged_use_at_the_tail_fails_on_meaning(
     # ...and so does dvault, on the database and on an export: one line per violation, exit 1.
     export, jwks = export_to(api, tmp_path)
     for extra in ((), ("--file", str(export), "--jwks", str(jwks))):
-        done = dvault_verify(settings, *extra)
+        done = verify_cli(settings, *extra)
         assert done.returncode == 1, (done.stdout, done.stderr)
         assert json.loads(done.stdout) == report
         lines = done.stderr.splitlines()
@@ -293,16 +267,16 @@ def test_a_forged_use_of_a_real_token_fails_on_meaning(
         r = api.token(story.delegator, "u-1", scope="chat", ttl_seconds=600)
         assert r.status_code == 200, r.text
         jti, method, path = r.json()["jti"], "DELETE", "/api/v1/chats/c-1"
-    assert api_verify(api)["ok"] is True
+    assert verify_report(api)["ok"] is True
     dba.drop_triggers()
     forged = forged_use(dba.head(), jti, story.delegator_id, method, path)
     dba.append(forged)
 
-    report = api_verify(api)
+    report = verify_report(api)
     assert report["ok"] is False, report
     assert report["checkpoints_ok"] is True
     assert report["first_error"]["seq"] == forged.seq
     assert [(v["seq"], v["rule"]) for v in report["semantic_errors"]] == [(forged.seq, forge)]
-    done = dvault_verify(settings)
+    done = verify_cli(settings)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert json.loads(done.stdout) == report
