@@ -41,6 +41,22 @@ async def get_caller(request: Request, vault: VaultDep) -> Principal:
 CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
+async def get_hot_caller(request: Request, vault: VaultDep) -> Principal:
+    """The caller of token exchange or introspection, from the credential cache when it can be:
+    those jobs check their caller again under the chain lock (``CredentialCache``)."""
+    credential = bearer(request)
+    cached = vault.credentials.get(credential)
+    if cached is not None:
+        return cached
+    principal = await run_in_threadpool(authenticate, vault.db, credential)
+    if credential is not None:
+        vault.credentials.put(credential, principal)
+    return principal
+
+
+HotCallerDep = Annotated[Principal, Depends(get_hot_caller)]
+
+
 def require(caller: Principal, *roles: str) -> None:
     if not any(caller.has(role) for role in roles):
         raise Forbidden(f"this needs the {' or '.join(roles)} role")
@@ -95,16 +111,16 @@ def _encodable(text: str) -> bool:
 COMMIT_TIMEOUT_SECONDS = 60.0
 
 
-async def commit(vault: Vault, job: Job[T]) -> T:
+async def commit(vault: Vault, job: Job[T], *, read_only: bool = False) -> T:
     """Hand a job to the appender; resume when its commit is durable (or has failed).
 
     A commit that takes longer than a minute is answered 503; if the job has not started by then
     it never will (its future is cancelled), otherwise whatever it commits is in the audit log.
     """
+    future = asyncio.wrap_future(vault.appender.submit(job, read_only=read_only))
     try:
-        return await asyncio.wait_for(
-            asyncio.wrap_future(vault.appender.submit(job)), COMMIT_TIMEOUT_SECONDS
-        )
+        async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+            return await future
     except TimeoutError:
         raise AuditUnavailable("the audit log did not commit in time; try again") from None
 

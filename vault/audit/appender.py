@@ -9,6 +9,12 @@ fails with ``AuditUnavailable`` and nothing it did exists.
 
 A job that refuses (raises a ``VaultError``) has its changes rolled back, but the drafts it
 recorded with ``ctx.refuse(...)`` are still appended, so refusals are audited in the same chain.
+
+The hot paths (token issuance and introspection) are submitted as *read-only* jobs: they read
+(through ``ctx.memoized``, shared by the batch) and write only through ``ctx.insert``, whose rows
+the appender inserts with one statement per table. Such a job needs no savepoint, since it has
+nothing to roll back. Any other job may change what the memo holds, so the memo is emptied and the
+rows waiting are inserted before it runs, and the memo is emptied again after it.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from vault.audit.chain import Head, link
 from vault.audit.checkpoint import Checkpoint, make_checkpoint
@@ -45,9 +52,24 @@ class JobContext:
     """What a job sees besides the session: the batch's time, and where its drafts go."""
 
     now: datetime
+    memo: dict[Any, Any] = field(default_factory=dict)
     drafts: list[Draft] = field(default_factory=list)
     refusals: list[Draft] = field(default_factory=list)
+    inserts: list[tuple[type[SQLModel], dict[str, Any]]] = field(default_factory=list)
     wants_checkpoint: bool = False
+
+    def memoized(self, key: Any, load: Callable[[], T]) -> T:
+        """``load()``, read at most once per batch while no job changes state (see above)."""
+        try:
+            value: T = self.memo[key]
+        except KeyError:
+            value = self.memo[key] = load()
+        return value
+
+    def insert(self, table: type[SQLModel], row: dict[str, Any]) -> None:
+        """Insert ``row`` with the batch's other rows of ``table``; dropped if the job refuses.
+        Every row of one table must have the same keys."""
+        self.inserts.append((table, row))
 
     def record(self, draft: Draft) -> None:
         """Audit this change; dropped with the job's changes if the job then refuses."""
@@ -69,6 +91,10 @@ Job = Callable[[Session, JobContext], T]
 class _Pending(Generic[T]):
     job: Job[T]
     future: Future[T]
+    read_only: bool = False
+
+
+Rows = list[tuple[type[SQLModel], dict[str, Any]]]
 
 
 @dataclass
@@ -89,6 +115,7 @@ class Appender:
         checkpoint_every: int,
         checkpoint_log: CheckpointLog,
         batch_max: int = 256,
+        after_change: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -96,6 +123,7 @@ class Appender:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_log = checkpoint_log
         self._batch_max = batch_max
+        self._after_change = after_change  # run after a commit with a job that was not read-only
         self._queue: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -120,9 +148,10 @@ class Appender:
             if late is not None:
                 _settle(late.future, error=AuditUnavailable("the vault is shutting down"))
 
-    def submit(self, job: Job[T]) -> Future[T]:
+    def submit(self, job: Job[T], *, read_only: bool = False) -> Future[T]:
+        """Queue ``job``; ``read_only`` promises it changes nothing but through ``ctx.insert``."""
         future: Future[T] = Future()
-        pending = _Pending(job, future)
+        pending = _Pending(job, future, read_only)
         if self._thread is None:  # no background thread (the CLI): run now, in this thread
             if future.set_running_or_notify_cancel():
                 self._commit([pending])
@@ -169,10 +198,19 @@ class Appender:
             with self._db.write() as session:
                 now = self._clock.now()
                 drafts: list[Draft] = []
+                memo: dict[Any, Any] = {}
+                rows: Rows = []
                 for pending in batch:
-                    outcome, job_drafts = self._run_job(session, pending, now)
+                    if pending.read_only:
+                        outcome, job_drafts = self._run_read_only(session, pending, now, memo, rows)
+                    else:
+                        _insert_rows(session, rows)
+                        memo.clear()
+                        outcome, job_drafts = self._run_job(session, pending, now)
+                        memo.clear()
                     outcomes.append(outcome)
                     drafts.extend(job_drafts)
+                _insert_rows(session, rows)
                 forced = any(outcome.wants_checkpoint for outcome in outcomes)
                 checkpoint = self._append(session, drafts, format_ts(now), forced=forced)
         except Exception as exc:
@@ -184,6 +222,8 @@ class Appender:
             for pending in batch:
                 _settle(pending.future, error=failure)
             return
+        if self._after_change is not None and not all(p.read_only for p in batch):
+            self._after_change()
         if checkpoint is not None:
             try:
                 self._checkpoint_log.append([checkpoint])
@@ -198,6 +238,30 @@ class Appender:
                 _settle(outcome.pending.future, value=outcome.value)
 
     @staticmethod
+    def _run_read_only(
+        session: Session, pending: _Pending[Any], now: datetime, memo: dict[Any, Any], rows: Rows
+    ) -> tuple[_Outcome, list[Draft]]:
+        """A job that writes nothing itself: no savepoint. A database error in it cannot be
+        contained without one, so it fails the whole batch closed."""
+        ctx = JobContext(now=now, memo=memo)
+        try:
+            value = pending.job(session, ctx)
+            for draft in (*ctx.drafts, *ctx.refusals):
+                draft.data_json()  # a draft that cannot be canonicalized fails its job only
+        except VaultError as exc:
+            return _Outcome(pending, error=exc), _auditable(ctx.refusals)
+        except NotCanonicalizable:
+            return _Outcome(pending, error=InvalidRequest("a value cannot be audited")), []
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # a bug in one job must not take the batch down
+            log.exception("audit job failed")
+            return _Outcome(pending, error=exc), []
+        rows.extend(ctx.inserts)
+        outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
+        return outcome, [*ctx.drafts, *ctx.refusals]
+
+    @staticmethod
     def _run_job(
         session: Session, pending: _Pending[Any], now: datetime
     ) -> tuple[_Outcome, list[Draft]]:
@@ -205,6 +269,7 @@ class Appender:
         savepoint = session.begin_nested()
         try:
             value = pending.job(session, ctx)
+            _insert_rows(session, ctx.inserts)
             session.flush()
             for draft in (*ctx.drafts, *ctx.refusals):
                 draft.data_json()  # a draft that cannot be canonicalized fails its job only
@@ -272,6 +337,18 @@ def _settle(future: Future[Any], *, value: Any = None, error: BaseException | No
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+def _insert_rows(session: Session, rows: Rows) -> None:
+    """Insert and forget ``rows``: one statement (an executemany) per table, in first-seen order."""
+    if not rows:
+        return
+    by_table: dict[type[SQLModel], list[dict[str, Any]]] = {}
+    for table, row in rows:
+        by_table.setdefault(table, []).append(row)
+    rows.clear()
+    for table, values in by_table.items():
+        session.execute(insert(table), values)
 
 
 def _auditable(drafts: list[Draft]) -> list[Draft]:

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 
 from vault.domain import Principal
 from vault.errors import Unauthenticated
@@ -42,3 +43,35 @@ def authenticate(db: Database, credential: str | None) -> Principal:
     if not hmac.compare_digest(stored, wanted) or principal.disabled:
         raise refused
     return principal
+
+
+class CredentialCache:
+    """Credentials recently authenticated, by their SHA-256, for the two hot endpoints only.
+
+    Token exchange and introspection re-check their caller under the chain lock in the job that
+    answers them, so a stale entry here never lets a disabled principal act: it only saves the
+    database read (and a thread hop) that ``authenticate`` costs on every request. Entries live
+    ``ttl`` seconds; ``clear()`` runs after every commit that may change principals. Only
+    successes are kept, at most ``capacity``.
+    """
+
+    def __init__(self, *, ttl: float = 5.0, capacity: int = 1024) -> None:
+        self._ttl = ttl
+        self._capacity = capacity
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, credential: str | None) -> Principal | None:
+        if not credential or not _SHAPE.fullmatch(credential):
+            return None
+        found = self._entries.get(secret_hash(credential))
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]
+
+    def put(self, credential: str, principal: Principal) -> None:
+        if len(self._entries) >= self._capacity:
+            self._entries = {}
+        self._entries[secret_hash(credential)] = (principal, time.monotonic() + self._ttl)
+
+    def clear(self) -> None:
+        self._entries = {}

@@ -26,6 +26,10 @@ from vault.storage.tables import KeyRow
 MIN_RELOAD_INTERVAL = 1.0  # seconds between reloads forced by unknown kids
 
 
+class KeysNotHeld(Exception):
+    """``token_key_held`` cannot answer without reading the database (use ``token_key``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeySet:
     token_signing: KeyPair
@@ -97,6 +101,17 @@ class KeyManager:
         if found is None and time.monotonic() - self._forced_at > MIN_RELOAD_INTERVAL:
             self._forced_at = time.monotonic()
             found = self.reload().token_public.get(kid)
+        return found
+
+    def token_key_held(self, kid: str) -> Ed25519PublicKey:
+        """``token_key`` without I/O: the key if this process holds it and its key set is fresh,
+        else ``KeysNotHeld`` (then ``token_key`` decides, and may reload)."""
+        keyset = self._set
+        if keyset is None or time.monotonic() - self._loaded_at > self._refresh_seconds:
+            raise KeysNotHeld(kid)
+        found = keyset.token_public.get(kid)
+        if found is None:
+            raise KeysNotHeld(kid)
         return found
 
     def audit_key(self, kid: str) -> Ed25519PublicKey | None:

@@ -15,6 +15,7 @@ from vault.config import Settings
 from vault.crypto import envelope
 from vault.crypto.master import parse_master_key, read_master_key_file
 from vault.errors import MasterKeyError, NotInitialized
+from vault.ops.credentials import CredentialCache
 from vault.ops.keyring import KeyManager
 from vault.policy.scopes import ScopeTable, load_table
 from vault.storage import audit_repo, meta_repo, migrate
@@ -70,6 +71,7 @@ class Vault:
     scopes: ScopeTable
     appender: Appender
     checkpoint_log: CheckpointLog
+    credentials: CredentialCache
 
     def close(self) -> None:
         self.appender.stop()
@@ -98,6 +100,7 @@ def open_vault(
     except BaseException:
         db.dispose()
         raise
+    credentials = CredentialCache()
     appender = Appender(
         db,
         clock=clock,
@@ -105,6 +108,7 @@ def open_vault(
         checkpoint_every=settings.checkpoint_every,
         checkpoint_log=checkpoint_log,
         batch_max=settings.commit_batch_max,
+        after_change=credentials.clear,
     )
     if background:
         appender.start()
@@ -117,4 +121,5 @@ def open_vault(
         scopes=scopes,
         appender=appender,
         checkpoint_log=checkpoint_log,
+        credentials=credentials,
     )

@@ -1,21 +1,25 @@
 """Token exchange (``POST /v1/token``) and introspection (``POST /v1/introspect``).
 
 Both run as appender jobs, so the decision, the token's record and its audit entry commit
-together, and nothing is answered before that commit (fail closed).
+together, and nothing is answered before that commit (fail closed). They are read-only jobs (see
+``vault.audit.appender``): what they read under the chain lock (the caller, the subject, the
+policy, the token's row) is read once per batch, and the token's row is inserted with the batch.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session
 
 from vault.audit.appender import Job, JobContext
 from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_USED, Draft
 from vault.config import Settings
-from vault.domain import DELEGATOR, Principal
+from vault.domain import DELEGATOR, VERIFIER, Principal, Subject
 from vault.errors import (
     ExpiredToken,
     Forbidden,
@@ -23,18 +27,43 @@ from vault.errors import (
     PolicyChanged,
     RevokedToken,
     SignedTokenError,
+    Unauthenticated,
     UnknownSubject,
     VaultError,
 )
 from vault.ops.keyring import KeyManager
-from vault.policy.delegation import check_reason, decide, parse_policy
+from vault.policy.delegation import DelegationPolicy, check_reason, decide, parse_policy
 from vault.policy.scopes import ScopeTable
 from vault.redact import looks_secret
 from vault.storage import principals_repo, subjects_repo, tokens_repo
+from vault.storage.tables import TokenRow
 from vault.tokens import jws
 from vault.tokens.claims import Claims, build_claims
 
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
+
+
+def _principal(session: Session, ctx: JobContext, principal_id: str) -> Principal | None:
+    return ctx.memoized(
+        ("principal", principal_id), lambda: principals_repo.get_principal(session, principal_id)
+    )
+
+
+def _subject(session: Session, ctx: JobContext, id_or_email: str) -> Subject | None:
+    return ctx.memoized(
+        ("subject", id_or_email), lambda: subjects_repo.find_subject(session, id_or_email)
+    )
+
+
+def _policy(
+    ctx: JobContext, delegator: Principal, settings: Settings, scopes: ScopeTable
+) -> DelegationPolicy:
+    return ctx.memoized(
+        ("policy", delegator.id),
+        lambda: parse_policy(
+            delegator.policy, known_scopes=scopes.names, vault_max_ttl=settings.max_ttl, stored=True
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +138,17 @@ def issue_job(
     def job(session: Session, ctx: JobContext) -> IssuedToken:
         subject_id: str | None = None
         try:
-            fresh = principals_repo.get_principal(session, caller.id)
+            fresh = _principal(session, ctx, caller.id)
             if fresh is None or fresh.disabled or not fresh.has(DELEGATOR):
                 raise Forbidden("only an enabled delegator exchanges its credential for tokens")
             request = parse_token_request(body)
             reason = check_reason(request.reason, required=settings.require_reason)
             scope = scopes.parse_request(request.scope)
-            subject = subjects_repo.find_subject(session, request.subject)
+            subject = _subject(session, ctx, request.subject)
             if subject is None:
                 raise UnknownSubject("no such subject")
             subject_id = subject.id
-            policy = parse_policy(
-                fresh.policy,
-                known_scopes=scopes.names,
-                vault_max_ttl=settings.max_ttl,
-                stored=True,
-            )
+            policy = _policy(ctx, fresh, settings, scopes)
             grant = decide(
                 policy,
                 subject,
@@ -162,7 +186,7 @@ def issue_job(
             now=int(ctx.now.timestamp()),
         )
         token = jws.sign(claims, key)
-        tokens_repo.insert_token(session, claims, kid=key.kid)
+        ctx.insert(TokenRow, tokens_repo.token_row(claims, kid=key.kid))
         ctx.record(
             Draft(
                 type=TOKEN_ISSUED,
@@ -217,10 +241,10 @@ INACTIVE: dict[str, Any] = {"active": False}
 def introspect_job(
     settings: Settings,
     scopes: ScopeTable,
-    keyring: KeyManager,
     verifier: Principal,
     use: UseRequest,
     now: int,
+    token_key: Callable[[str], Ed25519PublicKey | None],
 ) -> Job[dict[str, Any]] | None:
     """The job recording this use, or ``None`` when the token is not ours at all.
 
@@ -228,7 +252,7 @@ def introspect_job(
     ``{"active": false}`` with no audit entry: an unauthenticated party cannot fill the log.
     """
     try:
-        _, payload = jws.verify_signature(use.token, keyring.token_key)
+        _, payload = jws.verify_signature(use.token, token_key)
     except VaultError:
         return None
     claims: Claims | None = None
@@ -254,6 +278,11 @@ def introspect_job(
 
     def job(session: Session, ctx: JobContext) -> dict[str, Any]:
         nonlocal refusal
+        # The credential was checked before the job (perhaps from a cache): this is the check
+        # that counts, under the chain lock. Nothing is recorded for a caller refused here.
+        current = _principal(session, ctx, verifier.id)
+        if current is None or current.disabled or not current.has(VERIFIER):
+            raise Unauthenticated("a valid credential is required")
         jti = payload.get("jti") if isinstance(payload.get("jti"), str) else None
         subject_role: str | None = None
         if claims is not None and refusal is None:
@@ -323,18 +352,21 @@ def _still_authorized(
     now = int(ctx.now.timestamp())
     if now >= claims.exp + settings.leeway_seconds:
         return ExpiredToken("token has expired"), None  # expired while its use was queued
-    row = tokens_repo.get_token(session, claims.jti)
-    if row is None or row.revoked_at is not None:
-        return RevokedToken("token was revoked" if row else "token was never issued"), None
-    delegator = principals_repo.get_principal(session, claims.actor)
+    state = ctx.memoized(
+        ("token", claims.jti), lambda: tokens_repo.token_state(session, claims.jti)
+    )
+    if state != tokens_repo.LIVE:
+        revoked = state == tokens_repo.REVOKED
+        return RevokedToken("token was revoked" if revoked else "token was never issued"), None
+    delegator = _principal(session, ctx, claims.actor)
     if delegator is None or delegator.disabled or not delegator.has(DELEGATOR):
         return RevokedToken("the delegator is disabled"), None
-    subject = subjects_repo.get_subject(session, claims.sub)
+    subject = ctx.memoized(
+        ("subject-id", claims.sub), lambda: subjects_repo.get_subject(session, claims.sub)
+    )
     if subject is None:
         return RevokedToken("the subject is gone"), None
-    policy = parse_policy(
-        delegator.policy, known_scopes=scopes.names, vault_max_ttl=settings.max_ttl, stored=True
-    )
+    policy = _policy(ctx, delegator, settings, scopes)
     try:
         decide(
             policy,

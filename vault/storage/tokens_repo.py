@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from vault.storage.tables import TokenRow
 from vault.tokens.claims import Claims
 
+UNKNOWN = "unknown"
+LIVE = "live"
+REVOKED = "revoked"
 
-def insert_token(session: Session, claims: Claims, *, kid: str) -> None:
-    session.add(
-        TokenRow(
-            jti=claims.jti,
-            kid=kid,
-            subject_id=claims.sub,
-            actor_id=claims.actor,
-            scope=claims.scope_text,
-            iat=claims.iat,
-            exp=claims.exp,
-        )
-    )
+
+def token_row(claims: Claims, *, kid: str) -> dict[str, Any]:
+    """The ``tokens`` row of a token being issued, as an insert's values."""
+    return {
+        "jti": claims.jti,
+        "kid": kid,
+        "subject_id": claims.sub,
+        "actor_id": claims.actor,
+        "scope": claims.scope_text,
+        "iat": claims.iat,
+        "exp": claims.exp,
+        "revoked_at": None,
+    }
 
 
 def get_token(session: Session, jti: str) -> TokenRow | None:
     return session.get(TokenRow, jti)
+
+
+def token_state(session: Session, jti: str) -> str:
+    """``live``, ``revoked`` or ``unknown`` (never issued here): one indexed read, no ORM."""
+    found = session.execute(
+        sa_select(col(TokenRow.revoked_at)).where(col(TokenRow.jti) == jti)
+    ).first()
+    if found is None:
+        return UNKNOWN
+    return LIVE if found[0] is None else REVOKED
 
 
 def live_tokens(

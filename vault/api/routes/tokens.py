@@ -8,7 +8,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from vault.api.deps import CallerDep, VaultDep, client_ip, commit, read_json, require
+from vault.api.deps import (
+    CallerDep,
+    HotCallerDep,
+    VaultDep,
+    client_ip,
+    commit,
+    read_json,
+    require,
+)
 from vault.api.schemas import (
     ERRORS,
     IntrospectBody,
@@ -20,6 +28,7 @@ from vault.api.schemas import (
 from vault.domain import DELEGATOR, OWNER, VERIFIER
 from vault.errors import InvalidRequest, RequestTooLarge
 from vault.ops import revocation, tokens
+from vault.ops.keyring import KeysNotHeld
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -31,7 +40,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     responses=ERRORS,
     openapi_extra=body(TokenRequestBody),
 )
-async def exchange(request: Request, vault: VaultDep, caller: CallerDep) -> JSONResponse:
+async def exchange(request: Request, vault: VaultDep, caller: HotCallerDep) -> JSONResponse:
     """A delegator exchanges its credential for a short-lived token scoped to one subject."""
     try:
         payload: Any = await read_json(request, vault)
@@ -42,23 +51,24 @@ async def exchange(request: Request, vault: VaultDep, caller: CallerDep) -> JSON
     job = tokens.issue_job(
         vault.settings, vault.scopes, vault.keys, caller, payload, client_ip(request)
     )
-    issued = await commit(vault, job)
+    issued = await commit(vault, job, read_only=True)
     return JSONResponse(issued.to_response(), headers=NO_STORE)
 
 
 @router.post("/introspect", responses=ERRORS, openapi_extra=body(IntrospectBody))
-async def introspect(request: Request, vault: VaultDep, caller: CallerDep) -> JSONResponse:
+async def introspect(request: Request, vault: VaultDep, caller: HotCallerDep) -> JSONResponse:
     """For the verifier middleware: is this token active, and record its use."""
     require(caller, VERIFIER)
     use = tokens.parse_use_request(await read_json(request, vault))
     now = int(vault.clock.now().timestamp())
-    # The signature check may reload keys from the database: off the event loop.
-    job = await run_in_threadpool(
-        tokens.introspect_job, vault.settings, vault.scopes, vault.keys, caller, use, now
-    )
+    args = (vault.settings, vault.scopes, caller, use, now)
+    try:  # with the keys this process holds: no I/O, so on the event loop
+        job = tokens.introspect_job(*args, vault.keys.token_key_held)
+    except KeysNotHeld:  # an unknown kid, or keys due for a refresh: off the event loop
+        job = await run_in_threadpool(tokens.introspect_job, *args, vault.keys.token_key)
     if job is None:
         return JSONResponse(dict(tokens.INACTIVE), headers=NO_STORE)
-    return JSONResponse(await commit(vault, job), headers=NO_STORE)
+    return JSONResponse(await commit(vault, job, read_only=True), headers=NO_STORE)
 
 
 @router.post("/revoke", responses=ERRORS, openapi_extra=body(RevokeBody))
