@@ -6,10 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import Api, LiveServer, MovableClock, make_settings, postgres_database
 from vault.config import Settings
 from vault.ops.setup import InitResult, init_vault
+
+# No test asserts on time: Hypothesis's default 200 ms deadline per example would be one, and it
+# fails at random on a loaded 2-core machine (CI runs the suite beside a real Open WebUI).
+hypothesis_settings.register_profile("vault", deadline=None)
+hypothesis_settings.load_profile("vault")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

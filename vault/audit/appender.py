@@ -347,8 +347,9 @@ def _insert_rows(session: Session, rows: Rows) -> None:
     for table, row in rows:
         by_table.setdefault(table, []).append(row)
     rows.clear()
+    connection = session.connection()
     for table, values in by_table.items():
-        session.execute(insert(table), values)
+        connection.execute(insert(table), values)
 
 
 def _auditable(drafts: list[Draft]) -> list[Draft]:

@@ -23,7 +23,29 @@ class NotCanonicalizable(ValueError):
 def _check(value: Any, depth: int = 0) -> None:
     if depth > 64:
         raise NotCanonicalizable("nested too deeply")
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    # Exact types first (what the vault's own drafts hold): no isinstance chain, and text that is
+    # ASCII needs no further look. Subclasses take the general path below, with the same rules.
+    if kind is str:
+        if not value.isascii():
+            _check_text(value)
+        return
+    if kind is int:
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise NotCanonicalizable("integer outside ±(2**53-1)")
+        return
+    if value is None or kind is bool:
+        return
+    if kind is dict:
+        for key, item in value.items():
+            _check_key(key)
+            _check(item, depth + 1)
+        return
+    _check_general(value, depth)
+
+
+def _check_general(value: Any, depth: int) -> None:
+    if isinstance(value, bool | str):
         if isinstance(value, str):
             _check_text(value)
         return
@@ -39,14 +61,20 @@ def _check(value: Any, depth: int = 0) -> None:
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotCanonicalizable("object keys must be strings")
-            _check_text(key)
-            if any(ord(c) > 0xFFFF for c in key):
-                raise NotCanonicalizable("object keys above U+FFFF are not supported")
+            _check_key(key)
             _check(item, depth + 1)
         return
     raise NotCanonicalizable(f"unsupported type {type(value).__name__}")
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise NotCanonicalizable("object keys must be strings")
+    if key.isascii():
+        return
+    _check_text(key)
+    if max(key) > "\uffff":
+        raise NotCanonicalizable("object keys above U+FFFF are not supported")
 
 
 def _check_text(text: str) -> None:

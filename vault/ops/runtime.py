@@ -17,6 +17,7 @@ from vault.crypto.master import parse_master_key, read_master_key_file
 from vault.errors import MasterKeyError, NotInitialized
 from vault.ops.credentials import CredentialCache
 from vault.ops.keyring import KeyManager
+from vault.ops.tokens import VerifiedSignatures
 from vault.policy.scopes import ScopeTable, load_table
 from vault.storage import audit_repo, meta_repo, migrate
 from vault.storage.engine import Database
@@ -72,6 +73,7 @@ class Vault:
     appender: Appender
     checkpoint_log: CheckpointLog
     credentials: CredentialCache
+    signatures: VerifiedSignatures
 
     def close(self) -> None:
         self.appender.stop()
@@ -122,4 +124,5 @@ def open_vault(
         appender=appender,
         checkpoint_log=checkpoint_log,
         credentials=credentials,
+        signatures=VerifiedSignatures(),
     )

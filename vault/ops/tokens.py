@@ -9,6 +9,7 @@ policy, the token's row) is read once per batch, and the token's row is inserted
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -238,6 +239,40 @@ def token_digest(token: str) -> str:
 INACTIVE: dict[str, Any] = {"active": False}
 
 
+class VerifiedSignatures:
+    """Tokens whose signature this process has verified, with their payload: a delegation token
+    is introspected on every request it makes, and its signature need not be checked each time.
+
+    Only the signature is remembered. A hit still needs its key to be published (a retired key
+    past its publication ends it), and the claims, revocation and policy are checked at every
+    use as before. Entries go when the token expires, and the oldest first beyond ``capacity``.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._entries: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._lock = threading.Lock()  # the event loop and the threadpool both come here
+
+    def verify(
+        self, token: str, token_key: Callable[[str], Ed25519PublicKey | None], now: int
+    ) -> dict[str, Any]:
+        """The payload of ``token`` if its signature verifies (``jws.verify_signature``)."""
+        found = self._entries.get(token)
+        if found is not None:
+            kid, payload = found
+            exp = payload.get("exp")
+            if isinstance(exp, int) and now < exp and token_key(kid) is not None:
+                return payload
+            with self._lock:
+                self._entries.pop(token, None)
+        kid, payload = jws.verify_signature(token, token_key)
+        with self._lock:
+            if len(self._entries) >= self._capacity:
+                del self._entries[next(iter(self._entries))]  # dicts keep insertion order
+            self._entries[token] = (kid, payload)
+        return payload
+
+
 def introspect_job(
     settings: Settings,
     scopes: ScopeTable,
@@ -245,6 +280,7 @@ def introspect_job(
     use: UseRequest,
     now: int,
     token_key: Callable[[str], Ed25519PublicKey | None],
+    signatures: VerifiedSignatures,
 ) -> Job[dict[str, Any]] | None:
     """The job recording this use, or ``None`` when the token is not ours at all.
 
@@ -252,7 +288,7 @@ def introspect_job(
     ``{"active": false}`` with no audit entry: an unauthenticated party cannot fill the log.
     """
     try:
-        _, payload = jws.verify_signature(use.token, token_key)
+        payload = signatures.verify(use.token, token_key, now)
     except VaultError:
         return None
     claims: Claims | None = None

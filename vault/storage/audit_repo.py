@@ -12,7 +12,7 @@ from sqlmodel import Session, SQLModel, col, select
 from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import Entry
-from vault.storage.engine import Database
+from vault.storage.engine import Database, fetch_first
 from vault.storage.tables import AuditEntryRow, CheckpointRow
 
 AUDIT_TABLE = "audit_entries"
@@ -36,18 +36,14 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 
 
 def head(session: Session) -> Head:
-    row = session.exec(
-        select(AuditEntryRow.seq, AuditEntryRow.hash)
-        .order_by(col(AuditEntryRow.seq).desc())
-        .limit(1)  # without it the ORM buffers every (seq, hash) of the log
-    ).first()
+    row = fetch_first(session, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
     return GENESIS if row is None else Head(row[0], row[1])
 
 
 def insert_entries(session: Session, entries: Sequence[Entry]) -> None:
     if not entries:
         return
-    session.execute(
+    session.connection().execute(
         insert(AuditEntryRow),
         [
             {

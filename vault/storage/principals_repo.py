@@ -8,6 +8,7 @@ from sqlmodel import Session, col, select
 
 from vault.crypto.canonical import canonical_text
 from vault.domain import Principal
+from vault.storage.engine import fetch_first
 from vault.storage.tables import CredentialRow, PrincipalRow
 
 
@@ -37,8 +38,21 @@ def insert_principal(session: Session, principal: Principal) -> None:
 
 
 def get_principal(session: Session, principal_id: str) -> Principal | None:
-    row = session.get(PrincipalRow, principal_id)
-    return None if row is None else _principal(row)
+    row = fetch_first(
+        session,
+        "SELECT id, name, roles, policy, disabled, created_at FROM principals WHERE id = ?",
+        (principal_id,),
+    )
+    if row is None:
+        return None
+    return Principal(
+        id=row[0],
+        name=row[1],
+        roles=tuple(json.loads(row[2])),
+        policy=json.loads(row[3]),
+        disabled=bool(row[4]),
+        created_at=row[5],
+    )
 
 
 def list_principals(session: Session) -> list[Principal]:

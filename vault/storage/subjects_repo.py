@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from vault.domain import Subject
+from vault.storage.engine import fetch_first
 from vault.storage.tables import SubjectRow
 
 
@@ -12,9 +13,18 @@ def _subject(row: SubjectRow) -> Subject:
     return Subject(id=row.id, email=row.email, name=row.name, role=row.role, active=row.active)
 
 
+_SUBJECT_BY = "SELECT id, email, name, role, active FROM subjects WHERE "
+
+
+def _read_subject(session: Session, where: str, value: str) -> Subject | None:
+    row = fetch_first(session, _SUBJECT_BY + where, (value,))
+    if row is None:
+        return None
+    return Subject(id=row[0], email=row[1], name=row[2], role=row[3], active=bool(row[4]))
+
+
 def get_subject(session: Session, subject_id: str) -> Subject | None:
-    row = session.get(SubjectRow, subject_id)
-    return None if row is None else _subject(row)
+    return _read_subject(session, "id = ?", subject_id)
 
 
 def find_subject(session: Session, id_or_email: str) -> Subject | None:
@@ -22,8 +32,7 @@ def find_subject(session: Session, id_or_email: str) -> Subject | None:
     found = get_subject(session, id_or_email)
     if found is not None or "@" not in id_or_email:
         return found
-    row = session.exec(select(SubjectRow).where(SubjectRow.email == id_or_email.lower())).first()
-    return None if row is None else _subject(row)
+    return _read_subject(session, "email = ?", id_or_email.lower())
 
 
 def email_owner(session: Session, email: str) -> str | None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from vault.storage.engine import fetch_first
 from vault.storage.tables import TokenRow
 from vault.tokens.claims import Claims
 
@@ -35,9 +35,7 @@ def get_token(session: Session, jti: str) -> TokenRow | None:
 
 def token_state(session: Session, jti: str) -> str:
     """``live``, ``revoked`` or ``unknown`` (never issued here): one indexed read, no ORM."""
-    found = session.execute(
-        sa_select(col(TokenRow.revoked_at)).where(col(TokenRow.jti) == jti)
-    ).first()
+    found = fetch_first(session, "SELECT revoked_at FROM tokens WHERE jti = ?", (jti,))
     if found is None:
         return UNKNOWN
     return LIVE if found[0] is None else REVOKED

@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from vault.api.deps import (
     CallerDep,
-    HotCallerDep,
     VaultDep,
     client_ip,
     commit,
+    get_vault,
+    hot_caller,
     read_json,
     require,
 )
@@ -40,8 +41,10 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     responses=ERRORS,
     openapi_extra=body(TokenRequestBody),
 )
-async def exchange(request: Request, vault: VaultDep, caller: HotCallerDep) -> JSONResponse:
+async def exchange(request: Request) -> JSONResponse:
     """A delegator exchanges its credential for a short-lived token scoped to one subject."""
+    vault = await get_vault(request)
+    caller = await hot_caller(request, vault)
     try:
         payload: Any = await read_json(request, vault)
     except RequestTooLarge:
@@ -56,16 +59,20 @@ async def exchange(request: Request, vault: VaultDep, caller: HotCallerDep) -> J
 
 
 @router.post("/introspect", responses=ERRORS, openapi_extra=body(IntrospectBody))
-async def introspect(request: Request, vault: VaultDep, caller: HotCallerDep) -> JSONResponse:
+async def introspect(request: Request) -> JSONResponse:
     """For the verifier middleware: is this token active, and record its use."""
+    vault = await get_vault(request)
+    caller = await hot_caller(request, vault)
     require(caller, VERIFIER)
     use = tokens.parse_use_request(await read_json(request, vault))
     now = int(vault.clock.now().timestamp())
     args = (vault.settings, vault.scopes, caller, use, now)
     try:  # with the keys this process holds: no I/O, so on the event loop
-        job = tokens.introspect_job(*args, vault.keys.token_key_held)
+        job = tokens.introspect_job(*args, vault.keys.token_key_held, vault.signatures)
     except KeysNotHeld:  # an unknown kid, or keys due for a refresh: off the event loop
-        job = await run_in_threadpool(tokens.introspect_job, *args, vault.keys.token_key)
+        job = await run_in_threadpool(
+            tokens.introspect_job, *args, vault.keys.token_key, vault.signatures
+        )
     if job is None:
         return JSONResponse(dict(tokens.INACTIVE), headers=NO_STORE)
     return JSONResponse(await commit(vault, job, read_only=True), headers=NO_STORE)
