@@ -72,7 +72,7 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -104,7 +104,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audience=env.get("VAULT_AUDIENCE") or "open-webui",
         default_ttl=default_ttl,
         max_ttl=max_ttl,
-        require_reason=_bool(env, "VAULT_REQUIRE_REASON", True),
+        require_reason=env_bool(env, "VAULT_REQUIRE_REASON", True),
         checkpoint_every=_int(env, "VAULT_CHECKPOINT_EVERY", 1000),
         checkpoint_log=Path(
             env.get("VAULT_CHECKPOINT_LOG") or home / "checkpoints.jsonl"

@@ -9,6 +9,15 @@ For a request whose bearer token is a delegation token (JWS header ``typ: at+jwt
 4. hand the request on as the subject: the ``UserMapper`` mints the app's own credential for
    that user, which replaces the ``Authorization`` header; cookies and ``x-api-key`` are dropped.
 
+For a safe method (GET, HEAD) within the token's scopes, steps 3 and 4 overlap unless
+``overlap_safe_methods`` is off: the introspection runs while the app prepares its answer, and
+**nothing of the answer leaves before the vault's verdict** (the first ``send`` waits for it). A
+refused token's request then gets the refusal, exactly as in the strict order, and the app's
+answer is dropped (its ``send`` raises ``ResponseWithheld``, ending its work). What the overlap
+allows is only that the app *computes* a read for a token the vault is about to refuse; a
+method that may change state (POST, PUT, PATCH, DELETE, …) never reaches the app before the
+verdict. The use is recorded at the vault either way.
+
 Native credentials minted here never reach the caller: ``Set-Cookie`` for them is removed, and any
 other response header or body that echoes one has it taken out (JSON) or masked (streamed).
 Everything else (other bearer tokens, cookies, ``sk-`` keys, websockets, lifespan) passes through
@@ -17,6 +26,7 @@ untouched. State is per request, in locals.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -42,6 +52,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STRIPPED_REQUEST_HEADERS = {b"authorization", b"cookie", b"x-api-key"}
+SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1, less OPTIONS (CORS, no bearer)
 SESSION_COOKIES = (b"token=", b"oauth_id_token=", b"oauth_session_id=")
 
 
@@ -73,6 +84,7 @@ class VerifierConfig:
     audience: str = "open-webui"
     leeway_seconds: int = 30
     introspect_timeout: float = 5.0
+    overlap_safe_methods: bool = True
 
 
 class _Refusal(Exception):
@@ -81,6 +93,10 @@ class _Refusal(Exception):
         self.status = status
         self.code = code
         self.description = description
+
+
+class ResponseWithheld(Exception):
+    """Raised into the app's ``send``: the vault refused the token, the answer is dropped."""
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -155,6 +171,13 @@ class DelegationMiddleware:
             return
         try:
             claims = seen or await self._verify(token, header)
+            if (
+                self.config.overlap_safe_methods
+                and scope["method"] in SAFE_METHODS
+                and self.scopes.allows(claims.scope, scope["method"], scope["path"])
+            ):
+                await self._overlapped(token, claims, scope, receive, send)
+                return
             native = await self._authorize(token, claims, scope)
         except _Refusal as refusal:
             await _send_json(
@@ -164,6 +187,57 @@ class DelegationMiddleware:
             )
             return
         await self.app(_as_subject(scope, native, claims), receive, _scrub(send, native))
+
+    async def _overlapped(
+        self, token: str, claims: Claims, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A safe method: the app prepares its answer while the vault decides; the answer goes
+        out only once the vault has said yes (raises ``_Refusal`` otherwise, nothing sent)."""
+        verdict = asyncio.ensure_future(self._verdict(token, claims, scope))
+        try:
+            native = await self.mapper.native_token(claims.sub, not_after=claims.exp)
+        except UnknownUser as exc:
+            await verdict  # the vault's refusal, if any, comes first (as in the strict order)
+            raise _Refusal(401, exc.code, exc.description) from None
+        except BaseException:
+            verdict.cancel()
+            raise
+        scrubbed = _scrub(send, native)
+        released = False
+
+        async def gated(message: Message) -> None:
+            nonlocal released
+            if not released:
+                try:
+                    await asyncio.shield(verdict)
+                except _Refusal:
+                    raise ResponseWithheld("the vault refused the delegation token") from None
+                released = True
+            await scrubbed(message)
+
+        try:
+            await self.app(_as_subject(scope, native, claims), receive, gated)
+        except asyncio.CancelledError:
+            verdict.cancel()
+            raise
+        except BaseException:
+            if not released:  # nothing went out: the vault's refusal, if any, is the answer
+                await asyncio.wait([verdict])
+                verdict.result()
+            raise
+        # The app may have sent nothing at all; the verdict is owed all the same.
+        if not released:
+            await asyncio.wait([verdict])
+            verdict.result()
+
+    async def _verdict(self, token: str, claims: Claims, scope: Scope) -> None:
+        """Introspect, then hold the app's user to the role the vault authorized."""
+        role = await self._introspected(token, claims, scope)
+        if role is not None:
+            try:
+                await self.mapper.native_token(claims.sub, not_after=claims.exp, role=role)
+            except UnknownUser as exc:
+                raise _Refusal(401, exc.code, exc.description) from None
 
     async def _verify(self, token: str, header: dict[str, Any] | None = None) -> Claims:
         now = int(self.now())
@@ -197,6 +271,15 @@ class DelegationMiddleware:
         return claims
 
     async def _authorize(self, token: str, claims: Claims, scope: Scope) -> str:
+        role = await self._introspected(token, claims, scope)
+        try:
+            return await self.mapper.native_token(claims.sub, not_after=claims.exp, role=role)
+        except UnknownUser as exc:
+            raise _Refusal(401, exc.code, exc.description) from None
+
+    async def _introspected(self, token: str, claims: Claims, scope: Scope) -> str | None:
+        """Steps 2 and 3: the vault's yes (the subject's role as it authorized it), or
+        ``_Refusal``. The scope is checked here and at the vault, which records a denial."""
         method = scope["method"]
         path = scope["path"]
         allowed_here = self.scopes.allows(claims.scope, method, path)
@@ -211,12 +294,7 @@ class DelegationMiddleware:
                 403, "scope_not_allowed", f"the token's scope does not allow {method} {path}"
             )
         role = answer.get("subject_role")
-        try:
-            return await self.mapper.native_token(
-                claims.sub, not_after=claims.exp, role=role if isinstance(role, str) else None
-            )
-        except UnknownUser as exc:
-            raise _Refusal(401, exc.code, exc.description) from None
+        return role if isinstance(role, str) else None
 
     async def _introspect(
         self, token: str, method: str, path: str, client_ip: str | None

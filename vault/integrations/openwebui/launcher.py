@@ -14,6 +14,7 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from vault.config import env_bool
 from vault.errors import ConfigError
 from vault.middleware import DelegationMiddleware, VerifierConfig
 from vault.policy.scopes import load_table
@@ -31,6 +32,7 @@ def verifier_config(env: Mapping[str, str]) -> VerifierConfig:
         credential=env["VAULT_VERIFIER_CREDENTIAL"],
         issuer=env.get("VAULT_ISSUER") or vault_url,
         audience=env.get("VAULT_AUDIENCE") or "open-webui",
+        overlap_safe_methods=env_bool(env, "VAULT_OVERLAP_SAFE_METHODS", True),
     )
 
 
