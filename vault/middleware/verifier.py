@@ -39,6 +39,7 @@ import httpx
 from vault.errors import TokenError, UnknownKey, VaultError
 from vault.middleware.remote_keys import RemoteKeySet
 from vault.middleware.seen import SeenTokens
+from vault.middleware.vault_http import VaultHttp, VaultHttpError
 from vault.policy.scopes import ScopeTable, default_table
 from vault.tokens import jws
 from vault.tokens.claims import TOKEN_TYPE, Claims
@@ -62,6 +63,12 @@ class UnknownUser(VaultError):
     code = "unknown_user"
 
 
+ROLE_CHANGED = (
+    "the subject's role in the app is not the one the vault authorized; "
+    "the vault's subjects need a sync ('dvault subjects sync')"
+)
+
+
 class SubjectRoleChanged(UnknownUser):
     """The user's role in the app is not the role the vault authorized (re-sync subjects)."""
 
@@ -69,10 +76,22 @@ class SubjectRoleChanged(UnknownUser):
 
 
 class UserMapper(Protocol):
-    async def native_token(self, user_id: str, *, not_after: int, role: str | None = None) -> str:
+    async def native_token(
+        self, user_id: str, *, not_after: int, role: str | None = None, checked: bool = True
+    ) -> str:
         """A credential of the app for ``user_id`` valid until ``not_after`` at the latest;
         raises ``UnknownUser``, also when the user's role in the app is not ``role`` (the
-        subject's role as the vault authorized it)."""
+        subject's role as the vault authorized it).
+
+        ``checked=False`` allows answering, without reading the user again, with a credential
+        minted earlier for the same user and delegation. The middleware asks so only when it
+        checks the user (``resolved_role``, else a checked call) before anything of the app's
+        answer is released."""
+        ...
+
+    def resolved_role(self, state: MutableMapping[str, Any]) -> str | None:
+        """The role of the user the app itself resolved for this request, if the app left it
+        in the request's state (``scope["state"]``) by the time it answers; else ``None``."""
         ...
 
 
@@ -147,6 +166,7 @@ class DelegationMiddleware:
         mapper: UserMapper,
         scopes: ScopeTable | None = None,
         http: httpx.AsyncClient | None = None,
+        introspection: VaultHttp | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -155,6 +175,10 @@ class DelegationMiddleware:
         self.scopes = scopes or default_table()
         self.http = http or httpx.AsyncClient(timeout=config.introspect_timeout)
         self.keys = RemoteKeySet(self.http, config.vault_url.rstrip("/") + "/.well-known/jwks.json")
+        # Introspection is on every delegated request's path: a lean client (``vault_http``).
+        self.introspection = introspection or VaultHttp(
+            config.vault_url, timeout=config.introspect_timeout
+        )
         self.seen = SeenTokens()
         self.now = now
 
@@ -192,52 +216,68 @@ class DelegationMiddleware:
         self, token: str, claims: Claims, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """A safe method: the app prepares its answer while the vault decides; the answer goes
-        out only once the vault has said yes (raises ``_Refusal`` otherwise, nothing sent)."""
-        verdict = asyncio.ensure_future(self._verdict(token, claims, scope))
+        out only once the vault has said yes and the app's user is the one it authorized
+        (raises ``_Refusal`` otherwise, with nothing of the app's answer sent)."""
+        verdict = asyncio.ensure_future(self._introspected(token, claims, scope))
         try:
-            native = await self.mapper.native_token(claims.sub, not_after=claims.exp)
+            native = await self.mapper.native_token(claims.sub, not_after=claims.exp, checked=False)
         except UnknownUser as exc:
             await verdict  # the vault's refusal, if any, comes first (as in the strict order)
             raise _Refusal(401, exc.code, exc.description) from None
         except BaseException:
             verdict.cancel()
             raise
+        as_subject = _as_subject(scope, native, claims)
         scrubbed = _scrub(send, native)
         released = False
+        withheld: _Refusal | None = None
 
         async def gated(message: Message) -> None:
-            nonlocal released
+            nonlocal released, withheld
             if not released:
-                try:
-                    await asyncio.shield(verdict)
-                except _Refusal:
-                    raise ResponseWithheld("the vault refused the delegation token") from None
+                if withheld is None:
+                    try:
+                        role = await asyncio.shield(verdict)
+                        await self._hold_to(role, claims, as_subject["state"])
+                    except _Refusal as refusal:
+                        withheld = refusal
+                if withheld is not None:
+                    raise ResponseWithheld("the vault refused the delegation token")
                 released = True
             await scrubbed(message)
 
         try:
-            await self.app(_as_subject(scope, native, claims), receive, gated)
+            await self.app(as_subject, receive, gated)
         except asyncio.CancelledError:
             verdict.cancel()
             raise
         except BaseException:
-            if not released:  # nothing went out: the vault's refusal, if any, is the answer
-                await asyncio.wait([verdict])
-                verdict.result()
+            if released:
+                raise
+            if withheld is not None:
+                raise withheld from None
+            await asyncio.wait([verdict])
+            verdict.result()  # the vault's refusal, if any, is the answer; else the app's error
             raise
-        # The app may have sent nothing at all; the verdict is owed all the same.
-        if not released:
+        if withheld is not None:  # the app swallowed ``ResponseWithheld``
+            raise withheld
+        if not released:  # the app sent nothing at all: the verdict is owed all the same
             await asyncio.wait([verdict])
             verdict.result()
 
-    async def _verdict(self, token: str, claims: Claims, scope: Scope) -> None:
-        """Introspect, then hold the app's user to the role the vault authorized."""
-        role = await self._introspected(token, claims, scope)
-        if role is not None:
+    async def _hold_to(self, role: str | None, claims: Claims, state: dict[str, Any]) -> None:
+        """The strict order's check of the app's user, after the fact: the user the app itself
+        resolved for this request, if it says, must have the role the vault authorized;
+        otherwise the mapper reads the user and checks it."""
+        seen = self.mapper.resolved_role(state)
+        if seen is None:
             try:
                 await self.mapper.native_token(claims.sub, not_after=claims.exp, role=role)
             except UnknownUser as exc:
                 raise _Refusal(401, exc.code, exc.description) from None
+        elif role is not None and seen != role:
+            refused = SubjectRoleChanged(ROLE_CHANGED)
+            raise _Refusal(401, refused.code, refused.description)
 
     async def _verify(self, token: str, header: dict[str, Any] | None = None) -> Claims:
         now = int(self.now())
@@ -299,22 +339,21 @@ class DelegationMiddleware:
     async def _introspect(
         self, token: str, method: str, path: str, client_ip: str | None
     ) -> dict[str, Any]:
+        body = {"token": token, "method": method, "path": path, "client_ip": client_ip}
         try:
-            response = await self.http.post(
-                self.config.vault_url.rstrip("/") + "/v1/introspect",
-                json={"token": token, "method": method, "path": path, "client_ip": client_ip},
-                headers={"Authorization": f"Bearer {self.config.credential}"},
+            status, raw = await self.introspection.post_json(
+                "/v1/introspect", body, bearer=self.config.credential
             )
-        except httpx.HTTPError as exc:
-            log.error("vault unreachable for introspection: %s", type(exc).__name__)
+        except VaultHttpError as exc:
+            log.error("vault unreachable for introspection: %s", exc)
             raise _Refusal(
                 503, "vault_unavailable", "the vault cannot be reached; try again"
             ) from None
-        if response.status_code != 200:
-            log.error("vault refused introspection: HTTP %d", response.status_code)
+        if status != 200:
+            log.error("vault refused introspection: HTTP %d", status)
             raise _Refusal(503, "vault_unavailable", "the vault did not answer; try again")
         try:
-            answer = response.json()
+            answer = json.loads(raw)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):

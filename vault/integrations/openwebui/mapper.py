@@ -15,10 +15,12 @@ answer 403: that is Open WebUI's rule for automation, and the vault does not pre
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from vault.middleware import SubjectRoleChanged, UnknownUser
+from vault.middleware.verifier import ROLE_CHANGED
 
 MAX_NATIVE_LIFETIME = 60
 REUSE_MARGIN = 10
@@ -32,9 +34,12 @@ class OpenWebUIMapper:
         self._capacity = capacity
         self._minted: dict[tuple[str, int, str, str], tuple[str, float]] = {}
         self._mfa: tuple[bool, float] = (False, float("-inf"))
+        self._latest: dict[tuple[str, int], tuple[str, float]] = {}
 
-    async def native_token(self, user_id: str, *, not_after: int, role: str | None = None) -> str:
-        """Open WebUI's own token for ``user_id``; the user is read on every call.
+    async def native_token(
+        self, user_id: str, *, not_after: int, role: str | None = None, checked: bool = True
+    ) -> str:
+        """Open WebUI's own token for ``user_id``; the user is read on every checked call.
 
         ``role`` is the subject's role as the vault authorized it: when Open WebUI's current
         role differs (the user was promoted or demoted since), nothing is minted, so a token
@@ -47,30 +52,33 @@ class OpenWebUIMapper:
         now = self._now()
         if not_after - now <= 0:
             raise UnknownUser("the delegation has expired")
+        if not checked:  # the caller checks before releasing anything (``UserMapper``)
+            latest = self._latest.get((user_id, not_after))
+            if latest is not None and latest[1] - REUSE_MARGIN > now:
+                return latest[0]
         user = await Users.get_user_by_id(user_id)
         if user is None or user.role not in {"user", "admin"}:
             raise UnknownUser("no such active Open WebUI user")
         if role is not None and user.role != role:
-            raise SubjectRoleChanged(
-                "the subject's role in Open WebUI is not the one the vault authorized; "
-                "the vault's subjects need a sync ('dvault subjects sync')"
-            )
+            raise SubjectRoleChanged(ROLE_CHANGED)
         auth = await Auths.get_auth_by_id(user_id)
         if auth is None or not auth.active:
             raise UnknownUser("no such active Open WebUI user")
         key = (user_id, not_after, user.role, auth.session_stamp or "")
         cached = self._minted.get(key)
-        if cached is not None and cached[1] - REUSE_MARGIN > now:
-            return cached[0]
-        token, expires = self._mint(
-            user.id, auth.session_stamp, await self._typ(now), not_after, now
-        )
-        if len(self._minted) >= self._capacity:
-            self._minted = {k: v for k, v in self._minted.items() if v[1] > now}
-            if len(self._minted) >= self._capacity:
-                self._minted.clear()
-        self._minted[key] = (token, expires)
-        return token
+        if cached is None or cached[1] - REUSE_MARGIN <= now:
+            cached = self._mint(user.id, auth.session_stamp, await self._typ(now), not_after, now)
+            self._minted = _bounded(self._minted, self._capacity, now)
+            self._minted[key] = cached
+        self._latest = _bounded(self._latest, self._capacity, now)
+        self._latest[(user_id, not_after)] = cached
+        return cached[0]
+
+    def resolved_role(self, state: MutableMapping[str, Any]) -> str | None:
+        """Open WebUI's ``get_current_user`` leaves the user it resolved in the request's state
+        ("scope-backed, so outer middleware can reuse the resolved user"): its role, if any."""
+        role = getattr(state.get("user"), "role", None)
+        return role if isinstance(role, str) else None
 
     async def _typ(self, now: float) -> str:
         """``automation`` when MFA is enforced (read at most every 5 s), else ``session``."""
@@ -100,3 +108,16 @@ class OpenWebUIMapper:
             expires_delta=timedelta(seconds=lifetime),
         )
         return token, now + lifetime
+
+
+K = TypeVar("K")
+
+
+def _bounded(
+    tokens: dict[K, tuple[str, float]], capacity: int, now: float
+) -> dict[K, tuple[str, float]]:
+    """``tokens`` with room for one more: expired ones dropped first, then everything."""
+    if len(tokens) < capacity:
+        return tokens
+    live = {k: v for k, v in tokens.items() if v[1] > now}
+    return live if len(live) < capacity else {}
