@@ -240,3 +240,27 @@ def test_a_header_already_read_is_reused_and_cannot_stand_in_for_another(kit):
             leeway=kit.leeway,
             header=header,
         )
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@_fuzz
+@given(
+    subject=_text.filter(bool),
+    actor=_text.filter(bool),
+    issuer=_text,
+    scope=st.lists(st.sampled_from(["chat", "models:read", "files", "read"]), min_size=1),
+    now=st.integers(0, 2**40),
+)
+def test_signing_produces_exactly_what_pyjwt_would(kit, subject, actor, issuer, scope, now):
+    claims = kit.claims(
+        subject_id=subject, actor_id=actor, issuer=issuer, scope=tuple(scope), now=now
+    )
+    expected = jwt.encode(
+        claims.to_payload(),
+        kit.key.private_key,
+        algorithm="EdDSA",
+        headers={"typ": "at+jwt", "kid": kit.key.kid},
+    )
+    assert jws.sign(claims, kit.key) == expected

@@ -95,6 +95,7 @@ class _Pending(Generic[T]):
 
 
 Rows = list[tuple[type[SQLModel], dict[str, Any]]]
+Linked = list[tuple[Draft, str]]  # drafts with their data's canonical JSON, computed once
 
 
 @dataclass
@@ -197,7 +198,7 @@ class Appender:
         try:
             with self._db.write() as session:
                 now = self._clock.now()
-                drafts: list[Draft] = []
+                drafts: Linked = []
                 memo: dict[Any, Any] = {}
                 rows: Rows = []
                 for pending in batch:
@@ -240,14 +241,13 @@ class Appender:
     @staticmethod
     def _run_read_only(
         session: Session, pending: _Pending[Any], now: datetime, memo: dict[Any, Any], rows: Rows
-    ) -> tuple[_Outcome, list[Draft]]:
+    ) -> tuple[_Outcome, Linked]:
         """A job that writes nothing itself: no savepoint. A database error in it cannot be
         contained without one, so it fails the whole batch closed."""
         ctx = JobContext(now=now, memo=memo)
         try:
             value = pending.job(session, ctx)
-            for draft in (*ctx.drafts, *ctx.refusals):
-                draft.data_json()  # a draft that cannot be canonicalized fails its job only
+            linked = _with_texts([*ctx.drafts, *ctx.refusals])  # unauditable: fails the job
         except VaultError as exc:
             return _Outcome(pending, error=exc), _auditable(ctx.refusals)
         except NotCanonicalizable:
@@ -259,20 +259,19 @@ class Appender:
             return _Outcome(pending, error=exc), []
         rows.extend(ctx.inserts)
         outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
-        return outcome, [*ctx.drafts, *ctx.refusals]
+        return outcome, linked
 
     @staticmethod
     def _run_job(
         session: Session, pending: _Pending[Any], now: datetime
-    ) -> tuple[_Outcome, list[Draft]]:
+    ) -> tuple[_Outcome, Linked]:
         ctx = JobContext(now=now)
         savepoint = session.begin_nested()
         try:
             value = pending.job(session, ctx)
             _insert_rows(session, ctx.inserts)
             session.flush()
-            for draft in (*ctx.drafts, *ctx.refusals):
-                draft.data_json()  # a draft that cannot be canonicalized fails its job only
+            linked = _with_texts([*ctx.drafts, *ctx.refusals])  # unauditable: fails the job
         except VaultError as exc:
             savepoint.rollback()
             return _Outcome(pending, error=exc), _auditable(ctx.refusals)
@@ -293,15 +292,15 @@ class Appender:
             return _Outcome(pending, error=exc), []
         savepoint.commit()
         outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
-        return outcome, [*ctx.drafts, *ctx.refusals]
+        return outcome, linked
 
     def _append(
-        self, session: Session, drafts: list[Draft], ts: str, *, forced: bool
+        self, session: Session, drafts: Linked, ts: str, *, forced: bool
     ) -> Checkpoint | None:
         if not drafts and not forced:
             return None
         before = audit_repo.head(session)
-        entries = link(before, drafts, ts)
+        entries = link(before, [d for d, _ in drafts], ts, texts=[t for _, t in drafts])
         after = Head(entries[-1].seq, entries[-1].hash) if entries else before
         checkpoint = None
         every = self._checkpoint_every
@@ -352,16 +351,19 @@ def _insert_rows(session: Session, rows: Rows) -> None:
         connection.execute(insert(table), values)
 
 
-def _auditable(drafts: list[Draft]) -> list[Draft]:
+def _with_texts(drafts: list[Draft]) -> Linked:
+    """Each draft with its data's canonical JSON; ``NotCanonicalizable`` if one has none."""
+    return [(draft, draft.data_json()) for draft in drafts]
+
+
+def _auditable(drafts: list[Draft]) -> Linked:
     """Refusal drafts are kept though the job raised; one that cannot be canonicalized (the API
     refuses such input before it gets here) must not take the batch down with it."""
     try:
-        for draft in drafts:
-            draft.data_json()
+        return _with_texts(drafts)
     except NotCanonicalizable:
         log.error("a refusal could not be audited: its data is not canonicalizable")
         return []
-    return drafts
 
 
 def checkpoint_draft(checkpoint: Checkpoint) -> Draft:

@@ -24,13 +24,16 @@ class Head:
 GENESIS = Head(0, GENESIS_HASH)
 
 
-def link(head: Head, drafts: Sequence[Draft], ts: str) -> list[Entry]:
-    """Give ``drafts`` the next seqs after ``head``, chain them, and hash them."""
+def link(
+    head: Head, drafts: Sequence[Draft], ts: str, *, texts: Sequence[str] | None = None
+) -> list[Entry]:
+    """Give ``drafts`` the next seqs after ``head``, chain them, and hash them. ``texts``, when
+    given, are the drafts' ``data_json()``, already computed by the caller."""
     entries: list[Entry] = []
     seq, prev = head.seq, head.hash
-    for draft in drafts:
+    for index, draft in enumerate(drafts):
         seq += 1
-        data_json = draft.data_json()
+        data_json = draft.data_json() if texts is None else texts[index]
         digest = entry_hash(
             seq=seq,
             ts=ts,
