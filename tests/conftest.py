@@ -10,6 +10,7 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.support import Api, LiveServer, MovableClock, make_settings, postgres_database
 from vault.config import Settings
+from vault.ops.runtime import Vault, open_vault
 from vault.ops.setup import InitResult, init_vault
 
 # No test asserts on time: Hypothesis's default 200 ms deadline per example would be one, and it
@@ -50,3 +51,13 @@ def api(settings: Settings, clock: MovableClock, initialized: InitResult) -> Ite
             yield client
         finally:
             client.close()
+
+
+@pytest.fixture
+def vault(settings: Settings, initialized: InitResult) -> Iterator[Vault]:
+    """An initialized vault opened in this process, its appender thread running."""
+    opened = open_vault(settings, background=True)
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -24,10 +24,13 @@ from typing import Any
 import httpx
 import psycopg
 import uvicorn
+from sqlmodel import Session
 
 from vault.api.app import create_app
+from vault.audit.appender import JobContext
 from vault.config import Settings, load_settings
 from vault.crypto.b64 import b64url_encode
+from vault.ops.runtime import Vault
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -349,3 +352,23 @@ def verify_cli(settings: Any, *extra: str) -> subprocess.CompletedProcess[str]:
     access and the public audit keys only: no master key in the environment)."""
     env = cli_env(settings.home, VAULT_DATABASE_URL=settings.database_url)
     return dvault(env, "audit", "verify", "--json", *extra, timeout=120)
+
+
+@contextlib.contextmanager
+def next_batch(vault: Vault) -> Iterator[None]:
+    """Hold the appender in a batch of its own while the body queues jobs: on leaving, those
+    jobs are taken together, as one batch, in one transaction."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(_session: Session, ctx: JobContext) -> None:
+        started.set()
+        assert gate.wait(30), "the test never let the held batch go"
+
+    held = vault.appender.submit(blocker)
+    assert started.wait(30)
+    try:
+        yield
+    finally:
+        gate.set()
+        held.result(30)

@@ -7,30 +7,18 @@ committed in one batch share its timestamp, which makes the batching observable 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
+from tests.support import next_batch
 from vault.audit.appender import JobContext
 from vault.audit.entry import Draft
-from vault.config import Settings
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest
-from vault.ops.runtime import Vault, open_vault
-from vault.ops.setup import InitResult
+from vault.ops.runtime import Vault
 from vault.storage import audit_repo
-
-
-@pytest.fixture
-def vault(settings: Settings, initialized: InitResult) -> Iterator[Vault]:
-    opened = open_vault(settings, background=True)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def note(n: int) -> Draft:
@@ -52,26 +40,6 @@ def entries_after(vault: Vault, seq: int):
 def head_seq(vault: Vault) -> int:
     with vault.db.read() as session:
         return audit_repo.head(session).seq
-
-
-@contextmanager
-def next_batch(vault: Vault) -> Iterator[None]:
-    """Hold the appender in a batch of its own while the body queues jobs: on leaving, those
-    jobs are taken together, as one batch, in one transaction."""
-    gate = threading.Event()
-    started = threading.Event()
-
-    def blocker(_session: Session, ctx: JobContext) -> None:
-        started.set()
-        assert gate.wait(30), "the test never let the held batch go"
-
-    held = vault.appender.submit(blocker)
-    assert started.wait(30)
-    try:
-        yield
-    finally:
-        gate.set()
-        held.result(30)
 
 
 def test_jobs_waiting_behind_a_commit_share_the_next_one(vault: Vault) -> None:

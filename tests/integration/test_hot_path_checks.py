@@ -11,23 +11,19 @@ before it, and the read-only jobs after it see its change.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlmodel import Session
 
-from tests.support import Api
-from vault.audit.appender import JobContext
+from tests.support import Api, next_batch
 from vault.config import Settings
 from vault.domain import DELEGATOR
 from vault.errors import Forbidden
 from vault.ops import principals, revocation, subjects, tokens
 from vault.ops.runtime import Vault, open_vault
-from vault.ops.setup import InitResult
-from vault.storage import tokens_repo
+from vault.storage import principals_repo, tokens_repo
 
 
 @contextmanager
@@ -107,40 +103,11 @@ def test_a_revocation_elsewhere_ends_a_token_whose_signature_is_remembered(
 
 def _owner(settings: Settings) -> Any:
     with other_vault(settings) as opened, opened.db.read() as session:
-        from vault.storage import principals_repo
-
         owners = [p for p in principals_repo.list_principals(session) if p.has("owner")]
     return owners[0]
 
 
 # --- one batch: read-only jobs and state-changing jobs interleaved ----------------------------
-
-
-@pytest.fixture
-def vault(settings: Settings, initialized: InitResult) -> Iterator[Vault]:
-    opened = open_vault(settings, background=True)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@contextmanager
-def one_batch(vault: Vault) -> Iterator[None]:
-    """Hold the appender while the body queues jobs: they then run as one batch."""
-    gate, started = threading.Event(), threading.Event()
-
-    def blocker(_session: Session, _ctx: JobContext) -> None:
-        started.set()
-        assert gate.wait(30)
-
-    held = vault.appender.submit(blocker)
-    assert started.wait(30)
-    try:
-        yield
-    finally:
-        gate.set()
-        held.result(30)
 
 
 def _delegator_and_subject(vault: Vault) -> Any:
@@ -169,7 +136,7 @@ def _issue(vault: Vault, caller: Any) -> Any:
 
 def test_a_revocation_sees_the_tokens_issued_before_it_in_its_batch(vault: Vault) -> None:
     caller = _delegator_and_subject(vault)
-    with one_batch(vault):
+    with next_batch(vault):
         issued = _issue(vault, caller)
         revoked = vault.appender.submit(revocation.revoke_job(caller, {"subject": "u-1"}))
     jti = issued.result(30).claims.jti
@@ -180,7 +147,7 @@ def test_a_revocation_sees_the_tokens_issued_before_it_in_its_batch(vault: Vault
 
 def test_a_read_only_job_sees_a_change_made_before_it_in_its_batch(vault: Vault) -> None:
     caller = _delegator_and_subject(vault)
-    with one_batch(vault):
+    with next_batch(vault):
         before = _issue(vault, caller)  # reads (and remembers) the delegator as enabled
         disabled = vault.appender.submit(principals.disable_job(caller.id, actor=None))
         after = _issue(vault, caller)
