@@ -1,0 +1,251 @@
+"""The audit bulk paths against the code they replaced, kept here as references.
+
+Verification and export build each entry's bytes, check canonical JSON and parse ``data``
+millions of times, so those steps were rewritten for speed (``encode_basestring`` instead of
+five ``json.dumps``, a type-dispatched domain check, the decoder's C scanner). The bytes, the
+values and the exceptions (type and message) must stay exactly those of the previous code,
+which is copied below verbatim and compared on arbitrary input, including everything the fast
+paths hand back to the slow ones (quotes, controls, lone surrogates, astral keys, floats, big
+integers, deep nesting, subclasses, whitespace and garbage around JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from vault.audit.entry import (
+    Entry,
+    entry_bytes,
+    entry_from_row,
+    entry_line,
+)
+from vault.crypto import canonical
+from vault.crypto.canonical import MAX_SAFE_INTEGER, NotCanonicalizable, parse_json
+
+# --- the previous implementations (reference) ------------------------------------------------
+
+
+def ref_json(value: str | int | None) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def ref_entry_bytes(
+    *,
+    seq: int,
+    ts: str,
+    type: str,
+    actor: str | None,
+    subject: str | None,
+    data_json: str,
+    prev: str,
+) -> bytes:
+    return (
+        f'{{"actor":{ref_json(actor)},"data":{data_json},"prev":{ref_json(prev)},"seq":{seq},'
+        f'"subject":{ref_json(subject)},"ts":{ref_json(ts)},"type":{ref_json(type)}}}'
+    ).encode()
+
+
+def ref_to_line(e: Entry) -> str:
+    return (
+        f'{{"actor":{ref_json(e.actor)},"data":{e.data_json},"hash":{ref_json(e.hash)},'
+        f'"prev":{ref_json(e.prev)},"seq":{e.seq},"subject":{ref_json(e.subject)},'
+        f'"ts":{ref_json(e.ts)},"type":{ref_json(e.type)}}}'
+    )
+
+
+def ref_check(value: Any, depth: int = 0) -> None:
+    if depth > 64:
+        raise NotCanonicalizable("nested too deeply")
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            ref_check_text(value)
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise NotCanonicalizable("integer outside ±(2**53-1)")
+        return
+    if isinstance(value, float):
+        raise NotCanonicalizable("floats are not allowed")
+    if isinstance(value, list | tuple):
+        for item in value:
+            ref_check(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonicalizable("object keys must be strings")
+            ref_check_text(key)
+            if any(ord(c) > 0xFFFF for c in key):
+                raise NotCanonicalizable("object keys above U+FFFF are not supported")
+            ref_check(item, depth + 1)
+        return
+    raise NotCanonicalizable(f"unsupported type {type(value).__name__}")
+
+
+def ref_check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotCanonicalizable("string holds a lone surrogate") from None
+
+
+def outcome(call: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    """What a call did: ("ok", value) or ("raised", (exception type, message))."""
+    try:
+        return "ok", call(*args, **kwargs)
+    except Exception as exc:  # comparing whatever either side raises
+        return "raised", (type(exc), str(exc))
+
+
+# --- strategies -------------------------------------------------------------------------------
+
+# Every code point, lone surrogates included: both sides must fail alike on those.
+any_text = st.text(alphabet=st.characters(), max_size=20)
+# Text made mostly of what needs escaping or care in JSON.
+tricky_text = st.text(
+    alphabet=st.sampled_from(
+        ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "\u2028", "é", "\ud800", "a"]
+    ),
+    max_size=8,
+)
+texts = any_text | tricky_text
+hex64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+class Text(str):
+    pass
+
+
+class Number(int):
+    pass
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.sampled_from([MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER, 2**53, -(2**53)])
+    | st.floats(allow_nan=False)
+    | texts
+    | texts.map(Text)
+    | st.integers(min_value=-5, max_value=5).map(Number)
+)
+keys = texts | st.integers(min_value=0, max_value=3) | st.just("\U0001f600")
+values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(keys, children, max_size=4)
+        | st.dictionaries(texts, children, max_size=3).map(OrderedDict)
+    ),
+    max_leaves=16,
+)
+
+
+def nested(depth: int, leaf: Any, kind: str) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"k": value} if kind == "dict" else [value]
+    return value
+
+
+# --- entry bytes and export lines ---------------------------------------------------------------
+
+
+@given(
+    seq=st.integers(min_value=0, max_value=2**64),
+    ts=texts,
+    type_=texts,
+    actor=st.none() | texts,
+    subject=st.none() | texts,
+    data_json=texts,
+    prev=hex64 | texts,
+    digest=hex64 | texts,
+)
+@example(
+    seq=1,
+    ts="2026-11-27T17:00:00.000000Z",
+    type_='a"b\\c\nd',
+    actor=None,
+    subject="\ud800",
+    data_json="{}",
+    prev="0" * 64,
+    digest="f" * 64,
+)
+def test_entry_bytes_and_line_are_the_previous_bytes(
+    seq, ts, type_, actor, subject, data_json, prev, digest
+):
+    members = {
+        "seq": seq,
+        "ts": ts,
+        "type": type_,
+        "actor": actor,
+        "subject": subject,
+        "data_json": data_json,
+        "prev": prev,
+    }
+    assert outcome(entry_bytes, **members) == outcome(ref_entry_bytes, **members)
+    entry = Entry(**members, hash=digest)
+    assert entry_line(entry.as_row()) == ref_to_line(entry)
+    assert entry.to_line() == ref_to_line(entry)
+    assert entry_from_row(entry.as_row()) == entry
+
+
+# --- the canonical-JSON domain check ---------------------------------------------------------
+
+
+@given(value=values)
+def test_domain_check_is_the_previous_check(value):
+    assert outcome(canonical._check, value) == outcome(ref_check, value)
+
+
+@pytest.mark.parametrize("kind", ["dict", "list"])
+@pytest.mark.parametrize("depth", [62, 63, 64, 65, 66])
+@pytest.mark.parametrize("leaf", [1, "x", "é", None, {}, [], 1.5, 2**60, "\ud800", {"\ud800": 1}])
+def test_domain_check_at_the_depth_limit(kind, depth, leaf):
+    value = nested(depth, leaf, kind)
+    assert outcome(canonical._check, value) == outcome(ref_check, value)
+
+
+def test_domain_check_names_the_first_problem_in_order():
+    value = {"a": "ok", "b": 1.5, "\ud800": 1, "c": 2**60}
+    assert outcome(canonical._check, value) == (
+        "raised",
+        (NotCanonicalizable, "floats are not allowed"),
+    )
+    assert outcome(canonical._check, value) == outcome(ref_check, value)
+
+
+# --- parsing JSON ------------------------------------------------------------------------------
+
+json_texts = (
+    values.map(lambda v: json.dumps(v, ensure_ascii=False, default=str))
+    | values.map(lambda v: json.dumps(v, default=str, indent=1))
+    | any_text
+)
+around = st.sampled_from(["", " ", "\n", "\t", "\ufeff", "x", "]", "{}", '"', "0", "1e5"])
+
+
+@given(text=json_texts, before=around, after=around)
+@example(text='{"a":1}', before="", after="")
+@example(text='{"a":1', before="", after="")
+@example(text="NaN", before="", after="")
+@example(text='{"a":"\\ud800"}', before="", after="")
+def test_parse_json_is_json_loads(text, before, after):
+    source = before + text + after
+    assert outcome(parse_json, source) == outcome(json.loads, source)
+
+
+def test_parse_json_deep_nesting_raises_like_json_loads():
+    source = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RecursionError):
+        json.loads(source)
+    with pytest.raises(RecursionError):
+        parse_json(source)
