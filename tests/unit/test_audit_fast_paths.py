@@ -11,7 +11,10 @@ integers, deep nesting, subclasses, whitespace and garbage around JSON).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -19,14 +22,18 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from vault.audit.chain import ChainWalker, Head, check_entry, link
 from vault.audit.entry import (
+    Draft,
     Entry,
     entry_bytes,
     entry_from_row,
     entry_line,
 )
+from vault.clock import parse_ts
 from vault.crypto import canonical
 from vault.crypto.canonical import MAX_SAFE_INTEGER, NotCanonicalizable, parse_json
+from vault.errors import ChainBroken
 
 # --- the previous implementations (reference) ------------------------------------------------
 
@@ -249,3 +256,139 @@ def test_parse_json_deep_nesting_raises_like_json_loads():
         json.loads(source)
     with pytest.raises(RecursionError):
         parse_json(source)
+
+
+# --- checking one entry against the head ------------------------------------------------------
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def ref_check_entry(entry: Entry, head: Head) -> Head:
+    expected = head.seq + 1
+    if entry.seq != expected:
+        if entry.seq <= head.seq:
+            raise ChainBroken(expected, f"seq {entry.seq} appears where {expected} should be")
+        raise ChainBroken(expected, f"entry missing: the log jumps from {head.seq} to {entry.seq}")
+    if entry.prev != head.hash:
+        raise ChainBroken(entry.seq, "prev is not the hash of the previous entry")
+    if not _HEX64.fullmatch(entry.hash):
+        raise ChainBroken(entry.seq, "hash is not 64 lowercase hex digits")
+    try:
+        computed = hashlib.sha256(
+            ref_entry_bytes(
+                seq=entry.seq,
+                ts=entry.ts,
+                type=entry.type,
+                actor=entry.actor,
+                subject=entry.subject,
+                data_json=entry.data_json,
+                prev=entry.prev,
+            )
+        ).hexdigest()
+    except UnicodeEncodeError:
+        raise ChainBroken(entry.seq, "entry holds text that is not valid Unicode") from None
+    if computed != entry.hash:
+        raise ChainBroken(entry.seq, "hash does not match the entry's contents")
+    if not entry.type:
+        raise ChainBroken(entry.seq, "type is empty")
+    try:
+        parse_ts(entry.ts)
+    except ValueError:
+        raise ChainBroken(entry.seq, "ts is not a canonical UTC timestamp") from None
+    return Head(entry.seq, entry.hash)
+
+
+def chain_outcome(call: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", call(*args)
+    except ChainBroken as exc:
+        return "raised", (type(exc), exc.seq, exc.reason)
+
+
+timestamps = st.sampled_from(
+    ["2026-11-27T17:00:00.000000Z", "2026-11-27T17:00:00Z", "2026-13-27T17:00:00.000000Z", ""]
+)
+
+
+def rarely(draw: st.DrawFn) -> bool:
+    return draw(st.integers(min_value=0, max_value=3)) == 0
+
+
+def spoiled_entry(draw: st.DrawFn, head: Head) -> Entry:
+    """An entry that follows ``head``, then (maybe) spoiled in one or more members, with its
+    hash recomputed (maybe) so that the later checks are reached too."""
+    (entry,) = link(
+        head,
+        [Draft(type="token.used", actor="p1", subject=None, data={"jti": "j"})],
+        "2026-11-27T17:00:00.000000Z",
+    )
+    changes: dict[str, Any] = {"ts": draw(timestamps)}
+    if rarely(draw):
+        changes["seq"] = draw(st.integers(min_value=0, max_value=8))
+    if rarely(draw):
+        changes["prev"] = draw(hex64 | texts)
+    if draw(st.booleans()):
+        changes["type"] = draw(st.sampled_from(["", "x", "\ud800"]))
+    if draw(st.booleans()):
+        changes["actor"] = draw(st.none() | texts)
+    entry = dataclasses.replace(entry, **changes)
+    rehash = draw(st.sampled_from(["keep", "recompute", "upper", "short", "garbage"]))
+    if rehash != "keep":
+        try:
+            good = entry.computed_hash()
+        except UnicodeEncodeError:
+            good = "0" * 64
+        spoiled = {
+            "recompute": good,
+            "upper": good.upper(),
+            "short": good[:63],
+            "garbage": "\ud800" * 64,
+        }[rehash]
+        entry = dataclasses.replace(entry, hash=spoiled)
+    return entry
+
+
+heads = st.builds(Head, st.integers(min_value=0, max_value=5), hex64)
+
+
+@given(head=heads, data=st.data())
+def test_check_entry_gives_the_previous_reasons(head, data):
+    entry = spoiled_entry(data.draw, head)
+    assert chain_outcome(check_entry, entry, head) == chain_outcome(ref_check_entry, entry, head)
+
+
+def test_a_bad_hash_is_named_before_text_that_is_not_unicode():
+    entry = Entry(
+        seq=1,
+        ts="2026-11-27T17:00:00.000000Z",
+        type="\ud800",
+        actor=None,
+        subject=None,
+        data_json="{}",
+        prev="0" * 64,
+        hash="",
+    )
+    for digest, reason in (
+        ("X" * 64, "hash is not 64 lowercase hex digits"),
+        ("0" * 64, "entry holds text that is not valid Unicode"),
+    ):
+        spoiled = dataclasses.replace(entry, hash=digest)
+        expected = ("raised", (ChainBroken, 1, reason))
+        assert chain_outcome(check_entry, spoiled, Head(0, "0" * 64)) == expected
+        assert chain_outcome(ref_check_entry, spoiled, Head(0, "0" * 64)) == expected
+
+
+@given(head=heads, data=st.data())
+def test_the_walker_gives_the_previous_reasons_after_a_good_entry(head, data):
+    """The walker does not re-check a ``ts`` it has just accepted: a spoiled ``ts`` after a good
+    entry is still caught, with the same reason as on its own."""
+    (before,) = link(
+        head,
+        [Draft(type="x", actor=None, subject=None, data={})],
+        "2026-11-27T17:00:00.000000Z",
+    )
+    walker = ChainWalker(start=head)
+    walker.feed(before)
+    entry = spoiled_entry(data.draw, walker.head)
+    expected = chain_outcome(ref_check_entry, entry, walker.head)
+    assert chain_outcome(walker.feed, entry) == expected
