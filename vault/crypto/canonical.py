@@ -107,20 +107,21 @@ def canonical_text(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
 
-_scan_once = json.JSONDecoder().scan_once
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 def parse_json(text: str) -> Any:
     """``json.loads(text)``: the same value, or the same exception.
 
     Faster on the usual input, one JSON value with nothing around it: that goes straight to
-    the decoder's own (C) scanner, which ``json.loads`` reaches only through two Python calls
-    and two whitespace matches. Anything else (leading or trailing whitespace, trailing data, a
-    byte order mark, text that is not JSON) is handed to ``json.loads`` itself.
+    the decoder's ``raw_decode`` (its C scanner), which ``json.loads`` reaches through another
+    call and two whitespace matches. Anything else (leading or trailing whitespace, trailing
+    data, a byte order mark, text that is not JSON) is handed to ``json.loads`` itself, for its
+    value or its exact error.
     """
     try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:
+        value, end = _raw_decode(text)
+    except ValueError:
         return json.loads(text)
     if end != len(text):
         return json.loads(text)
