@@ -24,15 +24,23 @@ from hypothesis import strategies as st
 
 from vault.audit.chain import ChainWalker, Head, check_entry, link
 from vault.audit.entry import (
+    ENTRY_MEMBERS,
     Draft,
     Entry,
     entry_bytes,
+    entry_from_dict,
     entry_from_row,
     entry_line,
+    entry_row_from_dict,
 )
 from vault.clock import parse_ts
 from vault.crypto import canonical
-from vault.crypto.canonical import MAX_SAFE_INTEGER, NotCanonicalizable, parse_json
+from vault.crypto.canonical import (
+    MAX_SAFE_INTEGER,
+    NotCanonicalizable,
+    canonical_text,
+    parse_json,
+)
 from vault.errors import ChainBroken
 
 # --- the previous implementations (reference) ------------------------------------------------
@@ -392,3 +400,121 @@ def test_the_walker_gives_the_previous_reasons_after_a_good_entry(head, data):
     entry = spoiled_entry(data.draw, walker.head)
     expected = chain_outcome(ref_check_entry, entry, walker.head)
     assert chain_outcome(walker.feed, entry) == expected
+
+
+# --- reading an export line's entry; canonical text --------------------------------------------
+
+
+def ref_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def ref_canonical_text(value: Any) -> str:
+    ref_check(value)
+    return (
+        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        .encode("utf-8")
+        .decode("utf-8")
+    )
+
+
+def ref_entry_from_dict(obj: Any) -> Entry:
+    if not isinstance(obj, dict):
+        raise ValueError("entry is not a JSON object")
+    members = set(obj)
+    if members != ENTRY_MEMBERS:
+        missing = sorted(ENTRY_MEMBERS - members)
+        extra = sorted(members - ENTRY_MEMBERS)
+        raise ValueError(f"entry members wrong (missing {missing}, unexpected {extra})")
+    seq = obj["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ValueError("seq must be a positive integer")
+    for name in ("ts", "type", "prev", "hash"):
+        if not isinstance(obj[name], str):
+            raise ValueError(f"{name} must be a string")
+    for name in ("actor", "subject"):
+        if obj[name] is not None and not isinstance(obj[name], str):
+            raise ValueError(f"{name} must be a string or null")
+    for name in ("ts", "type", "actor", "subject", "prev", "hash"):
+        if isinstance(obj[name], str) and not ref_encodable(obj[name]):
+            raise ValueError(f"{name} holds a lone surrogate (not valid Unicode)")
+    if not isinstance(obj["data"], dict):
+        raise ValueError("data must be an object")
+    return Entry(
+        seq=seq,
+        ts=obj["ts"],
+        type=obj["type"],
+        actor=obj["actor"],
+        subject=obj["subject"],
+        data_json=ref_canonical_text(obj["data"]),
+        prev=obj["prev"],
+        hash=obj["hash"],
+    )
+
+
+@given(value=values)
+def test_canonical_text_is_the_previous_text(value):
+    assert outcome(canonical_text, value) == outcome(ref_canonical_text, value)
+
+
+member_values = st.none() | st.booleans() | st.integers(-2, 3) | texts | texts.map(Text)
+
+
+@st.composite
+def entry_dicts(draw: st.DrawFn) -> Any:
+    obj: dict[Any, Any] = {name: draw(member_values) for name in sorted(ENTRY_MEMBERS)}
+    for name in ("ts", "type", "prev", "hash"):
+        if draw(st.integers(0, 3)):
+            obj[name] = draw(texts)
+    for name in ("actor", "subject"):
+        if draw(st.integers(0, 3)):
+            obj[name] = draw(st.none() | texts)
+    if draw(st.integers(0, 3)):
+        obj["seq"] = draw(st.integers(-1, 5))
+    if draw(st.integers(0, 3)):
+        obj["data"] = draw(st.dictionaries(texts, values, max_size=3))
+    if draw(st.integers(0, 9)) == 0:
+        obj.pop(draw(st.sampled_from(sorted(ENTRY_MEMBERS))))
+    if draw(st.integers(0, 9)) == 0:
+        obj[draw(texts)] = 1
+    return draw(st.sampled_from([obj, obj, obj, [obj], None]))
+
+
+GOOD_DICT: dict[str, Any] = {
+    "seq": 1,
+    "ts": "2026-11-27T17:00:00.000000Z",
+    "type": "t",
+    "actor": "a",
+    "subject": "s",
+    "data": {"k": "v"},
+    "prev": "0" * 64,
+    "hash": "1" * 64,
+}
+
+
+@given(obj=entry_dicts())
+@example(obj=GOOD_DICT)
+@example(obj={**GOOD_DICT, "ts": "\ud800"})
+@example(obj={**GOOD_DICT, "type": "é\ud800"})
+@example(obj={**GOOD_DICT, "actor": "\udc00"})
+@example(obj={**GOOD_DICT, "subject": "\udc00"})
+@example(obj={**GOOD_DICT, "prev": "\udc00"})
+@example(obj={**GOOD_DICT, "hash": "\udc00"})
+@example(obj={**GOOD_DICT, "hash": "\udc00", "actor": 5})
+@example(obj={**GOOD_DICT, "ts": "é", "subject": "é"})
+@example(obj={**GOOD_DICT, "seq": True})
+def test_reading_an_entry_is_the_previous_reading(obj):
+    expected = outcome(ref_entry_from_dict, obj)
+    assert outcome(entry_from_dict, obj) == expected
+    got = outcome(entry_row_from_dict, obj)
+    if expected[0] == "ok":
+        assert got[0] == "ok"
+        row, data = got[1]
+        assert row == expected[1].as_row()
+        assert data is obj["data"]
+    else:
+        assert got == expected

@@ -188,6 +188,25 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _check_members(ts: Any, kind: Any, actor: Any, subject: Any, prev: Any, digest: Any) -> None:
+    for name, value in (("ts", ts), ("type", kind), ("prev", prev), ("hash", digest)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+    for name, value in (("actor", actor), ("subject", subject)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string or null")
+    for name, value in (
+        ("ts", ts),
+        ("type", kind),
+        ("actor", actor),
+        ("subject", subject),
+        ("prev", prev),
+        ("hash", digest),
+    ):
+        if isinstance(value, str) and not _encodable(value):
+            raise ValueError(f"{name} holds a lone surrogate (not valid Unicode)")
+
+
 def entry_row_from_dict(obj: Any) -> tuple[EntryRow, dict[str, Any]]:
     """Read an entry from parsed JSON (an export line) as a row, with its ``data`` object;
     raises ``ValueError`` on a bad shape. ``data`` in the row is its canonical JSON text."""
@@ -209,22 +228,21 @@ def entry_row_from_dict(obj: Any) -> tuple[EntryRow, dict[str, Any]]:
         obj["prev"],
         obj["hash"],
     )
-    for name, value in (("ts", ts), ("type", kind), ("prev", prev), ("hash", digest)):
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string")
-    for name, value in (("actor", actor), ("subject", subject)):
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string or null")
-    for name, value in (
-        ("ts", ts),
-        ("type", kind),
-        ("actor", actor),
-        ("subject", subject),
-        ("prev", prev),
-        ("hash", digest),
-    ):
-        if isinstance(value, str) and not _encodable(value):
-            raise ValueError(f"{name} holds a lone surrogate (not valid Unicode)")
+    if not (
+        type(ts) is str
+        and type(kind) is str
+        and type(prev) is str
+        and type(digest) is str
+        and (actor is None or type(actor) is str)
+        and (subject is None or type(subject) is str)
+        and ts.isascii()
+        and kind.isascii()
+        and prev.isascii()
+        and digest.isascii()
+        and (actor is None or actor.isascii())
+        and (subject is None or subject.isascii())
+    ):  # the usual case passes the checks below; anything else meets them in their order
+        _check_members(ts, kind, actor, subject, prev, digest)
     data = obj["data"]
     if not isinstance(data, dict):
         raise ValueError("data must be an object")

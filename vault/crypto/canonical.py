@@ -96,15 +96,21 @@ def canonical_json(value: Any) -> bytes:
     return canonical_json_unchecked(value)
 
 
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on
+# every call; an encoder keeps no state between calls.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json_unchecked(value: Any) -> bytes:
     """The same bytes, for values the caller has already checked (the hot path)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def canonical_text(value: Any) -> str:
-    return canonical_json(value).decode("utf-8")
+    """``canonical_json(value)`` as text (the check has refused lone surrogates, so the text
+    has UTF-8 bytes)."""
+    _check(value)
+    return _ENCODER.encode(value)
 
 
 _raw_decode = json.JSONDecoder().raw_decode
