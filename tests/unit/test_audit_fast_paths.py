@@ -176,13 +176,13 @@ def nested(depth: int, leaf: Any, kind: str) -> Any:
 
 @given(
     seq=st.integers(min_value=0, max_value=2**64),
-    ts=texts,
-    type_=texts,
+    ts=texts | st.none(),  # None: a hostile database without the NOT NULL constraints
+    type_=texts | st.none(),
     actor=st.none() | texts,
     subject=st.none() | texts,
     data_json=texts,
-    prev=hex64 | texts,
-    digest=hex64 | texts,
+    prev=hex64 | texts | st.none(),
+    digest=hex64 | texts | st.none(),
 )
 @example(
     seq=1,

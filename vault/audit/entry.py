@@ -59,10 +59,14 @@ def canonical_entry(
     data_json: str,
     prev: str,
 ) -> bytes:
-    """``entry_bytes`` with positional arguments: the per-row hot path of verification."""
+    """``entry_bytes`` with positional arguments: the per-row hot path of verification, with
+    ``_str`` written out (a call per member is a tenth of the time here)."""
+    q = encode_basestring
     return (
-        f'{{"actor":{_str(actor)},"data":{data_json},"prev":{_str(prev)},"seq":{seq},'
-        f'"subject":{_str(subject)},"ts":{_str(ts)},"type":{_str(type)}}}'
+        f'{{"actor":{"null" if actor is None else q(actor)},"data":{data_json},'
+        f'"prev":{"null" if prev is None else q(prev)},"seq":{seq},'
+        f'"subject":{"null" if subject is None else q(subject)},'
+        f'"ts":{"null" if ts is None else q(ts)},"type":{"null" if type is None else q(type)}}}'
     ).encode()
 
 
