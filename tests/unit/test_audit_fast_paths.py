@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -195,9 +196,16 @@ def nested(depth: int, leaf: Any, kind: str) -> Any:
     digest="f" * 64,
 )
 def test_entry_bytes_and_line_are_the_previous_bytes(
-    seq, ts, type_, actor, subject, data_json, prev, digest
-):
-    members = {
+    seq: int,
+    ts: Any,
+    type_: Any,
+    actor: str | None,
+    subject: str | None,
+    data_json: str,
+    prev: Any,
+    digest: Any,
+) -> None:
+    members: dict[str, Any] = {
         "seq": seq,
         "ts": ts,
         "type": type_,
@@ -217,19 +225,19 @@ def test_entry_bytes_and_line_are_the_previous_bytes(
 
 
 @given(value=values)
-def test_domain_check_is_the_previous_check(value):
+def test_domain_check_is_the_previous_check(value: Any) -> None:
     assert outcome(canonical._check, value) == outcome(ref_check, value)
 
 
 @pytest.mark.parametrize("kind", ["dict", "list"])
 @pytest.mark.parametrize("depth", [62, 63, 64, 65, 66])
 @pytest.mark.parametrize("leaf", [1, "x", "é", None, {}, [], 1.5, 2**60, "\ud800", {"\ud800": 1}])
-def test_domain_check_at_the_depth_limit(kind, depth, leaf):
+def test_domain_check_at_the_depth_limit(kind: str, depth: int, leaf: Any) -> None:
     value = nested(depth, leaf, kind)
     assert outcome(canonical._check, value) == outcome(ref_check, value)
 
 
-def test_domain_check_names_the_first_problem_in_order():
+def test_domain_check_names_the_first_problem_in_order() -> None:
     value = {"a": "ok", "b": 1.5, "\ud800": 1, "c": 2**60}
     assert outcome(canonical._check, value) == (
         "raised",
@@ -253,12 +261,12 @@ around = st.sampled_from(["", " ", "\n", "\t", "\ufeff", "x", "]", "{}", '"', "0
 @example(text='{"a":1', before="", after="")
 @example(text="NaN", before="", after="")
 @example(text='{"a":"\\ud800"}', before="", after="")
-def test_parse_json_is_json_loads(text, before, after):
+def test_parse_json_is_json_loads(text: str, before: str, after: str) -> None:
     source = before + text + after
     assert outcome(parse_json, source) == outcome(json.loads, source)
 
 
-def test_parse_json_deep_nesting_raises_like_json_loads():
+def test_parse_json_deep_nesting_raises_like_json_loads() -> None:
     source = "[" * 100_000 + "]" * 100_000
     with pytest.raises(RecursionError):
         json.loads(source)
@@ -318,11 +326,11 @@ timestamps = st.sampled_from(
 )
 
 
-def rarely(draw: st.DrawFn) -> bool:
-    return draw(st.integers(min_value=0, max_value=3)) == 0
+def rarely(draw: Callable[[st.SearchStrategy[Any]], Any]) -> bool:
+    return bool(draw(st.integers(min_value=0, max_value=3)) == 0)
 
 
-def spoiled_entry(draw: st.DrawFn, head: Head) -> Entry:
+def spoiled_entry(draw: Callable[[st.SearchStrategy[Any]], Any], head: Head) -> Entry:
     """An entry that follows ``head``, then (maybe) spoiled in one or more members, with its
     hash recomputed (maybe) so that the later checks are reached too."""
     (entry,) = link(
@@ -360,12 +368,12 @@ heads = st.builds(Head, st.integers(min_value=0, max_value=5), hex64)
 
 
 @given(head=heads, data=st.data())
-def test_check_entry_gives_the_previous_reasons(head, data):
+def test_check_entry_gives_the_previous_reasons(head: Head, data: st.DataObject) -> None:
     entry = spoiled_entry(data.draw, head)
     assert chain_outcome(check_entry, entry, head) == chain_outcome(ref_check_entry, entry, head)
 
 
-def test_a_bad_hash_is_named_before_text_that_is_not_unicode():
+def test_a_bad_hash_is_named_before_text_that_is_not_unicode() -> None:
     entry = Entry(
         seq=1,
         ts="2026-11-27T17:00:00.000000Z",
@@ -387,7 +395,9 @@ def test_a_bad_hash_is_named_before_text_that_is_not_unicode():
 
 
 @given(head=heads, data=st.data())
-def test_the_walker_gives_the_previous_reasons_after_a_good_entry(head, data):
+def test_the_walker_gives_the_previous_reasons_after_a_good_entry(
+    head: Head, data: st.DataObject
+) -> None:
     """The walker does not re-check a ``ts`` it has just accepted: a spoiled ``ts`` after a good
     entry is still caught, with the same reason as on its own."""
     (before,) = link(
@@ -457,7 +467,7 @@ def ref_entry_from_dict(obj: Any) -> Entry:
 
 
 @given(value=values)
-def test_canonical_text_is_the_previous_text(value):
+def test_canonical_text_is_the_previous_text(value: Any) -> None:
     assert outcome(canonical_text, value) == outcome(ref_canonical_text, value)
 
 
@@ -507,7 +517,7 @@ GOOD_DICT: dict[str, Any] = {
 @example(obj={**GOOD_DICT, "hash": "\udc00", "actor": 5})
 @example(obj={**GOOD_DICT, "ts": "é", "subject": "é"})
 @example(obj={**GOOD_DICT, "seq": True})
-def test_reading_an_entry_is_the_previous_reading(obj):
+def test_reading_an_entry_is_the_previous_reading(obj: Any) -> None:
     expected = outcome(ref_entry_from_dict, obj)
     assert outcome(entry_from_dict, obj) == expected
     got = outcome(entry_row_from_dict, obj)

@@ -106,15 +106,16 @@ def run(checker: Any, entries: list[Entry]) -> tuple[list[tuple[int, str, str]],
 
 @settings(max_examples=300)
 @given(entries=logs(), leeway=st.sampled_from([0, 1, 30]), limit=st.sampled_from([1, 3, 100]))
-def test_the_same_violations_as_the_previous_checker(entries, leeway, limit):
-    options = {"leeway_seconds": leeway, "limit": limit}
-    expected = run(previous_semantics.SemanticChecker(**options), entries)
-    assert run(SemanticChecker(**options), entries) == expected
+def test_the_same_violations_as_the_previous_checker(
+    entries: list[Entry], leeway: int, limit: int
+) -> None:
+    expected = run(previous_semantics.SemanticChecker(leeway_seconds=leeway, limit=limit), entries)
+    assert run(SemanticChecker(leeway_seconds=leeway, limit=limit), entries) == expected
 
 
 @settings(max_examples=100)
 @given(entries=logs())
-def test_data_parsed_by_the_reader_gives_the_same_violations(entries):
+def test_data_parsed_by_the_reader_gives_the_same_violations(entries: list[Entry]) -> None:
     """``feed_row`` with ``data`` already parsed (the export reader's case: an object) is
     ``feed``."""
     by_entry = run(SemanticChecker(), entries)
@@ -128,7 +129,7 @@ def test_data_parsed_by_the_reader_gives_the_same_violations(entries):
     assert ([(v.seq, v.rule, v.reason) for v in checker.finish()], checker.total) == by_entry
 
 
-def test_a_malformed_ts_in_a_use_is_still_reported():
+def test_a_malformed_ts_in_a_use_is_still_reported() -> None:
     (issued,) = link(
         GENESIS,
         [
@@ -155,7 +156,7 @@ def test_a_malformed_ts_in_a_use_is_still_reported():
     ("exp", "late"),
     [(2**53 - 1, False), (10**20, False), (-(2**53 - 1), True), (-(10**20), True), (10**12, False)],
 )
-def test_an_exp_beyond_any_date_is_compared_not_crashed_on(exp, late):
+def test_an_exp_beyond_any_date_is_compared_not_crashed_on(exp: int, late: bool) -> None:
     """The previous checker raised (``datetime`` overflow) on these; an integer compare does
     not. (A database row may hold any integer in ``data``: its hash covers the text as stored.)"""
     ts = format_ts(T0)
@@ -185,18 +186,18 @@ def test_an_exp_beyond_any_date_is_compared_not_crashed_on(exp, late):
 
 
 @given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)))
-def test_ts_micros_is_the_time_since_the_epoch(moment):
+def test_ts_micros_is_the_time_since_the_epoch(moment: datetime) -> None:
     expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     assert ts_micros(format_ts(moment)) == expected
 
 
 @pytest.mark.parametrize("bad", ["", "2026-11-27T17:00:00Z", "2026-02-30T00:00:00.000000Z", "x"])
-def test_ts_micros_refuses_what_parse_ts_refuses(bad):
+def test_ts_micros_refuses_what_parse_ts_refuses(bad: str) -> None:
     with pytest.raises(ValueError, match=r"timestamp|day|month|range"):
         ts_micros(bad)
 
 
-def test_scope_answers_are_cached_but_bounded():
+def test_scope_answers_are_cached_but_bounded() -> None:
     steps = [
         Draft(
             type="token.issued",
@@ -227,7 +228,7 @@ def test_scope_answers_are_cached_but_bounded():
 # --- the token book ----------------------------------------------------------------------------
 
 
-def test_token_book_remembers_and_revokes_once():
+def test_token_book_remembers_and_revokes_once() -> None:
     book = TokenBook()
     book.add("a", scope="chat  read", exp=100, issued_seq=1)
     book.add("b", scope="chat  read", exp=200, issued_seq=2)
@@ -236,19 +237,22 @@ def test_token_book_remembers_and_revokes_once():
     assert "c" not in book
     assert book.get("c") is None
     assert book.get("a") == Token(("chat", "read"), 100, 1, None)
-    assert book.get("a").scope is book.get("b").scope  # scopes interned
+    a, b = book.get("a"), book.get("b")
+    assert a is not None
+    assert b is not None
+    assert a.scope is b.scope  # scopes interned
     book.revoke("a", 7)
     book.revoke("a", 9)
     book.revoke("c", 9)  # unknown: nothing
     assert book.get("a") == Token(("chat", "read"), 100, 1, 7)
-    assert book.get("b").revoked_seq is None
+    assert b.revoked_seq is None
 
 
 @pytest.mark.parametrize(
     ("exp", "issued_seq"),
     [(2**63, 1), (-(2**63), 1), (2**63 - 1, 1), (-(2**63) + 1, 2**64), (10**30, 5), (0, 0)],
 )
-def test_token_book_keeps_any_integer_exactly(exp, issued_seq):
+def test_token_book_keeps_any_integer_exactly(exp: int, issued_seq: int) -> None:
     book = TokenBook()
     book.add("w", scope="", exp=exp, issued_seq=issued_seq)
     book.add("n", scope="x", exp=5, issued_seq=6)
@@ -256,7 +260,7 @@ def test_token_book_keeps_any_integer_exactly(exp, issued_seq):
     assert book.get("n") == Token(("x",), 5, 6, None)
 
 
-def test_token_book_is_compact():
+def test_token_book_is_compact() -> None:
     """About 90 bytes per token besides its jti (an object per token took about 160)."""
     jtis = [f"jti-{i:028d}" for i in range(20_000)]
     tracemalloc.start()
