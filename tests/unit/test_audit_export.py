@@ -20,8 +20,14 @@ from hypothesis import strategies as st
 from vault.audit.chain import GENESIS, Head, link
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict, make_checkpoint
 from vault.audit.entry import Draft, Entry
-from vault.audit.export import CHECKPOINT_KIND, checkpoint_line, read_checkpoints, read_entries
-from vault.audit.verify import Report, verify_log
+from vault.audit.export import (
+    CHECKPOINT_KIND,
+    checkpoint_line,
+    read_checkpoints,
+    read_entries,
+    read_rows,
+)
+from vault.audit.verify import Report, verify_log, verify_rows
 from vault.clock import format_ts
 from vault.crypto.keys import AUDIT, KeyPair, thumbprint
 from vault.errors import MalformedExport
@@ -79,7 +85,9 @@ def export_lines(entries: list[Entry], checkpoints: list[Checkpoint]) -> list[st
 
 def verify_lines(lines: list[str]) -> Report:
     """What ``dvault audit verify --file`` does: two passes over the same lines."""
-    return verify_log(read_entries(lines), read_checkpoints(lines), lookup)
+    report = verify_rows(read_rows(lines), read_checkpoints(lines), lookup)
+    assert verify_log(read_entries(lines), read_checkpoints(lines), lookup) == report
+    return report
 
 
 def malformed(lines: list[str]) -> MalformedExport:
@@ -112,6 +120,9 @@ def test_round_trip():
     entries, checkpoints = build_log()
     lines = export_lines(entries, checkpoints)
     assert list(read_entries(lines)) == entries
+    rows = list(read_rows(lines))
+    assert [row for row, _ in rows] == [entry.as_row() for entry in entries]
+    assert [data for _, data in rows] == [json.loads(entry.data_json) for entry in entries]
     assert read_checkpoints(lines) == checkpoints
     report = verify_lines(lines)
     assert report == Report(
@@ -208,6 +219,9 @@ def test_export_round_trip_property(drafts):
     checkpoints = [make_checkpoint(head, ts_at(1), KEY)]
     lines = export_lines(entries, checkpoints)
     assert list(read_entries(lines)) == entries
+    rows = list(read_rows(lines))
+    assert [row for row, _ in rows] == [entry.as_row() for entry in entries]
+    assert [data for _, data in rows] == [json.loads(entry.data_json) for entry in entries]
     assert read_checkpoints(lines) == checkpoints
     report = verify_lines(lines)
     assert report.ok

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
-from vault.audit.entry import Entry, entry_from_dict
-from vault.crypto.canonical import canonical_json
+from vault.audit.entry import Entry, EntryRow, entry_from_row, entry_row_from_dict
+from vault.crypto.canonical import canonical_json, parse_json
 from vault.errors import MalformedExport
 
 CHECKPOINT_KIND = "checkpoint"
@@ -21,7 +22,7 @@ def _parse(number: int, line: str) -> object:
     if not line.strip():
         raise MalformedExport(number, "empty line")
     try:
-        return json.loads(line)
+        return parse_json(line)
     except ValueError:
         raise MalformedExport(number, "not a JSON object (garbage in the export?)") from None
     except RecursionError:  # json refuses deep nesting this way, not with ValueError
@@ -43,8 +44,10 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
     return found
 
 
-def read_entries(lines: Iterable[str]) -> Iterator[Entry]:
-    """Second pass: yield entries in file order; raise ``MalformedExport`` at the first bad line."""
+def read_rows(lines: Iterable[str]) -> Iterator[tuple[EntryRow, dict[str, Any]]]:
+    """Second pass: yield ``(row, data)`` in file order, ``data`` the entry's parsed ``data``
+    object (so the semantic checker need not parse it again); raise ``MalformedExport`` at the
+    first bad line."""
     seen_checkpoint = False
     for number, line in enumerate(lines, start=1):
         text = line.rstrip("\n")
@@ -61,6 +64,12 @@ def read_entries(lines: Iterable[str]) -> Iterator[Entry]:
         if seen_checkpoint:
             raise MalformedExport(number, "an entry follows the checkpoints")
         try:
-            yield entry_from_dict(obj)
+            yield entry_row_from_dict(obj)
         except ValueError as exc:
             raise MalformedExport(number, str(exc)) from None
+
+
+def read_entries(lines: Iterable[str]) -> Iterator[Entry]:
+    """``read_rows`` as ``Entry`` objects."""
+    for row, _ in read_rows(lines):
+        yield entry_from_row(row)

@@ -8,19 +8,32 @@ or the vault has a bug. Either way verification must fail.
 
 ``SemanticChecker`` is fed the entries in seq order, in the same single pass as the
 ``ChainWalker``, and never raises for a bad log: it collects ``Violation``s (the first ``limit``
-of them, counting the rest). It keeps one small record per issued token (scopes are shared
-between tokens) and the ids of disabled principals, so memory grows with the number of tokens
-and principals, never with the number of entries.
+of them, counting the rest). It keeps a compact record per issued token (``TokenBook``: every
+rule may need any token again, however old) and the ids of disabled principals, so memory grows
+with the number of tokens and principals, never with the number of entries; its caches are
+bounded.
+
+Timestamps are compared as whole microseconds since the epoch, computed once per distinct
+``ts`` (the entries of a batch share one), never through a ``datetime`` per entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
-from vault.audit.entry import PRINCIPAL_DISABLED, TOKEN_ISSUED, TOKEN_REVOKED, TOKEN_USED, Entry
+from vault.audit.entry import (
+    PRINCIPAL_DISABLED,
+    TOKEN_ISSUED,
+    TOKEN_REVOKED,
+    TOKEN_USED,
+    Entry,
+    EntryRow,
+)
+from vault.audit.tokenbook import Token, TokenBook
 from vault.clock import parse_ts
+from vault.crypto.canonical import parse_json
 from vault.policy.scopes import ScopeTable, default_table
 
 DEFAULT_LEEWAY_SECONDS = 30
@@ -37,6 +50,16 @@ MALFORMED = "malformed_entry"
 
 ALLOWED = "allowed"
 OUTCOMES = frozenset({ALLOWED, "denied_scope"})
+READ_TYPES = frozenset({TOKEN_ISSUED, TOKEN_USED, TOKEN_REVOKED, PRINCIPAL_DISABLED})
+SCOPE_CACHE_SIZE = 4096  # (scope, method, path) answers kept; cleared when full
+
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def ts_micros(ts: str) -> int:
+    """Microseconds since the epoch of a canonical timestamp; ``ValueError`` for any other."""
+    return (parse_ts(ts).replace(tzinfo=None) - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +70,6 @@ class Violation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "rule": self.rule, "reason": self.reason}
-
-
-@dataclass(slots=True)
-class _Token:
-    scope: tuple[str, ...]
-    exp: int
-    issued_seq: int
-    revoked_seq: int | None = None
 
 
 def _int(value: object) -> TypeGuard[int]:
@@ -82,8 +97,9 @@ class SemanticChecker:
         self._scopes = scopes if scopes is not None else default_table()
         self._leeway = leeway_seconds
         self._limit = limit
-        self._tokens: dict[str, _Token] = {}
-        self._scope_cache: dict[str, tuple[str, ...]] = {}
+        self._tokens = TokenBook()
+        self._allows: dict[tuple[tuple[str, ...], str, str], bool] = {}
+        self._ts: tuple[str, int] | None = None  # the last valid ts and its microseconds
         self._disabled: dict[str, int] = {}  # principal id -> seq of its principal.disabled
         self._found: list[Violation] = []
         self.total = 0  # every violation, including those beyond ``limit``
@@ -106,86 +122,105 @@ class SemanticChecker:
     # --- the walk -------------------------------------------------------------------------
 
     def feed(self, entry: Entry) -> None:
-        if entry.type not in (TOKEN_ISSUED, TOKEN_USED, TOKEN_REVOKED, PRINCIPAL_DISABLED):
-            return
-        try:
-            data = entry.data
-        except (ValueError, RecursionError):
-            self._flag(entry.seq, MALFORMED, f"{entry.type} data is not JSON")
-            return
-        if not isinstance(data, dict):
-            self._flag(entry.seq, MALFORMED, f"{entry.type} data is not an object")
-            return
-        if entry.type == TOKEN_ISSUED:
-            self._issued(entry, data)
-        elif entry.type == TOKEN_USED:
-            self._used(entry, data)
-        elif entry.type == TOKEN_REVOKED:
-            self._revoked(entry, data)
-        else:
-            self._principal_disabled(entry, data)
+        self.feed_row(entry.as_row())
 
-    def _issued(self, entry: Entry, data: dict[str, Any]) -> None:
+    def feed_row(self, row: EntryRow, data: Any = None) -> None:
+        """``feed`` for a stored row; ``data`` is ``row``'s data already parsed, if it was."""
+        kind = row[2]
+        if kind not in READ_TYPES:
+            return
+        if data is None:
+            try:
+                data = parse_json(row[5])
+            except (ValueError, RecursionError):
+                self._flag(row[0], MALFORMED, f"{kind} data is not JSON")
+                return
+        if not isinstance(data, dict):
+            self._flag(row[0], MALFORMED, f"{kind} data is not an object")
+            return
+        if kind == TOKEN_ISSUED:
+            self._issued(row, data)
+        elif kind == TOKEN_USED:
+            self._used(row, data)
+        elif kind == TOKEN_REVOKED:
+            self._revoked(row, data)
+        else:
+            self._principal_disabled(row, data)
+
+    def _issued(self, row: EntryRow, data: dict[str, Any]) -> None:
+        seq, actor = row[0], row[3]
         jti, exp, scope = data.get("jti"), data.get("exp"), data.get("scope")
         if not _text(jti) or not _int(exp) or not isinstance(scope, str):
-            self._flag(entry.seq, MALFORMED, "token.issued needs a string jti and scope, int exp")
+            self._flag(seq, MALFORMED, "token.issued needs a string jti and scope, int exp")
             return
-        if entry.actor is not None and entry.actor in self._disabled:
+        if actor is not None and actor in self._disabled:
             self._flag(
-                entry.seq,
+                seq,
                 ISSUED_BY_DISABLED,
-                f"token {jti} issued by principal {entry.actor}, disabled at seq "
-                f"{self._disabled[entry.actor]}",
+                f"token {jti} issued by principal {actor}, disabled at seq {self._disabled[actor]}",
             )
-        if jti in self._tokens:
+        first = self._tokens.get(jti)
+        if first is not None:
             self._flag(
-                entry.seq,
-                REISSUED_TOKEN,
-                f"jti {jti} was already issued at seq {self._tokens[jti].issued_seq}",
+                seq, REISSUED_TOKEN, f"jti {jti} was already issued at seq {first.issued_seq}"
             )
             return  # the first issuance stands
-        names = self._scope_cache.get(scope)
-        if names is None:
-            names = self._scope_cache[scope] = tuple(n for n in scope.split(" ") if n)
-        self._tokens[jti] = _Token(scope=names, exp=exp, issued_seq=entry.seq)
+        self._tokens.add(jti, scope=scope, exp=exp, issued_seq=seq)
 
-    def _known(self, entry: Entry, data: dict[str, Any]) -> _Token | None:
+    def _known(self, row: EntryRow, data: dict[str, Any]) -> Token | None:
         jti = data.get("jti")
         if not _text(jti):
-            self._flag(entry.seq, MALFORMED, f"{entry.type} has no jti")
+            self._flag(row[0], MALFORMED, f"{row[2]} has no jti")
             return None
         token = self._tokens.get(jti)
         if token is None:
-            self._flag(
-                entry.seq, UNKNOWN_TOKEN, f"{entry.type} for jti {jti} that no token.issued issued"
-            )
+            self._flag(row[0], UNKNOWN_TOKEN, f"{row[2]} for jti {jti} that no token.issued issued")
         return token
 
-    def _used(self, entry: Entry, data: dict[str, Any]) -> None:
-        token = self._known(entry, data)
+    def _micros(self, ts: str) -> int | None:
+        last = self._ts
+        if last is not None and last[0] == ts:
+            return last[1]
+        try:
+            micros = ts_micros(ts)
+        except ValueError:
+            return None
+        self._ts = (ts, micros)
+        return micros
+
+    def _allowed_by_scope(self, scope: tuple[str, ...], method: str, path: str) -> bool:
+        key = (scope, method, path)
+        answer = self._allows.get(key)
+        if answer is None:
+            if len(self._allows) >= SCOPE_CACHE_SIZE:
+                self._allows.clear()
+            answer = self._allows[key] = self._scopes.allows(scope, method, path)
+        return answer
+
+    def _used(self, row: EntryRow, data: dict[str, Any]) -> None:
+        token = self._known(row, data)
+        seq = row[0]
         outcome = data.get("outcome")
         if outcome not in OUTCOMES:
-            self._flag(entry.seq, MALFORMED, f"token.used outcome {outcome!r} is not one we write")
+            self._flag(seq, MALFORMED, f"token.used outcome {outcome!r} is not one we write")
             return
         if token is None or outcome != ALLOWED:
             return
-        jti = data["jti"]
-        try:
-            at = parse_ts(entry.ts)
-        except ValueError:
-            self._flag(entry.seq, MALFORMED, "ts is not a canonical UTC timestamp")
+        jti, ts = data["jti"], row[1]
+        at = self._micros(ts)
+        if at is None:
+            self._flag(seq, MALFORMED, "ts is not a canonical UTC timestamp")
             return
-        deadline = datetime.fromtimestamp(token.exp + self._leeway, UTC)
-        if at > deadline:
+        if at > (token.exp + self._leeway) * 1_000_000:
             self._flag(
-                entry.seq,
+                seq,
                 USED_AFTER_EXPIRY,
-                f"token {jti} allowed at {entry.ts}, after its exp {token.exp} plus "
+                f"token {jti} allowed at {ts}, after its exp {token.exp} plus "
                 f"{self._leeway} s leeway",
             )
         if token.revoked_seq is not None:
             self._flag(
-                entry.seq,
+                seq,
                 USED_AFTER_REVOCATION,
                 f"token {jti} allowed after its revocation at seq {token.revoked_seq}",
             )
@@ -193,24 +228,23 @@ class SemanticChecker:
         if method is None or path is None:
             return
         if not isinstance(method, str) or not isinstance(path, str):
-            self._flag(entry.seq, MALFORMED, "token.used method and path must be strings or null")
+            self._flag(seq, MALFORMED, "token.used method and path must be strings or null")
             return
-        if not self._scopes.allows(token.scope, method, path):
+        if not self._allowed_by_scope(token.scope, method, path):
             self._flag(
-                entry.seq,
+                seq,
                 USED_OUTSIDE_SCOPE,
                 f"token {jti} allowed for {method} {path}, which its scope "
                 f"{' '.join(token.scope)!r} does not allow",
             )
 
-    def _revoked(self, entry: Entry, data: dict[str, Any]) -> None:
-        token = self._known(entry, data)
-        if token is not None and token.revoked_seq is None:
-            token.revoked_seq = entry.seq
+    def _revoked(self, row: EntryRow, data: dict[str, Any]) -> None:
+        if self._known(row, data) is not None:
+            self._tokens.revoke(data["jti"], row[0])
 
-    def _principal_disabled(self, entry: Entry, data: dict[str, Any]) -> None:
+    def _principal_disabled(self, row: EntryRow, data: dict[str, Any]) -> None:
         principal_id = data.get("principal_id")
         if not _text(principal_id):
-            self._flag(entry.seq, MALFORMED, "principal.disabled has no principal_id")
+            self._flag(row[0], MALFORMED, "principal.disabled has no principal_id")
             return
-        self._disabled.setdefault(principal_id, entry.seq)
+        self._disabled.setdefault(principal_id, row[0])

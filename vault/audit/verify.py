@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.chain import ChainWalker
 from vault.audit.checkpoint import Checkpoint, verify_checkpoint
-from vault.audit.entry import Entry
+from vault.audit.entry import Entry, EntryRow
 from vault.audit.semantics import SemanticChecker, Violation
 from vault.errors import AuditError, ChainBroken, CheckpointSignatureInvalid, MalformedExport
 
@@ -60,6 +60,10 @@ class Report:
         return report
 
 
+# A row, and its ``data`` already parsed when the reader had to parse it anyway (else ``None``).
+ParsedRow: TypeAlias = tuple[EntryRow, Any]
+
+
 def semantic_failure(violation: Violation) -> Failure:
     return Failure(violation.seq, f"log meaning broken ({violation.rule}): {violation.reason}")
 
@@ -72,7 +76,28 @@ def verify_log(
     trusted: Iterable[Checkpoint] = (),
     semantics: SemanticChecker | None = None,
 ) -> Report:
+    """``verify_rows`` over ``Entry`` objects."""
+    return verify_rows(
+        ((entry.as_row(), None) for entry in entries),
+        checkpoints,
+        lookup,
+        trusted=trusted,
+        semantics=semantics,
+    )
+
+
+def verify_rows(
+    rows: Iterable[ParsedRow],
+    checkpoints: Iterable[Checkpoint],
+    lookup: Callable[[str], Ed25519PublicKey | None],
+    *,
+    trusted: Iterable[Checkpoint] = (),
+    semantics: SemanticChecker | None = None,
+) -> Report:
     """Verify everything; never raises for a bad log (the report says what is wrong).
+
+    ``rows`` are ``(row, data)`` pairs in log order: ``data`` is the row's data member parsed,
+    or ``None`` to let the semantic checker parse it when it needs it.
 
     With ``semantics`` (a fresh checker), each entry the chain accepts is also checked for
     meaning. A violation makes the report not ok; ``first_error`` names the chain's or a
@@ -91,11 +116,16 @@ def verify_log(
         anchors[checkpoint.seq].append(checkpoint.hash)
 
     walker = ChainWalker(anchors=anchors)
+    feed = walker.feed_row
     try:
-        for entry in entries:
-            walker.feed(entry)
-            if semantics is not None:
-                semantics.feed(entry)
+        if semantics is None:
+            for row, _ in rows:
+                feed(row)
+        else:
+            meaning = semantics.feed_row
+            for row, data in rows:
+                feed(row)
+                meaning(row, data)
         walker.finish()
     except ChainBroken as exc:
         failures.append(Failure(exc.seq, exc.reason))

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
-from vault.audit.export import read_checkpoints, read_entries
+from vault.audit.export import read_checkpoints, read_rows
 from vault.audit.semantics import SemanticChecker
-from vault.audit.verify import Report, verify_log
+from vault.audit.verify import Report, verify_rows
 from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
 from vault.crypto.keys import public_keys_from_jwks
@@ -64,8 +64,8 @@ def _verify_file(
         keys = public_keys_from_jwks(_load_json(jwks_path, "audit key set"))
     except ValueError as exc:
         raise CliError(f"audit key set {jwks_path}: {exc}") from None
-    return verify_log(
-        read_entries(_lines(path)),
+    return verify_rows(
+        read_rows(_lines(path)),
         read_checkpoints(_lines(path)),
         keys.get,
         trusted=trusted,

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.checkpoint import Checkpoint
+from vault.audit.entry import entry_line
 from vault.audit.export import checkpoint_line
 from vault.audit.semantics import SemanticChecker
-from vault.audit.verify import Report, verify_log
+from vault.audit.verify import Report, verify_rows
 from vault.crypto.keys import AUDIT, public_key_from_jwk
 from vault.storage import audit_repo, keys_repo
 from vault.storage.engine import Database
@@ -43,8 +44,8 @@ def export_lines(db: Database, *, chunk: int = 1000) -> Iterator[str]:
     """NDJSON: every entry in order, then the checkpoints; yields ~``chunk`` lines at a time."""
     snap = snapshot(db)
     lines: list[str] = []
-    for entry in audit_repo.stream_entries(db, upto_seq=snap.head_seq, page=chunk):
-        lines.append(entry.to_line())
+    for row in audit_repo.stream_rows(db, upto_seq=snap.head_seq):
+        lines.append(entry_line(row))
         if len(lines) >= chunk:
             yield "\n".join(lines) + "\n"
             lines.clear()
@@ -68,8 +69,8 @@ def verify_database(
 ) -> Report:
     """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too."""
     snap = snapshot(db)
-    return verify_log(
-        audit_repo.stream_entries(db, upto_seq=snap.head_seq),
+    return verify_rows(
+        ((row, None) for row in audit_repo.stream_rows(db, upto_seq=snap.head_seq)),
         snap.checkpoints,
         audit_public_keys(db),
         trusted=trusted or [],

@@ -6,12 +6,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, text
-from sqlalchemy import select as sa_select
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
-from vault.audit.entry import Entry
+from vault.audit.entry import Entry, EntryRow, entry_from_row
 from vault.storage.engine import Database, fetch_first
 from vault.storage.tables import AuditEntryRow, CheckpointRow
 
@@ -124,36 +123,40 @@ def query_entries(db: Database, flt: EntryFilter) -> list[Entry]:
 def stream_entries(
     db: Database, *, upto_seq: int, page: int = 1000, after_seq: int = 0
 ) -> Iterator[Entry]:
-    """Entries ``after_seq < seq <= upto_seq`` in order, a page per short read transaction.
+    """``stream_rows`` as ``Entry`` objects."""
+    for row in stream_rows(db, upto_seq=upto_seq, page=page, after_seq=after_seq):
+        yield entry_from_row(row)
 
-    Memory stays flat, and a log that grows meanwhile does not make the stream chase its head.
+
+# The columns in ``ROW_MEMBERS`` order; sqlite3's paramstyle, and psycopg's.
+_ROWS_SQLITE = (
+    "SELECT seq, ts, type, actor, subject, data, prev, hash FROM audit_entries "
+    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+)
+_ROWS_POSTGRES = _ROWS_SQLITE.replace("?", "%s")
+
+
+def stream_rows(
+    db: Database, *, upto_seq: int, page: int = 5000, after_seq: int = 0
+) -> Iterator[EntryRow]:
+    """Stored rows ``after_seq < seq <= upto_seq`` in order, as plain tuples (``EntryRow``):
+    the bulk path of export and verification.
+
+    A page per short read transaction, so memory stays flat and a log that grows meanwhile
+    does not make the stream chase its head. The page is read through the driver's own cursor:
+    the columns are plain text and integers, and SQLAlchemy's per-row result processing
+    would cost more than the fetch itself.
     """
-    table = SQLModel.metadata.tables[AUDIT_TABLE]
-    columns = [table.c[name] for name in ("seq", "ts", "type", "actor", "subject", "data")]
-    columns += [table.c.prev, table.c.hash]
+    sql = _ROWS_SQLITE if db.is_sqlite else _ROWS_POSTGRES
     while after_seq < upto_seq:
         with db.read() as session:
-            # Plain rows, not ORM objects: this is the bulk path of export and verify.
-            rows = session.execute(
-                sa_select(*columns)
-                .where(table.c.seq > after_seq, table.c.seq <= upto_seq)
-                .order_by(table.c.seq)
-                .limit(page)
-            ).all()
-            batch = [
-                Entry(
-                    seq=seq,
-                    ts=ts,
-                    type=kind,
-                    actor=actor,
-                    subject=subject,
-                    data_json=data,
-                    prev=prev,
-                    hash=digest,
-                )
-                for seq, ts, kind, actor, subject, data, prev, digest in rows
-            ]
-        if not batch:
+            cursor = session.connection().connection.cursor()
+            try:
+                cursor.execute(sql, (after_seq, upto_seq, page))
+                rows: Sequence[EntryRow] = cursor.fetchall()
+            finally:
+                cursor.close()
+        if not rows:
             return
-        yield from batch
-        after_seq = batch[-1].seq
+        yield from rows
+        after_seq = rows[-1][0]
