@@ -153,16 +153,20 @@ scalars = (
     | st.integers(min_value=-5, max_value=5).map(Number)
 )
 keys = texts | st.integers(min_value=0, max_value=3) | st.just("\U0001f600")
-values = st.recursive(
-    scalars,
-    lambda children: (
+
+
+def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function, not a lambda: hypothesis reads the source of ``extend`` to check that
+    # it recurses, and cannot always find a lambda's.
+    return (
         st.lists(children, max_size=4)
         | st.lists(children, max_size=3).map(tuple)
         | st.dictionaries(keys, children, max_size=4)
         | st.dictionaries(texts, children, max_size=3).map(OrderedDict)
-    ),
-    max_leaves=16,
-)
+    )
+
+
+values = st.recursive(scalars, containers, max_leaves=16)
 
 
 def nested(depth: int, leaf: Any, kind: str) -> Any:
