@@ -264,3 +264,12 @@ def test_signing_produces_exactly_what_pyjwt_would(kit, subject, actor, issuer, 
         headers={"typ": "at+jwt", "kid": kit.key.kid},
     )
     assert jws.sign(claims, kit.key) == expected
+
+
+def test_a_header_read_twice_is_parsed_once_and_never_shared(kit):
+    token = kit.token()
+    first = jws.read_header(token)
+    first["alg"] = "none"  # a caller changing its copy changes nothing for the next one
+    assert jws.read_header(token) == {"alg": "EdDSA", "typ": "at+jwt", "kid": RFC8037_KID}
+    with pytest.raises(MalformedToken):
+        jws.read_header("e30x." + token.split(".", 1)[1])  # another segment: parsed on its own

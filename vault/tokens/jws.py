@@ -83,6 +83,10 @@ def _json_object(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
+_HEADERS: dict[str, dict[str, Any]] = {}  # header segment -> its parsed header (one per key)
+_HEADERS_MAX = 64
+
+
 def read_header(token: str) -> dict[str, Any]:
     """The unverified header, for routing only (is this one of ours?). Never trust it further.
 
@@ -94,7 +98,15 @@ def read_header(token: str) -> dict[str, Any]:
         raise TokenTooLarge(f"token is over {MAX_TOKEN_BYTES} bytes")
     if not sep:
         raise MalformedToken("not a compact JWS")
-    return _json_object(head, "header")
+    # Every token of one key has the same header segment: parse it once. A copy is returned,
+    # so no caller can change what the next one reads.
+    found = _HEADERS.get(head)
+    if found is None:
+        found = _json_object(head, "header")
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[head] = found
+    return dict(found)
 
 
 def verify_signature(
