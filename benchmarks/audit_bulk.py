@@ -38,7 +38,7 @@ from benchmarks.vaults import SUBJECT_ID, BenchVault, make_vault
 from vault.audit.appender import checkpoint_draft
 from vault.audit.chain import Head, link
 from vault.audit.checkpoint import make_checkpoint
-from vault.audit.entry import TOKEN_ISSUED, TOKEN_USED, Draft, entry_bytes
+from vault.audit.entry import TOKEN_ISSUED, TOKEN_USED, Draft, canonical_entry
 from vault.audit.semantics import SemanticChecker
 from vault.clock import format_ts
 from vault.ops.audit import verify_database
@@ -174,30 +174,9 @@ def sha256_only(database: str) -> Hashing:
         while rows := cursor.fetchmany(100_000):
             start = time.perf_counter()
             for r in rows:
-                sha256(
-                    entry_bytes(
-                        seq=r[0],
-                        ts=r[1],
-                        type=r[2],
-                        actor=r[3],
-                        subject=r[4],
-                        data_json=r[5],
-                        prev=r[6],
-                    )
-                ).hexdigest()
+                sha256(canonical_entry(*r[:7])).hexdigest()
             composed += time.perf_counter() - start
-            blobs = [
-                entry_bytes(
-                    seq=r[0],
-                    ts=r[1],
-                    type=r[2],
-                    actor=r[3],
-                    subject=r[4],
-                    data_json=r[5],
-                    prev=r[6],
-                )
-                for r in rows
-            ]
+            blobs = [canonical_entry(*r[:7]) for r in rows]
             start = time.perf_counter()
             for blob in blobs:
                 sha256(blob).hexdigest()

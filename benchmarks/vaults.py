@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import postgres_database as test_database
 from vault.config import Settings, load_settings
 from vault.crypto.b64 import b64url_encode
 from vault.domain import DELEGATOR, VERIFIER
@@ -42,17 +43,10 @@ def postgres_reachable() -> bool:
 
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
-    """A dedicated database for this run, dropped afterwards; yields its psycopg URL."""
-    import psycopg
-
-    name = "dvault_bench_" + secrets.token_hex(6)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A dedicated database for this run, dropped afterwards (the tests' own helper); yields its
+    psycopg URL."""
+    with test_database() as url:
+        yield url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def postgres_settings(url: str) -> str:
