@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vault import __version__
 from vault.api import errors
+from vault.api.hot import VaultApp
 from vault.api.routes import audit, keys, principals, subjects, tokens, wellknown
 from vault.clock import Clock
 from vault.config import Settings, load_settings
@@ -31,7 +32,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(vault.close)
 
-    app = FastAPI(
+    app = VaultApp(
         title="Delegation Vault",
         version=__version__,
         description="Short-lived, audited delegation tokens for Open WebUI.",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -28,7 +30,11 @@ VaultDep = Annotated[Vault, Depends(get_vault)]
 
 
 def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    return bearer_value(request.headers.get("authorization"))
+
+
+def bearer_value(header: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer ...`` header, if it is one."""
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
@@ -42,12 +48,32 @@ async def get_caller(request: Request, vault: VaultDep) -> Principal:
 CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
-async def hot_caller(request: Request, vault: Vault) -> Principal:
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the two hot endpoints need of a request, from FastAPI's ``Request`` or straight from
+    the ASGI scope (``vault.api.hot``): the ``Authorization`` header, the client's address, and
+    the body, read on demand up to a limit."""
+
+    authorization: str | None
+    client_ip: str | None
+    read_body: Callable[[int], Awaitable[bytes]]
+
+    async def json(self, vault: Vault) -> Any:
+        return decode_json(await self.read_body(vault.settings.max_body_bytes))
+
+
+def request_call(request: Request) -> Call:
+    async def read_body(limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        return await read_limited(request.stream(), declared, limit)
+
+    return Call(request.headers.get("authorization"), client_ip(request), read_body)
+
+
+async def hot_caller(vault: Vault, authorization: str | None) -> Principal:
     """The caller of token exchange or introspection, from the credential cache when it can be:
-    those jobs check their caller again under the chain lock (``CredentialCache``). Called by
-    those two routes themselves rather than as a dependency: FastAPI's dependency resolution is
-    a measurable share of their cost."""
-    credential = bearer(request)
+    those jobs check their caller again under the chain lock (``CredentialCache``)."""
+    credential = bearer_value(authorization)
     cached = vault.credentials.get(credential)
     if cached is not None:
         return cached
@@ -66,13 +92,24 @@ async def read_json(request: Request, vault: Vault) -> Any:
     """The request body as JSON, refusing more than ``max_body_bytes`` (413) and non-JSON (400)."""
     limit = vault.settings.max_body_bytes
     declared = request.headers.get("content-length")
+    return decode_json(await read_limited(request.stream(), declared, limit))
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The whole body, or ``RequestTooLarge`` as soon as it (or its declared length) is over
+    ``limit`` bytes."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body is over {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in chunks:
         body.extend(chunk)
         if len(body) > limit:
             raise RequestTooLarge(f"request body is over {limit} bytes")
+    return bytes(body)
+
+
+def decode_json(body: bytes) -> Any:
+    """A request body as JSON: 400 if it is empty, not JSON, or holds text nothing can store."""
     if not body:
         raise InvalidRequest("a JSON body is required")
     try:

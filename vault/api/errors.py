@@ -54,23 +54,44 @@ def status_of(exc: errors.VaultError) -> int:
     return 500
 
 
+def error_body(code: str, description: str) -> dict[str, str]:
+    return {"error": code, "error_description": redact_secrets(description)}
+
+
+def error_headers(status: int) -> dict[str, str]:
+    return {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+
+
 def error_response(status: int, code: str, description: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
-        {"error": code, "error_description": redact_secrets(description)},
-        status_code=status,
-        headers=headers,
+        error_body(code, description), status_code=status, headers=error_headers(status)
     )
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(errors.VaultError)
-    async def _vault_error(_request: Request, exc: errors.VaultError) -> JSONResponse:
+def classify(exc: Exception) -> tuple[int, str, str]:
+    """Status, code and description for an exception raised while answering; logs what the
+    operator must see (server errors), never the request's secrets."""
+    if isinstance(exc, errors.VaultError):
         status = status_of(exc)
         if status >= 500:
             log.error("request failed: %s: %s", exc.code, exc.description)
-        return error_response(status, exc.code, exc.description)
+        return status, exc.code, exc.description
+    if isinstance(exc, DataError):
+        # A value the database refuses (e.g. NUL in a path or query parameter on PostgreSQL).
+        return 400, "invalid_request", "the request holds a value that cannot be stored"
+    if isinstance(exc, DBAPIError):
+        # A read failed (authentication, key reload): the database is down or unreachable.
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return 503, "unavailable", "the vault's database is unavailable"
+    log.error("unexpected error", exc_info=exc)
+    return 500, "server_error", "internal error; see the vault's log"
 
+
+async def _classified(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(*classify(exc))
+
+
+def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
@@ -85,20 +106,5 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else code
         return error_response(exc.status_code, code, detail)
 
-    @app.exception_handler(DataError)
-    async def _unstorable(_request: Request, _exc: DataError) -> JSONResponse:
-        # A value the database refuses (e.g. NUL in a path or query parameter on PostgreSQL).
-        return error_response(
-            400, "invalid_request", "the request holds a value that cannot be stored"
-        )
-
-    @app.exception_handler(DBAPIError)
-    async def _database(_request: Request, exc: DBAPIError) -> JSONResponse:
-        # A read failed (authentication, key reload): the database is down or unreachable.
-        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return error_response(503, "unavailable", "the vault's database is unavailable")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", exc_info=exc)
-        return error_response(500, "server_error", "internal error; see the vault's log")
+    for kind in (errors.VaultError, DBAPIError, Exception):  # DataError is a DBAPIError
+        app.add_exception_handler(kind, _classified)

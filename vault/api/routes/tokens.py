@@ -9,13 +9,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from vault.api.deps import (
+    Call,
     CallerDep,
     VaultDep,
-    client_ip,
     commit,
     get_vault,
     hot_caller,
     read_json,
+    request_call,
     require,
 )
 from vault.api.schemas import (
@@ -30,6 +31,7 @@ from vault.domain import DELEGATOR, OWNER, VERIFIER
 from vault.errors import InvalidRequest, RequestTooLarge
 from vault.ops import revocation, tokens
 from vault.ops.keyring import KeysNotHeld
+from vault.ops.runtime import Vault
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -43,28 +45,40 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 )
 async def exchange(request: Request) -> JSONResponse:
     """A delegator exchanges its credential for a short-lived token scoped to one subject."""
-    vault = await get_vault(request)
-    caller = await hot_caller(request, vault)
-    try:
-        payload: Any = await read_json(request, vault)
-    except RequestTooLarge:
-        raise
-    except InvalidRequest:
-        payload = None  # not JSON: still refused through the job, so the denial is audited
-    job = tokens.issue_job(
-        vault.settings, vault.scopes, vault.keys, caller, payload, client_ip(request)
-    )
-    issued = await commit(vault, job, read_only=True)
-    return JSONResponse(issued.to_response(), headers=NO_STORE)
+    answer = await answer_exchange(await get_vault(request), request_call(request))
+    return JSONResponse(answer, headers=NO_STORE)
 
 
 @router.post("/introspect", responses=ERRORS, openapi_extra=body(IntrospectBody))
 async def introspect(request: Request) -> JSONResponse:
     """For the verifier middleware: is this token active, and record its use."""
-    vault = await get_vault(request)
-    caller = await hot_caller(request, vault)
+    answer = await answer_introspect(await get_vault(request), request_call(request))
+    return JSONResponse(answer, headers=NO_STORE)
+
+
+# The two functions below answer the routes above. In the server they are reached through
+# ``vault.api.hot``, which serves these two paths without FastAPI's per-request machinery.
+
+
+async def answer_exchange(vault: Vault, call: Call) -> dict[str, Any]:
+    caller = await hot_caller(vault, call.authorization)
+    try:
+        payload: Any = await call.json(vault)
+    except RequestTooLarge:
+        raise
+    except InvalidRequest:
+        payload = None  # not JSON: still refused through the job, so the denial is audited
+    job = tokens.issue_job(
+        vault.settings, vault.scopes, vault.keys, caller, payload, call.client_ip
+    )
+    issued = await commit(vault, job, read_only=True)
+    return issued.to_response()
+
+
+async def answer_introspect(vault: Vault, call: Call) -> dict[str, Any]:
+    caller = await hot_caller(vault, call.authorization)
     require(caller, VERIFIER)
-    use = tokens.parse_use_request(await read_json(request, vault))
+    use = tokens.parse_use_request(await call.json(vault))
     now = int(vault.clock.now().timestamp())
     args = (vault.settings, vault.scopes, caller, use, now)
     try:  # with the keys this process holds: no I/O, so on the event loop
@@ -74,8 +88,8 @@ async def introspect(request: Request) -> JSONResponse:
             tokens.introspect_job, *args, vault.keys.token_key, vault.signatures
         )
     if job is None:
-        return JSONResponse(dict(tokens.INACTIVE), headers=NO_STORE)
-    return JSONResponse(await commit(vault, job, read_only=True), headers=NO_STORE)
+        return dict(tokens.INACTIVE)
+    return await commit(vault, job, read_only=True)
 
 
 @router.post("/revoke", responses=ERRORS, openapi_extra=body(RevokeBody))
