@@ -19,6 +19,7 @@ rows waiting are inserted before it runs, and the memo is emptied again after it
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
@@ -41,7 +41,7 @@ from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
 from vault.storage import audit_repo
-from vault.storage.engine import Database
+from vault.storage.engine import Database, execute_many
 
 log = logging.getLogger("vault.audit")
 T = TypeVar("T")
@@ -339,16 +339,28 @@ def _settle(future: Future[Any], *, value: Any = None, error: BaseException | No
 
 
 def _insert_rows(session: Session, rows: Rows) -> None:
-    """Insert and forget ``rows``: one statement (an executemany) per table, in first-seen order."""
+    """Insert and forget ``rows``: one statement (an executemany) per table, in first-seen order.
+    The rows hold plain text and integers (``execute_many``)."""
     if not rows:
         return
-    by_table: dict[type[SQLModel], list[dict[str, Any]]] = {}
+    by_table: dict[tuple[type[SQLModel], tuple[str, ...]], list[tuple[Any, ...]]] = {}
     for table, row in rows:
-        by_table.setdefault(table, []).append(row)
+        by_table.setdefault((table, tuple(row)), []).append(tuple(row.values()))
     rows.clear()
-    connection = session.connection()
-    for table, values in by_table.items():
-        connection.execute(insert(table), values)
+    for (table, columns), values in by_table.items():
+        execute_many(session, _insert_sql(table, columns), values)
+
+
+@functools.cache
+def _insert_sql(table: type[SQLModel], columns: tuple[str, ...]) -> str:
+    """The INSERT of ``columns`` into ``table``, every name taken from the table's metadata."""
+    known = table.__table__.columns  # type: ignore[attr-defined]
+    unknown = [name for name in columns if name not in known]
+    if unknown:
+        raise ValueError(f"no such column(s) in {table.__name__}: {unknown}")
+    names = ", ".join(known[name].name for name in columns)
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table.__tablename__} ({names}) VALUES ({marks})"  # noqa: S608
 
 
 def _with_texts(drafts: list[Draft]) -> Linked:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, text
+from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import Entry, EntryRow, entry_from_row
-from vault.storage.engine import Database, fetch_first
+from vault.storage.engine import Database, execute_many, fetch_first
 from vault.storage.tables import AuditEntryRow, CheckpointRow
 
 AUDIT_TABLE = "audit_entries"
@@ -39,24 +39,17 @@ def head(session: Session) -> Head:
     return GENESIS if row is None else Head(row[0], row[1])
 
 
+_INSERT_ENTRY = (
+    "INSERT INTO audit_entries (seq, ts, type, actor, subject, data, prev, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def insert_entries(session: Session, entries: Sequence[Entry]) -> None:
-    if not entries:
-        return
-    session.connection().execute(
-        insert(AuditEntryRow),
-        [
-            {
-                "seq": e.seq,
-                "ts": e.ts,
-                "type": e.type,
-                "actor": e.actor,
-                "subject": e.subject,
-                "data": e.data_json,
-                "prev": e.prev,
-                "hash": e.hash,
-            }
-            for e in entries
-        ],
+    execute_many(
+        session,
+        _INSERT_ENTRY,
+        [(e.seq, e.ts, e.type, e.actor, e.subject, e.data_json, e.prev, e.hash) for e in entries],
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from vault.config import redact_url
@@ -147,21 +148,55 @@ def fetch_first(session: Session, sql: str, params: tuple[Any, ...]) -> Any:
     driver itself on the session's connection, inside its transaction: the hot paths' point
     reads, without the ORM's or Core's per-call work (several times the query's own cost).
     Changes the session has pending are flushed first, as an ORM query would."""
+    driver, qmark, dbapi_error = _driver(session)
+    statement = sql if qmark else sql.replace("?", "%s")
+    try:
+        cursor = driver.execute(statement, params)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    except dbapi_error as exc:
+        raise _as_sqlalchemy(exc, statement, params, dbapi_error) from exc
+
+
+def execute_many(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """A constant statement with ``?`` placeholders (only plain text and integer values), once
+    per row, by the driver itself, inside the session's transaction (see ``fetch_first``): the
+    batch inserts of the hot paths, without Core's statement building on every batch. Driver
+    errors come out as SQLAlchemy's (``IntegrityError``, ``OperationalError``...), as Core's."""
+    if not rows:
+        return
+    driver, qmark, dbapi_error = _driver(session)
+    statement = sql if qmark else sql.replace("?", "%s")
+    try:
+        cursor = driver.cursor()
+        try:
+            cursor.executemany(statement, rows)
+        finally:
+            cursor.close()
+    except dbapi_error as exc:
+        raise _as_sqlalchemy(exc, statement, rows, dbapi_error) from exc
+
+
+def _driver(session: Session) -> tuple[Any, bool, type[Exception]]:
+    """The session's DBAPI connection (its transaction begun), whether it takes ``?``
+    placeholders, and the driver's base error class."""
     session.flush()
     found = session.info.get(_DRIVER)
     if found is None:
         connection = session.connection()
+        dialect = connection.dialect
         found = session.info[_DRIVER] = (
             connection.connection.driver_connection,
-            connection.dialect.paramstyle == "qmark",
+            dialect.paramstyle == "qmark",
+            dialect.loaded_dbapi.Error,
         )
-    driver: Any = found[0]
-    qmark: bool = found[1]
-    cursor = driver.execute(sql if qmark else sql.replace("?", "%s"), params)
-    try:
-        return cursor.fetchone()
-    finally:
-        cursor.close()
+    return found
 
 
-_DRIVER = "vault.driver_connection"  # session.info: (the DBAPI connection, uses ? placeholders)
+def _as_sqlalchemy(exc: Exception, statement: str, params: Any, base: type[Exception]) -> Any:
+    return DBAPIError.instance(statement, params, exc, base, hide_parameters=True)
+
+
+_DRIVER = "vault.driver_connection"  # session.info: what _driver returns
