@@ -6,6 +6,7 @@ committed in one batch share its timestamp, which makes the batching observable 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import Future
 
@@ -131,3 +132,69 @@ def test_a_caller_that_gave_up_is_skipped_and_the_appender_goes_on(vault: Vault)
     assert kept.result(30) == 2
     assert vault.appender.run(recording(3)) == 3
     assert [e.data["n"] for e in entries_after(vault, before)] == [2, 3]
+
+
+# --- from an event loop (the HTTP API): submit_async ---------------------------------------
+
+
+def test_jobs_submitted_in_one_turn_of_the_loop_share_one_commit(vault: Vault) -> None:
+    before = head_seq(vault)
+
+    async def submit_twenty() -> list[int]:
+        waiters = [
+            vault.appender.submit_async(recording(n), read_only=n % 2 == 0) for n in range(20)
+        ]
+        return list(await asyncio.gather(*waiters))
+
+    assert asyncio.run(submit_twenty()) == list(range(20))
+    new = entries_after(vault, before)
+    assert [e.data["n"] for e in new] == list(range(20))
+    assert len({e.ts for e in new}) == 1
+
+
+def test_a_failed_commit_fails_every_waiting_coroutine(vault: Vault) -> None:
+    before = head_seq(vault)
+
+    def breaks_the_transaction(session: Session, ctx: JobContext) -> None:
+        ctx.record(note(7))
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    async def submit() -> list[BaseException | int]:
+        waiters = [vault.appender.submit_async(recording(n)) for n in range(3)]
+        waiters.append(vault.appender.submit_async(breaks_the_transaction))
+        return list(await asyncio.gather(*waiters, return_exceptions=True))
+
+    answers = asyncio.run(submit())
+    assert all(isinstance(answer, AuditUnavailable) for answer in answers), answers
+    assert head_seq(vault) == before
+
+
+def test_a_coroutine_waits_no_longer_than_answer_within_and_its_job_never_runs(
+    vault: Vault,
+) -> None:
+    before = head_seq(vault)
+    vault.appender.answer_within = 0.3
+    late: list[BaseException | int] = []
+
+    async def submit() -> None:
+        try:
+            late.append(await vault.appender.submit_async(recording(5)))
+        except AuditUnavailable as exc:
+            late.append(exc)
+
+    with next_batch(vault):  # the appender is held past the deadline
+        asyncio.run(submit())
+    assert len(late) == 1
+    assert isinstance(late[0], AuditUnavailable)
+    assert "in time" in str(late[0])
+    assert vault.appender.run(recording(6)) == 6  # the appender goes on
+    assert [e.data["n"] for e in entries_after(vault, before)] == [6]  # 5 never ran
+
+
+def test_a_coroutine_on_a_loop_that_is_gone_does_not_stop_the_appender(vault: Vault) -> None:
+    async def submit_and_leave() -> None:
+        vault.appender.submit_async(recording(1))  # nobody awaits it; the loop then closes
+
+    with next_batch(vault):
+        asyncio.run(submit_and_leave())
+    assert vault.appender.run(recording(2)) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vault.audit.appender import Job
 from vault.domain import Principal
-from vault.errors import AuditUnavailable, Forbidden, InvalidRequest, RequestTooLarge
+from vault.errors import Forbidden, InvalidRequest, RequestTooLarge
 from vault.ops.credentials import authenticate
 from vault.ops.runtime import Vault
 
@@ -145,21 +144,14 @@ def _encodable(text: str) -> bool:
     return True
 
 
-COMMIT_TIMEOUT_SECONDS = 60.0
-
-
 async def commit(vault: Vault, job: Job[T], *, read_only: bool = False) -> T:
     """Hand a job to the appender; resume when its commit is durable (or has failed).
 
-    A commit that takes longer than a minute is answered 503; if the job has not started by then
-    it never will (its future is cancelled), otherwise whatever it commits is in the audit log.
+    A commit that takes longer than a minute is answered 503 (the appender's ``answer_within``);
+    if the job has not started by then it never will, otherwise whatever it commits is in the
+    audit log.
     """
-    future = asyncio.wrap_future(vault.appender.submit(job, read_only=read_only))
-    try:
-        async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
-            return await future
-    except TimeoutError:
-        raise AuditUnavailable("the audit log did not commit in time; try again") from None
+    return await vault.appender.submit_async(job, read_only=read_only)
 
 
 def client_ip(request: Request) -> str | None:

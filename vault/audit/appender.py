@@ -15,10 +15,16 @@ The hot paths (token issuance and introspection) are submitted as *read-only* jo
 the appender inserts with one statement per table. Such a job needs no savepoint, since it has
 nothing to roll back. Any other job may change what the memo holds, so the memo is emptied and the
 rows waiting are inserted before it runs, and the memo is emptied again after it.
+
+The HTTP API submits from its event loop (``submit_async``): the jobs submitted in one turn of the
+loop reach the appender together, as one *group*, with one timer for the group's deadline, and
+each batch answers an event loop with one callback, not one per job.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import queue
@@ -89,9 +95,48 @@ Job = Callable[[Session, JobContext], T]
 
 @dataclass
 class _Pending(Generic[T]):
+    """A job and whoever waits for it: a thread (``future``) or a coroutine (``waiter``, answered
+    on its ``group``'s event loop)."""
+
     job: Job[T]
-    future: Future[T]
+    future: Future[T] | None
     read_only: bool = False
+    waiter: asyncio.Future[T] | None = None
+    group: _Group | None = None
+
+
+_WAITING, _STARTED, _EXPIRED = range(3)
+
+
+class _Group:
+    """The jobs one event loop submitted in one turn: queued as one item, taken into one batch,
+    timed by one timer, answered by one callback."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.members: list[_Pending[Any]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self._state = _WAITING
+        self._lock = threading.Lock()  # the appender starts a group; the loop's timer expires it
+
+    def start(self) -> bool:
+        """In the appender: False if the group's deadline passed first (its jobs never run)."""
+        with self._lock:
+            if self._state == _EXPIRED:
+                return False
+            self._state = _STARTED
+            return True
+
+    def expire(self) -> None:
+        """On the loop, at the deadline: whoever still waits is answered 503. Jobs not started
+        never will be; a batch already running still commits what it does."""
+        with self._lock:
+            if self._state == _WAITING:
+                self._state = _EXPIRED
+        failure = AuditUnavailable("the audit log did not commit in time; try again")
+        for member in self.members:
+            if member.waiter is not None and not member.waiter.done():
+                member.waiter.set_exception(failure)
 
 
 Rows = list[tuple[type[SQLModel], dict[str, Any]]]
@@ -117,6 +162,7 @@ class Appender:
         checkpoint_log: CheckpointLog,
         batch_max: int = 256,
         after_change: Callable[[], None] | None = None,
+        answer_within: float = 60.0,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -125,8 +171,10 @@ class Appender:
         self._checkpoint_log = checkpoint_log
         self._batch_max = batch_max
         self._after_change = after_change  # run after a commit with a job that was not read-only
-        self._queue: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
+        self.answer_within = answer_within  # submit_async's deadline, in seconds
+        self._queue: queue.SimpleQueue[_Pending[Any] | _Group | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._groups: dict[asyncio.AbstractEventLoop, _Group] = {}  # filling, one per loop
 
     # --- running --------------------------------------------------------------------------
 
@@ -147,7 +195,10 @@ class Appender:
             except queue.Empty:
                 return
             if late is not None:
-                _settle(late.future, error=AuditUnavailable("the vault is shutting down"))
+                members = late.members if isinstance(late, _Group) else [late]
+                self._answer(
+                    [(m, None, AuditUnavailable("the vault is shutting down")) for m in members]
+                )
 
     def submit(self, job: Job[T], *, read_only: bool = False) -> Future[T]:
         """Queue ``job``; ``read_only`` promises it changes nothing but through ``ctx.insert``."""
@@ -160,6 +211,33 @@ class Appender:
             self._queue.put(pending)
         return future
 
+    def submit_async(self, job: Job[T], *, read_only: bool = False) -> asyncio.Future[T]:
+        """``submit`` for a coroutine: the result is answered on the running event loop, or
+        ``AuditUnavailable`` if no commit came within ``answer_within`` seconds."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(job, None, read_only, waiter=loop.create_future())
+        if self._thread is None:  # no background thread: run now, in this thread
+            self._commit([pending])
+        else:
+            group = self._groups.get(loop)
+            if group is None:
+                group = self._groups[loop] = _Group(loop)
+                loop.call_soon(self._hand_over, group)
+            pending.group = group
+            group.members.append(pending)
+        return pending.waiter  # type: ignore[return-value]
+
+    def _hand_over(self, group: _Group) -> None:
+        """End of the loop's turn: this turn's jobs go to the appender as one item."""
+        if self._groups.get(group.loop) is group:
+            del self._groups[group.loop]
+        if self._thread is None:  # stopped meanwhile
+            closing = AuditUnavailable("the vault is shutting down")
+            self._answer([(member, None, closing) for member in group.members])
+            return
+        group.timer = group.loop.call_later(self.answer_within, group.expire)
+        self._queue.put(group)
+
     def run(self, job: Job[T], timeout: float = 60.0) -> T:
         return self.submit(job).result(timeout)
 
@@ -168,27 +246,32 @@ class Appender:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self._batch_max:
+            live: list[_Pending[Any]] = []
+            item: _Pending[Any] | _Group | None = first
+            while item is not None:
+                # A caller that gave up before its job started is skipped; once running, a
+                # job's future can no longer be cancelled, so answering it cannot fail.
+                if isinstance(item, _Group):
+                    if item.start():
+                        live.extend(item.members)
+                elif item.future is not None and item.future.set_running_or_notify_cancel():
+                    live.append(item)
+                if len(live) >= self._batch_max:
+                    break
                 try:
-                    more = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
+                if item is None:
                     self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(more)
-            # A caller that gave up before its job started is skipped; once running, a job's
-            # future can no longer be cancelled, so answering it below cannot fail.
-            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
             if not live:
                 continue
             try:
                 self._commit(live)
             except Exception:  # never let one batch end the appender: later callers would hang
                 log.exception("appender batch failed unexpectedly")
-                for pending in live:
-                    _settle(pending.future, error=AuditUnavailable("the audit log failed"))
+                failure = AuditUnavailable("the audit log failed")
+                self._answer([(pending, None, failure) for pending in live])
 
     # --- one batch, one transaction ---------------------------------------------------------
 
@@ -220,8 +303,7 @@ class Appender:
                 "audit append failed, batch of %d refused: %s", len(batch), type(exc).__name__
             )
             failure = AuditUnavailable("the audit log cannot be written; nothing was done")
-            for pending in batch:
-                _settle(pending.future, error=failure)
+            self._answer([(pending, None, failure) for pending in batch])
             return
         if self._after_change is not None and not all(p.read_only for p in batch):
             self._after_change()
@@ -230,13 +312,23 @@ class Appender:
                 self._checkpoint_log.append([checkpoint])
             except OSError as exc:  # the database holds it; catch_up writes it at next start
                 log.error("checkpoint log %s not written: %s", self._checkpoint_log.path, exc)
-        for outcome in outcomes:
-            if outcome.error is not None:
-                _settle(outcome.pending.future, error=outcome.error)
-            elif outcome.wants_checkpoint:
-                _settle(outcome.pending.future, value=checkpoint)
-            else:
-                _settle(outcome.pending.future, value=outcome.value)
+        self._answer(
+            [(o.pending, checkpoint if o.wants_checkpoint else o.value, o.error) for o in outcomes]
+        )
+
+    @staticmethod
+    def _answer(answers: list[tuple[_Pending[Any], Any, BaseException | None]]) -> None:
+        """Threads' futures now; each event loop's waiters in one callback on that loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for pending, value, error in answers:
+            if pending.future is not None:
+                _settle(pending.future, value=value, error=error)
+            elif pending.waiter is not None:
+                loop = pending.waiter.get_loop()
+                by_loop.setdefault(loop, []).append((pending, value, error))
+        for loop, answered in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: no one waits on it
+                loop.call_soon_threadsafe(_answer_on_loop, answered)
 
     @staticmethod
     def _run_read_only(
@@ -329,13 +421,27 @@ class Appender:
         return checkpoint
 
 
-def _settle(future: Future[Any], *, value: Any = None, error: BaseException | None = None) -> None:
+def _settle(
+    future: Future[Any] | asyncio.Future[Any],
+    *,
+    value: Any = None,
+    error: BaseException | None = None,
+) -> None:
     if future.done():
         return
     if error is not None:
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+def _answer_on_loop(answered: list[tuple[_Pending[Any], Any, BaseException | None]]) -> None:
+    for pending, value, error in answered:
+        assert pending.waiter is not None
+        _settle(pending.waiter, value=value, error=error)
+        group = pending.group
+        if group is not None and group.timer is not None:
+            group.timer.cancel()  # every member of a group is answered by the same batch
 
 
 def _insert_rows(session: Session, rows: Rows) -> None:
