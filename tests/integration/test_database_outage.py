@@ -326,6 +326,8 @@ def test_postgres_stopped_mid_run(private_postgres: PrivatePostgres, tmp_path: P
             ready = api.call("GET", "/readyz")
             assert ready.status_code == 503, ready.text
             assert ready.json()["status"] == "not_ready"
+            assert ready.json()["error"] == "unavailable"
+            assert ready.json()["error_description"].startswith("not ready: database unreachable")
 
             cluster.start()
             # Back by itself: the very first request after the restart is served.

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from vault.api.deps import VaultDep
+from vault.api.errors import error_body
 from vault.ops.runtime import Vault
 
 router = APIRouter(tags=["public"])
@@ -54,8 +55,9 @@ def _ready(vault: Vault) -> dict[str, Any]:
 @router.get("/readyz")
 async def readyz(vault: VaultDep) -> JSONResponse:
     checks = await run_in_threadpool(_ready, vault)
-    ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    failing = [f"{name} {value}" for name, value in checks.items() if value != "ok"]
+    if not failing:
+        return JSONResponse({"status": "ready", "checks": checks})
+    # Not ready is an error answer: the pinned error members, and the checks beside them.
+    body = error_body("unavailable", f"not ready: {'; '.join(failing)}")
+    return JSONResponse({**body, "status": "not_ready", "checks": checks}, status_code=503)
