@@ -4,11 +4,20 @@ treats them as it treats Core's (a refused row fails its job; a broken database,
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from tests.support import PG_ADMIN, next_batch
+from vault.audit.appender import JobContext
+from vault.audit.entry import Draft
+from vault.errors import AuditUnavailable
 from vault.ops.runtime import Vault
-from vault.storage.engine import execute_many, fetch_first
+from vault.storage import audit_repo
+from vault.storage.engine import Tx, execute_many, fetch_first
 
 INSERT = "INSERT INTO vault_meta (key, value) VALUES (?, ?)"
 
@@ -47,3 +56,51 @@ def test_a_failing_read_is_sqlalchemys_error_and_shows_no_parameters(vault: Vaul
     with pytest.raises((OperationalError, ProgrammingError)) as caught, vault.db.write() as session:
         fetch_first(session, "SELECT secret FROM no_such_table WHERE x = ?", ("dv_hidden",))
     assert "dv_hidden" not in str(caught.value)
+
+
+# --- the appender's transaction for batches of read-only jobs (Database.write_driver) ---------
+
+
+def _reading(sql: str) -> Any:
+    def job(session: Tx, ctx: JobContext) -> Any:
+        ctx.record(Draft(type="test.note", actor=None, subject=None, data={"sql": sql}))
+        return fetch_first(session, sql, ())
+
+    return job
+
+
+def _head(vault: Vault) -> int:
+    with vault.db.read() as session:
+        return audit_repo.head(session).seq
+
+
+def test_a_read_only_batch_that_fails_commits_nothing_and_the_next_one_works(
+    vault: Vault,
+) -> None:
+    before = _head(vault)
+    with next_batch(vault):
+        fine = vault.appender.submit(_reading("SELECT 1"), read_only=True)
+        broken = vault.appender.submit(_reading("SELECT * FROM no_such_table"), read_only=True)
+    for future in (fine, broken):
+        with pytest.raises(AuditUnavailable):
+            future.result(30)
+    assert _head(vault) == before
+    assert tuple(vault.appender.submit(_reading("SELECT 2"), read_only=True).result(30)) == (2,)
+    assert _head(vault) == before + 1
+
+
+def test_a_held_connection_killed_between_batches_is_replaced(vault: Vault) -> None:
+    if vault.db.is_sqlite:
+        pytest.skip("a server that drops connections: PostgreSQL")
+    assert tuple(vault.appender.submit(_reading("SELECT 1"), read_only=True).result(30)) == (1,)
+    database = make_url(vault.settings.database_url).database
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()
+    assert killed is not None
+    assert killed[0] >= 1
+    # the very next batch is served, on a new connection
+    assert tuple(vault.appender.submit(_reading("SELECT 3"), read_only=True).result(30)) == (3,)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
@@ -47,7 +47,7 @@ from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
 from vault.storage import audit_repo
-from vault.storage.engine import Database, execute_many
+from vault.storage.engine import Database, Tx, execute_many
 
 log = logging.getLogger("vault.audit")
 T = TypeVar("T")
@@ -201,7 +201,9 @@ class Appender:
                 )
 
     def submit(self, job: Job[T], *, read_only: bool = False) -> Future[T]:
-        """Queue ``job``; ``read_only`` promises it changes nothing but through ``ctx.insert``."""
+        """Queue ``job``. ``read_only`` promises that it changes nothing but through
+        ``ctx.insert``, and reads only through ``engine.fetch_first``: it may then be given a
+        ``DriverTx`` instead of a ``Session``."""
         future: Future[T] = Future()
         pending = _Pending(job, future, read_only)
         if self._thread is None:  # no background thread (the CLI): run now, in this thread
@@ -278,8 +280,10 @@ class Appender:
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         outcomes: list[_Outcome] = []
         checkpoint: Checkpoint | None = None
+        read_only = all(pending.read_only for pending in batch)
         try:
-            with self._db.write() as session:
+            transaction = self._db.write_driver() if read_only else self._db.write()
+            with transaction as session:
                 now = self._clock.now()
                 drafts: Linked = []
                 memo: dict[Any, Any] = {}
@@ -288,6 +292,7 @@ class Appender:
                     if pending.read_only:
                         outcome, job_drafts = self._run_read_only(session, pending, now, memo, rows)
                     else:
+                        assert isinstance(session, Session)  # a batch with it has a session
                         _insert_rows(session, rows)
                         memo.clear()
                         outcome, job_drafts = self._run_job(session, pending, now)
@@ -305,7 +310,7 @@ class Appender:
             failure = AuditUnavailable("the audit log cannot be written; nothing was done")
             self._answer([(pending, None, failure) for pending in batch])
             return
-        if self._after_change is not None and not all(p.read_only for p in batch):
+        if self._after_change is not None and not read_only:
             self._after_change()
         if checkpoint is not None:
             try:
@@ -332,13 +337,14 @@ class Appender:
 
     @staticmethod
     def _run_read_only(
-        session: Session, pending: _Pending[Any], now: datetime, memo: dict[Any, Any], rows: Rows
+        session: Tx, pending: _Pending[Any], now: datetime, memo: dict[Any, Any], rows: Rows
     ) -> tuple[_Outcome, Linked]:
         """A job that writes nothing itself: no savepoint. A database error in it cannot be
-        contained without one, so it fails the whole batch closed."""
+        contained without one, so it fails the whole batch closed. It is given the batch's
+        ``Tx``: a ``DriverTx`` when the whole batch is read-only (``submit``)."""
         ctx = JobContext(now=now, memo=memo)
         try:
-            value = pending.job(session, ctx)
+            value = pending.job(cast(Any, session), ctx)
             linked = _with_texts([*ctx.drafts, *ctx.refusals])  # unauditable: fails the job
         except VaultError as exc:
             return _Outcome(pending, error=exc), _auditable(ctx.refusals)
@@ -386,9 +392,7 @@ class Appender:
         outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
         return outcome, linked
 
-    def _append(
-        self, session: Session, drafts: Linked, ts: str, *, forced: bool
-    ) -> Checkpoint | None:
+    def _append(self, session: Tx, drafts: Linked, ts: str, *, forced: bool) -> Checkpoint | None:
         if not drafts and not forced:
             return None
         before = audit_repo.head(session)
@@ -444,7 +448,7 @@ def _answer_on_loop(answered: list[tuple[_Pending[Any], Any, BaseException | Non
             group.timer.cancel()  # every member of a group is answered by the same batch
 
 
-def _insert_rows(session: Session, rows: Rows) -> None:
+def _insert_rows(session: Tx, rows: Rows) -> None:
     """Insert and forget ``rows``: one statement (an executemany) per table, in first-seen order.
     The rows hold plain text and integers (``execute_many``)."""
     if not rows:

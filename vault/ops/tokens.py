@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlmodel import Session
 
 from vault.audit.appender import Job, JobContext
 from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_USED, Draft
@@ -37,6 +36,7 @@ from vault.policy.delegation import DelegationPolicy, check_reason, decide, pars
 from vault.policy.scopes import ScopeTable
 from vault.redact import looks_secret
 from vault.storage import principals_repo, subjects_repo, tokens_repo
+from vault.storage.engine import Tx
 from vault.storage.tables import TokenRow
 from vault.tokens import jws
 from vault.tokens.claims import Claims, build_claims
@@ -44,13 +44,13 @@ from vault.tokens.claims import Claims, build_claims
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
 
 
-def _principal(session: Session, ctx: JobContext, principal_id: str) -> Principal | None:
+def _principal(session: Tx, ctx: JobContext, principal_id: str) -> Principal | None:
     return ctx.memoized(
         ("principal", principal_id), lambda: principals_repo.get_principal(session, principal_id)
     )
 
 
-def _subject(session: Session, ctx: JobContext, id_or_email: str) -> Subject | None:
+def _subject(session: Tx, ctx: JobContext, id_or_email: str) -> Subject | None:
     return ctx.memoized(
         ("subject", id_or_email), lambda: subjects_repo.find_subject(session, id_or_email)
     )
@@ -136,7 +136,7 @@ def issue_job(
 ) -> Job[IssuedToken]:
     raw = body if isinstance(body, dict) else {}
 
-    def job(session: Session, ctx: JobContext) -> IssuedToken:
+    def job(session: Tx, ctx: JobContext) -> IssuedToken:
         subject_id: str | None = None
         try:
             fresh = _principal(session, ctx, caller.id)
@@ -312,7 +312,7 @@ def introspect_job(
             "verifier": verifier.id,
         }
 
-    def job(session: Session, ctx: JobContext) -> dict[str, Any]:
+    def job(session: Tx, ctx: JobContext) -> dict[str, Any]:
         nonlocal refusal
         # The credential was checked before the job (perhaps from a cache): this is the check
         # that counts, under the chain lock. Nothing is recorded for a caller refused here.
@@ -379,7 +379,7 @@ def introspect_job(
 
 
 def _still_authorized(
-    session: Session, claims: Claims, ctx: JobContext, settings: Settings, scopes: ScopeTable
+    session: Tx, claims: Claims, ctx: JobContext, settings: Settings, scopes: ScopeTable
 ) -> tuple[SignedTokenError | None, str | None]:
     """Is this token still good *now*, under the chain lock? Checked at every use, so that a
     revocation, a deactivated or re-roled subject, a disabled delegator or a narrowed policy

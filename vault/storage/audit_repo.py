@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import Entry, EntryRow, entry_from_row
-from vault.storage.engine import Database, execute_many, fetch_first
+from vault.storage.engine import Database, Tx, execute_many, fetch_first
 from vault.storage.tables import AuditEntryRow, CheckpointRow
 
 AUDIT_TABLE = "audit_entries"
@@ -34,7 +34,7 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
     return Checkpoint(seq=row.seq, hash=row.hash, ts=row.ts, kid=row.kid, sig=row.sig)
 
 
-def head(session: Session) -> Head:
+def head(session: Tx) -> Head:
     row = fetch_first(session, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
     return GENESIS if row is None else Head(row[0], row[1])
 
@@ -45,7 +45,7 @@ _INSERT_ENTRY = (
 )
 
 
-def insert_entries(session: Session, entries: Sequence[Entry]) -> None:
+def insert_entries(session: Tx, entries: Sequence[Entry]) -> None:
     execute_many(
         session,
         _INSERT_ENTRY,
@@ -53,8 +53,14 @@ def insert_entries(session: Session, entries: Sequence[Entry]) -> None:
     )
 
 
-def insert_checkpoint(session: Session, checkpoint: Checkpoint) -> None:
-    session.add(CheckpointRow(**checkpoint.to_dict()))
+_INSERT_CHECKPOINT = (
+    "INSERT INTO audit_checkpoints (seq, hash, ts, kid, sig) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def insert_checkpoint(session: Tx, checkpoint: Checkpoint) -> None:
+    c = checkpoint
+    execute_many(session, _INSERT_CHECKPOINT, [(c.seq, c.hash, c.ts, c.kid, c.sig)])
 
 
 def checkpoints(session: Session) -> list[Checkpoint]:

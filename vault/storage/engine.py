@@ -14,11 +14,13 @@ Within one process a mutex serializes writers too; the appender is the usual one
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,21 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+@dataclass(frozen=True, slots=True)
+class DriverTx:
+    """A write transaction on the bare driver connection, holding the chain lock like
+    ``Database.write``. Batches of read-only jobs run in one: they need only point reads and
+    batch inserts (``fetch_first``, ``execute_many``), and the ORM session's per-transaction work
+    (pool checkout, events, its transaction objects) was most of a one-job batch's CPU."""
+
+    driver: Any  # the DBAPI connection
+    qmark: bool  # takes ``?`` placeholders (sqlite3) rather than ``%s`` (psycopg)
+    error: type[Exception]  # the driver's base error class
+
+
+Tx = Session | DriverTx  # what fetch_first and execute_many run in
+
+
 class Database:
     """One database: a read engine, a write path holding the chain lock, and its dialect."""
 
@@ -66,6 +83,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         self._mutex = threading.Lock()
         self._lock_path: Path | None = None
+        self._held: Any = None  # write_driver's connection, kept between its transactions
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database in {"", ":memory:"}:
@@ -109,6 +127,55 @@ class Database:
             yield session
 
     @contextmanager
+    def write_driver(self) -> Iterator[DriverTx]:
+        """``write`` on the driver connection itself: commits on success, rolls back on error.
+
+        The connection is kept from one such transaction to the next (the pool's checkout and
+        check-in were a tenth of a one-job batch's CPU). One that fails to begin is replaced and
+        tried once more (the pool's pre-ping would have done that), and one that saw any other
+        error is discarded, which rolls back its transaction."""
+        with self._mutex, self._file_lock():
+            tx = self._begin_driver()
+            try:
+                yield tx
+                if self.dialect == "sqlite":
+                    _run(tx, "COMMIT")
+                else:
+                    _commit(tx)
+            except BaseException:
+                self._drop_held()
+                raise
+
+    def _begin_driver(self) -> DriverTx:
+        dialect = self.write_engine.dialect
+        for retry in (False, True):
+            if self._held is None:
+                self._held = self.write_engine.raw_connection()
+            tx = DriverTx(
+                self._held.driver_connection,
+                dialect.paramstyle == "qmark",
+                dialect.loaded_dbapi.Error,
+            )
+            try:
+                if self.dialect == "sqlite":
+                    _run(tx, "BEGIN IMMEDIATE")
+                else:
+                    _run(tx, "SELECT pg_advisory_xact_lock(?)", (CHAIN_LOCK_KEY,))
+            except DBAPIError:
+                self._drop_held()
+                if retry:
+                    raise
+                continue
+            return tx
+        raise AssertionError("unreachable")
+
+    def _drop_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                held.invalidate()  # closes it: an open transaction is rolled back
+
+    @contextmanager
     def migration_lock(self) -> Iterator[Connection]:
         """A connection held by one migrator at a time, across processes."""
         with self._mutex, self._file_lock(), self.write_engine.connect() as connection:
@@ -138,12 +205,16 @@ class Database:
             os.close(fd)  # closing releases the lock
 
     def dispose(self) -> None:
+        with self._mutex:
+            if self._held is not None:
+                held, self._held = self._held, None
+                held.close()  # back to the pool, which dispose closes
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
 
 
-def fetch_first(session: Session, sql: str, params: tuple[Any, ...]) -> Any:
+def fetch_first(session: Tx, sql: str, params: tuple[Any, ...]) -> Any:
     """The first row of a constant query written with ``?`` placeholders, run by the database
     driver itself on the session's connection, inside its transaction: the hot paths' point
     reads, without the ORM's or Core's per-call work (several times the query's own cost).
@@ -160,7 +231,7 @@ def fetch_first(session: Session, sql: str, params: tuple[Any, ...]) -> Any:
         raise _as_sqlalchemy(exc, statement, params, dbapi_error) from exc
 
 
-def execute_many(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
+def execute_many(session: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
     """A constant statement with ``?`` placeholders (only plain text and integer values), once
     per row, by the driver itself, inside the session's transaction (see ``fetch_first``): the
     batch inserts of the hot paths, without Core's statement building on every batch. Driver
@@ -179,9 +250,11 @@ def execute_many(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> Non
         raise _as_sqlalchemy(exc, statement, rows, dbapi_error) from exc
 
 
-def _driver(session: Session) -> tuple[Any, bool, type[Exception]]:
+def _driver(session: Tx) -> tuple[Any, bool, type[Exception]]:
     """The session's DBAPI connection (its transaction begun), whether it takes ``?``
     placeholders, and the driver's base error class."""
+    if isinstance(session, DriverTx):
+        return session.driver, session.qmark, session.error
     session.flush()
     found = session.info.get(_DRIVER)
     if found is None:
@@ -193,6 +266,21 @@ def _driver(session: Session) -> tuple[Any, bool, type[Exception]]:
             dialect.loaded_dbapi.Error,
         )
     return found
+
+
+def _run(tx: DriverTx, sql: str, params: tuple[Any, ...] = ()) -> None:
+    statement = sql if tx.qmark else sql.replace("?", "%s")
+    try:
+        tx.driver.execute(statement, params).close()
+    except tx.error as exc:
+        raise _as_sqlalchemy(exc, statement, params, tx.error) from exc
+
+
+def _commit(tx: DriverTx) -> None:
+    try:
+        tx.driver.commit()
+    except tx.error as exc:
+        raise _as_sqlalchemy(exc, "COMMIT", (), tx.error) from exc
 
 
 def _as_sqlalchemy(exc: Exception, statement: str, params: Any, base: type[Exception]) -> Any:

@@ -8,7 +8,7 @@ from sqlmodel import Session, col, select
 
 from vault.crypto.canonical import canonical_text
 from vault.domain import Principal
-from vault.storage.engine import fetch_first
+from vault.storage.engine import Tx, fetch_first
 from vault.storage.tables import CredentialRow, PrincipalRow
 
 
@@ -37,7 +37,7 @@ def insert_principal(session: Session, principal: Principal) -> None:
     session.flush()
 
 
-def get_principal(session: Session, principal_id: str) -> Principal | None:
+def get_principal(session: Tx, principal_id: str) -> Principal | None:
     row = fetch_first(
         session,
         "SELECT id, name, roles, policy, disabled, created_at FROM principals WHERE id = ?",

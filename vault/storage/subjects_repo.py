@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from vault.domain import Subject
-from vault.storage.engine import fetch_first
+from vault.storage.engine import Tx, fetch_first
 from vault.storage.tables import SubjectRow
 
 
@@ -16,18 +16,18 @@ def _subject(row: SubjectRow) -> Subject:
 _SUBJECT_BY = "SELECT id, email, name, role, active FROM subjects WHERE "
 
 
-def _read_subject(session: Session, where: str, value: str) -> Subject | None:
+def _read_subject(session: Tx, where: str, value: str) -> Subject | None:
     row = fetch_first(session, _SUBJECT_BY + where, (value,))
     if row is None:
         return None
     return Subject(id=row[0], email=row[1], name=row[2], role=row[3], active=bool(row[4]))
 
 
-def get_subject(session: Session, subject_id: str) -> Subject | None:
+def get_subject(session: Tx, subject_id: str) -> Subject | None:
     return _read_subject(session, "id = ?", subject_id)
 
 
-def find_subject(session: Session, id_or_email: str) -> Subject | None:
+def find_subject(session: Tx, id_or_email: str) -> Subject | None:
     """By id first, then by (case-insensitive) email."""
     found = get_subject(session, id_or_email)
     if found is not None or "@" not in id_or_email:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from vault.storage.engine import fetch_first
+from vault.storage.engine import Tx, fetch_first
 from vault.storage.tables import TokenRow
 from vault.tokens.claims import Claims
 
@@ -33,7 +33,7 @@ def get_token(session: Session, jti: str) -> TokenRow | None:
     return session.get(TokenRow, jti)
 
 
-def token_state(session: Session, jti: str) -> str:
+def token_state(session: Tx, jti: str) -> str:
     """``live``, ``revoked`` or ``unknown`` (never issued here): one indexed read, no ORM."""
     found = fetch_first(session, "SELECT revoked_at FROM tokens WHERE jti = ?", (jti,))
     if found is None:
