@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +18,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.support import AsgiServer, make_settings
-from vault.api.app import create_app
+from tests.support import AsgiServer, LiveServer, make_settings
+from vault.api.app import SWITCH_INTERVAL_SECONDS, create_app
 from vault.api.hot import VaultApp
 from vault.config import Settings
 from vault.domain import DELEGATOR, VERIFIER
@@ -273,3 +274,13 @@ def test_the_two_hot_paths_never_enter_fastapi(in_process: tuple[VaultApp, Vault
     start, _answer = asyncio.run(_call(app, _scope("/v1/revoke", delegator), [body]))
     assert start["status"] == 418
     assert entered == ["/v1/revoke"]
+
+
+def test_the_server_shortens_the_gil_switch_interval_while_it_serves(tmp_path: Any) -> None:
+    settings = make_settings(tmp_path / "home", f"sqlite:///{tmp_path / 'home' / 'vault.db'}")
+    init_vault(settings)
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL_SECONDS  # CPython's default, 5 ms
+    with LiveServer(settings):
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_SECONDS
+    assert sys.getswitchinterval() == before
