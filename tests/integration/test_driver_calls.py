@@ -89,9 +89,8 @@ def test_a_read_only_batch_that_fails_commits_nothing_and_the_next_one_works(
     assert _head(vault) == before + 1
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # a server that drops them
 def test_a_held_connection_killed_between_batches_is_replaced(vault: Vault) -> None:
-    if vault.db.is_sqlite:
-        pytest.skip("a server that drops connections: PostgreSQL")
     assert tuple(vault.appender.submit(_reading("SELECT 1"), read_only=True).result(30)) == (1,)
     database = make_url(vault.settings.database_url).database
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

@@ -11,8 +11,12 @@ before it, and the read-only jobs after it see its change.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,7 +27,8 @@ from vault.domain import DELEGATOR
 from vault.errors import Forbidden
 from vault.ops import principals, revocation, subjects, tokens
 from vault.ops.runtime import Vault, open_vault
-from vault.storage import principals_repo, tokens_repo
+from vault.storage import audit_repo, principals_repo, tokens_repo
+from vault.tokens import jws
 
 
 @contextmanager
@@ -157,3 +162,59 @@ def test_a_read_only_job_sees_a_change_made_before_it_in_its_batch(vault: Vault)
         after.result(30)
     with vault.db.read() as session:
         assert tokens_repo.token_state(session, jti) == tokens_repo.REVOKED
+
+
+def test_introspections_of_one_batch_each_see_their_own_tokens_state(vault: Vault) -> None:
+    """A batch of introspections reads its tokens' states in one query (declared reads): each
+    answer is still its own token's state, live, revoked or never issued here."""
+    caller = _delegator_and_subject(vault)
+    live, revoked = (_issue(vault, caller).result(30) for _ in range(2))
+    assert vault.appender.run(revocation.revoke_job(caller, {"jti": revoked.claims.jti})) == 1
+    verifier = vault.appender.run(
+        principals.create_job(
+            name="owui",
+            roles=["verifier"],
+            policy=None,
+            actor=None,
+            known_scopes=vault.scopes.names,
+            max_ttl=vault.settings.max_ttl,
+        )
+    ).principal
+    # signed by the vault's key, but never recorded as issued (as if from a lost database)
+    claims = replace(live.claims, jti="never-issued-jti-000000")
+    unknown = jws.sign(claims, vault.keys.token_signing())
+
+    async def introspect_together() -> list[Any]:
+        waiters = []
+        for token in (live.access_token, revoked.access_token, unknown, live.access_token):
+            use = tokens.UseRequest(
+                token=token, method="GET", path="/api/v1/chats/", client_ip=None
+            )
+            now = int(vault.clock.now().timestamp())
+            found = tokens.introspect_job(
+                vault.settings,
+                vault.scopes,
+                verifier,
+                use,
+                now,
+                vault.keys.token_key,
+                vault.signatures,
+            )
+            assert found is not None
+            job, reads = found
+            assert [(name, key) for name, _load, key in reads] == [("token", token_jti(token))]
+            waiters.append(vault.appender.submit_async(job, read_only=True, reads=reads))
+        return list(await asyncio.gather(*waiters))
+
+    answers = asyncio.run(introspect_together())  # one turn of the loop: one group, one batch
+    assert [answer["active"] for answer in answers] == [True, False, False, True]
+    rejected = [
+        e.data["reason"]
+        for e in audit_repo.query_entries(vault.db, audit_repo.EntryFilter(type="token.rejected"))
+    ]
+    assert rejected == ["revoked_token", "revoked_token"]  # revoked; never issued here
+
+
+def token_jti(token: str) -> str:
+    part = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["jti"])

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from vault.audit.appender import Job
+from vault.audit.appender import Job, Read
 from vault.domain import Principal
 from vault.errors import Forbidden, InvalidRequest, RequestTooLarge
 from vault.ops.credentials import authenticate
@@ -144,14 +144,16 @@ def _encodable(text: str) -> bool:
     return True
 
 
-async def commit(vault: Vault, job: Job[T], *, read_only: bool = False) -> T:
+async def commit(
+    vault: Vault, job: Job[T], *, read_only: bool = False, reads: tuple[Read, ...] = ()
+) -> T:
     """Hand a job to the appender; resume when its commit is durable (or has failed).
 
     A commit that takes longer than a minute is answered 503 (the appender's ``answer_within``);
     if the job has not started by then it never will, otherwise whatever it commits is in the
     audit log.
     """
-    return await vault.appender.submit_async(job, read_only=read_only)
+    return await vault.appender.submit_async(job, read_only=read_only, reads=reads)
 
 
 def client_ip(request: Request) -> str | None:

@@ -92,6 +92,11 @@ class JobContext:
 
 Job = Callable[[Session, JobContext], T]
 
+# What a read-only job will read through ``ctx.memoized((name, key), ...)``, declared when it is
+# submitted: (name, a loader of many keys at once, key). A batch of read-only jobs loads each
+# name's keys with one call, so a batch of introspections reads its tokens in one round trip.
+Read = tuple[str, Callable[[Any, list[Any]], dict[Any, Any]], Any]
+
 
 @dataclass
 class _Pending(Generic[T]):
@@ -103,6 +108,7 @@ class _Pending(Generic[T]):
     read_only: bool = False
     waiter: asyncio.Future[T] | None = None
     group: _Group | None = None
+    reads: tuple[Read, ...] = ()
 
 
 _WAITING, _STARTED, _EXPIRED = range(3)
@@ -213,11 +219,14 @@ class Appender:
             self._queue.put(pending)
         return future
 
-    def submit_async(self, job: Job[T], *, read_only: bool = False) -> asyncio.Future[T]:
+    def submit_async(
+        self, job: Job[T], *, read_only: bool = False, reads: tuple[Read, ...] = ()
+    ) -> asyncio.Future[T]:
         """``submit`` for a coroutine: the result is answered on the running event loop, or
-        ``AuditUnavailable`` if no commit came within ``answer_within`` seconds."""
+        ``AuditUnavailable`` if no commit came within ``answer_within`` seconds. A read-only job
+        may declare what it will read (``Read``)."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(job, None, read_only, waiter=loop.create_future())
+        pending = _Pending(job, None, read_only, waiter=loop.create_future(), reads=reads)
         if self._thread is None:  # no background thread: run now, in this thread
             self._commit([pending])
         else:
@@ -287,6 +296,8 @@ class Appender:
                 now = self._clock.now()
                 drafts: Linked = []
                 memo: dict[Any, Any] = {}
+                if read_only:
+                    _prefetch(session, batch, memo)
                 rows: Rows = []
                 for pending in batch:
                     if pending.read_only:
@@ -446,6 +457,18 @@ def _answer_on_loop(answered: list[tuple[_Pending[Any], Any, BaseException | Non
         group = pending.group
         if group is not None and group.timer is not None:
             group.timer.cancel()  # every member of a group is answered by the same batch
+
+
+def _prefetch(session: Tx, batch: list[_Pending[Any]], memo: dict[Any, Any]) -> None:
+    """The reads the batch's jobs declared, one load per name, into the batch's memo."""
+    wanted: dict[tuple[str, Callable[[Any, list[Any]], dict[Any, Any]]], dict[Any, None]] = {}
+    for pending in batch:
+        for name, load_many, key in pending.reads:
+            wanted.setdefault((name, load_many), {})[key] = None  # each key once, in order
+    for (name, load_many), keys in wanted.items():
+        found = load_many(session, list(keys))
+        for key in keys:
+            memo[name, key] = found[key]
 
 
 def _insert_rows(session: Tx, rows: Rows) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault.audit.appender import Job, JobContext
+from vault.audit.appender import Job, JobContext, Read
 from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_USED, Draft
 from vault.config import Settings
 from vault.domain import DELEGATOR, VERIFIER, Principal, Subject
@@ -281,8 +281,9 @@ def introspect_job(
     now: int,
     token_key: Callable[[str], Ed25519PublicKey | None],
     signatures: VerifiedSignatures,
-) -> Job[dict[str, Any]] | None:
-    """The job recording this use, or ``None`` when the token is not ours at all.
+) -> tuple[Job[dict[str, Any]], tuple[Read, ...]] | None:
+    """The job recording this use and what it will read, or ``None`` when the token is not
+    ours at all.
 
     A token whose signature does not verify (forged, unknown key, malformed) gets
     ``{"active": false}`` with no audit entry: an unauthenticated party cannot fill the log.
@@ -375,7 +376,11 @@ def introspect_job(
             "subject_role": subject_role,
         }
 
-    return job
+    jti = payload.get("jti")
+    reads: tuple[Read, ...] = ()
+    if claims is not None and refusal is None and isinstance(jti, str):
+        reads = (("token", tokens_repo.token_states, jti),)
+    return job, reads
 
 
 def _still_authorized(

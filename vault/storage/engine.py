@@ -9,7 +9,10 @@ and every write transaction first takes the chain lock:
 - PostgreSQL: ``pg_advisory_xact_lock`` on one fixed key, released by COMMIT or ROLLBACK, so any
   number of vault processes and replicas on one database append to a single unforked chain.
 
-Within one process a mutex serializes writers too; the appender is the usual one.
+Within one process a mutex serializes writers too; the appender is the usual one. A write runs
+through an ORM session (``write``) or, for the appender's batches of hot-path jobs, on the driver
+connection itself (``write_driver``, with ``fetch_first`` and ``execute_many``), under the same
+locks.
 """
 
 from __future__ import annotations
@@ -225,6 +228,20 @@ def fetch_first(session: Tx, sql: str, params: tuple[Any, ...]) -> Any:
         cursor = driver.execute(statement, params)
         try:
             return cursor.fetchone()
+        finally:
+            cursor.close()
+    except dbapi_error as exc:
+        raise _as_sqlalchemy(exc, statement, params, dbapi_error) from exc
+
+
+def fetch_all(session: Tx, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Every row of a query, as ``fetch_first`` reads one."""
+    driver, qmark, dbapi_error = _driver(session)
+    statement = sql if qmark else sql.replace("?", "%s")
+    try:
+        cursor = driver.execute(statement, params)
+        try:
+            return list(cursor.fetchall())
         finally:
             cursor.close()
     except dbapi_error as exc:

@@ -82,14 +82,15 @@ async def answer_introspect(vault: Vault, call: Call) -> dict[str, Any]:
     now = int(vault.clock.now().timestamp())
     args = (vault.settings, vault.scopes, caller, use, now)
     try:  # with the keys this process holds: no I/O, so on the event loop
-        job = tokens.introspect_job(*args, vault.keys.token_key_held, vault.signatures)
+        found = tokens.introspect_job(*args, vault.keys.token_key_held, vault.signatures)
     except KeysNotHeld:  # an unknown kid, or keys due for a refresh: off the event loop
-        job = await run_in_threadpool(
+        found = await run_in_threadpool(
             tokens.introspect_job, *args, vault.keys.token_key, vault.signatures
         )
-    if job is None:
+    if found is None:
         return dict(tokens.INACTIVE)
-    return await commit(vault, job, read_only=True)
+    job, reads = found
+    return await commit(vault, job, read_only=True, reads=reads)
 
 
 @router.post("/revoke", responses=ERRORS, openapi_extra=body(RevokeBody))
