@@ -89,11 +89,13 @@ async def _chunks(receive: Receive) -> Any:
             return
 
 
+# Starlette's ``JSONResponse.render``: ``json.dumps`` with these arguments, one encoder for all.
+_RENDER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+
 async def respond(send: Send, status: int, payload: Any, headers: dict[str, str]) -> None:
     """``payload`` as JSON, rendered as Starlette's ``JSONResponse`` renders it."""
-    body = json.dumps(
-        payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+    body = _RENDER.encode(payload).encode("utf-8")
     raw = [
         (b"content-length", str(len(body)).encode("latin-1")),
         (b"content-type", b"application/json"),

@@ -11,6 +11,7 @@ Signing is too, for the same reason on the issuing side: it produces exactly the
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,14 +41,24 @@ _ACCEPTED_TYPES = {TOKEN_TYPE, "application/" + TOKEN_TYPE}
 KeyLookup = Callable[[str], Ed25519PublicKey | None]
 
 
+# ``json.dumps`` with these arguments, without building an encoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_COMPACT_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def _compact(value: dict[str, Any], *, sort_keys: bool = False) -> str:
-    text = json.dumps(value, separators=(",", ":"), sort_keys=sort_keys)
+    text = (_COMPACT_SORTED if sort_keys else _COMPACT).encode(value)
     return b64url_encode(text.encode("ascii"))  # ensure_ascii: the text is ASCII
 
 
+@functools.lru_cache(maxsize=64)
+def _header_segment(kid: str) -> str:
+    """The protected header of every token signed by ``kid``: the same bytes each time."""
+    return _compact({"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": kid}, sort_keys=True)
+
+
 def sign(claims: Claims, key: KeyPair) -> str:
-    header = _compact({"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}, sort_keys=True)
-    signing_input = f"{header}.{_compact(claims.to_payload())}"
+    signing_input = f"{_header_segment(key.kid)}.{_compact(claims.to_payload())}"
     signature = b64url_encode(key.sign(signing_input.encode("ascii")))
     return f"{signing_input}.{signature}"
 
