@@ -222,26 +222,22 @@ def fetch_first(session: Tx, sql: str, params: tuple[Any, ...]) -> Any:
     driver itself on the session's connection, inside its transaction: the hot paths' point
     reads, without the ORM's or Core's per-call work (several times the query's own cost).
     Changes the session has pending are flushed first, as an ORM query would."""
-    driver, qmark, dbapi_error = _driver(session)
-    statement = sql if qmark else sql.replace("?", "%s")
-    try:
-        cursor = driver.execute(statement, params)
-        try:
-            return cursor.fetchone()
-        finally:
-            cursor.close()
-    except dbapi_error as exc:
-        raise _as_sqlalchemy(exc, statement, params, dbapi_error) from exc
+    return _fetch(session, sql, params, every=False)
 
 
 def fetch_all(session: Tx, sql: str, params: tuple[Any, ...]) -> list[Any]:
     """Every row of a query, as ``fetch_first`` reads one."""
+    rows: list[Any] = _fetch(session, sql, params, every=True)
+    return rows
+
+
+def _fetch(session: Tx, sql: str, params: tuple[Any, ...], *, every: bool) -> Any:
     driver, qmark, dbapi_error = _driver(session)
     statement = sql if qmark else sql.replace("?", "%s")
     try:
         cursor = driver.execute(statement, params)
         try:
-            return list(cursor.fetchall())
+            return list(cursor.fetchall()) if every else cursor.fetchone()
         finally:
             cursor.close()
     except dbapi_error as exc:
