@@ -17,11 +17,12 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import add_principal
 from tests.support import postgres_database as test_database
 from vault.config import Settings, load_settings
 from vault.crypto.b64 import b64url_encode
 from vault.domain import DELEGATOR, VERIFIER
-from vault.ops import principals, subjects
+from vault.ops import subjects
 from vault.ops.runtime import open_vault
 from vault.ops.setup import init_vault
 
@@ -97,27 +98,9 @@ def make_vault(home: Path, database_url: str | None = None) -> BenchVault:
     init_vault(settings)
     vault = open_vault(settings)
     try:
-        names = vault.scopes.names
-        delegator = vault.appender.run(
-            principals.create_job(
-                name="bench-delegator",
-                roles=[DELEGATOR],
-                policy={"scopes": ["chat", "models:read"], "max_ttl_seconds": 3600},
-                actor=None,
-                known_scopes=names,
-                max_ttl=settings.max_ttl,
-            )
-        )
-        verifier = vault.appender.run(
-            principals.create_job(
-                name="bench-verifier",
-                roles=[VERIFIER],
-                policy=None,
-                actor=None,
-                known_scopes=names,
-                max_ttl=settings.max_ttl,
-            )
-        )
+        policy = {"scopes": ["chat", "models:read"], "max_ttl_seconds": 3600}
+        delegator = add_principal(vault, "bench-delegator", DELEGATOR, policy)
+        verifier = add_principal(vault, "bench-verifier", VERIFIER)
         subject = subjects.parse_subject(
             SUBJECT_ID, {"email": SUBJECT_EMAIL, "name": "Bench User", "role": "user"}
         )

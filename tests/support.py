@@ -30,6 +30,8 @@ from vault.api.app import create_app
 from vault.audit.appender import JobContext
 from vault.config import Settings, load_settings
 from vault.crypto.b64 import b64url_encode
+from vault.ops import principals
+from vault.ops.principals import NewCredential
 from vault.ops.runtime import Vault
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -372,3 +374,19 @@ def next_batch(vault: Vault) -> Iterator[None]:
     finally:
         gate.set()
         held.result(30)
+
+
+def add_principal(
+    vault: Vault, name: str, role: str, policy: dict[str, Any] | None = None
+) -> NewCredential:
+    """A new principal with one role, created through the appender as the API would."""
+    return vault.appender.run(
+        principals.create_job(
+            name=name,
+            roles=[role],
+            policy=policy,
+            actor=None,
+            known_scopes=vault.scopes.names,
+            max_ttl=vault.settings.max_ttl,
+        )
+    )

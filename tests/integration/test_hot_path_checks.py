@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Api, next_batch
+from tests.support import Api, add_principal, next_batch
 from vault.config import Settings
 from vault.domain import DELEGATOR
 from vault.errors import Forbidden
@@ -116,16 +116,7 @@ def _owner(settings: Settings) -> Any:
 
 
 def _delegator_and_subject(vault: Vault) -> Any:
-    new = vault.appender.run(
-        principals.create_job(
-            name="bot",
-            roles=[DELEGATOR],
-            policy=None,
-            actor=None,
-            known_scopes=vault.scopes.names,
-            max_ttl=vault.settings.max_ttl,
-        )
-    )
+    new = add_principal(vault, "bot", DELEGATOR)
     subject = subjects.parse_subject(
         "u-1", {"email": "u1@example.com", "name": "U", "role": "user"}
     )
@@ -170,16 +161,7 @@ def test_introspections_of_one_batch_each_see_their_own_tokens_state(vault: Vaul
     caller = _delegator_and_subject(vault)
     live, revoked = (_issue(vault, caller).result(30) for _ in range(2))
     assert vault.appender.run(revocation.revoke_job(caller, {"jti": revoked.claims.jti})) == 1
-    verifier = vault.appender.run(
-        principals.create_job(
-            name="owui",
-            roles=["verifier"],
-            policy=None,
-            actor=None,
-            known_scopes=vault.scopes.names,
-            max_ttl=vault.settings.max_ttl,
-        )
-    ).principal
+    verifier = add_principal(vault, "owui", "verifier").principal
     # signed by the vault's key, but never recorded as issued (as if from a lost database)
     claims = replace(live.claims, jti="never-issued-jti-000000")
     unknown = jws.sign(claims, vault.keys.token_signing())

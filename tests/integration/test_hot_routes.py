@@ -18,12 +18,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.support import AsgiServer, LiveServer, make_settings
+from tests.support import AsgiServer, LiveServer, add_principal, make_settings
 from vault.api.app import SWITCH_INTERVAL_SECONDS, create_app
 from vault.api.hot import VaultApp
 from vault.config import Settings
 from vault.domain import DELEGATOR, VERIFIER
-from vault.ops import principals, subjects
+from vault.ops import subjects
 from vault.ops.runtime import Vault, open_vault
 from vault.ops.setup import init_vault
 from vault.storage import audit_repo
@@ -48,24 +48,13 @@ class BothWays:
 
 
 def _setup(vault: Vault) -> tuple[str, str]:
-    def new(name: str, role: str) -> str:
-        created = vault.appender.run(
-            principals.create_job(
-                name=name,
-                roles=[role],
-                policy={"scopes": ["chat"], "max_ttl_seconds": 900} if role == DELEGATOR else None,
-                actor=None,
-                known_scopes=vault.scopes.names,
-                max_ttl=vault.settings.max_ttl,
-            )
-        )
-        return created.credential
-
     subject = subjects.parse_subject(
         "u-1", {"email": "u1@example.com", "name": "U", "role": "user"}
     )
     vault.appender.run(subjects.upsert_job(subject, actor=None))
-    return new("bot", DELEGATOR), new("owui", VERIFIER)
+    policy = {"scopes": ["chat"], "max_ttl_seconds": 900}
+    delegator = add_principal(vault, "bot", DELEGATOR, policy).credential
+    return delegator, add_principal(vault, "owui", VERIFIER).credential
 
 
 @pytest.fixture
