@@ -19,6 +19,24 @@ rows waiting are inserted before it runs, and the memo is emptied again after it
 The HTTP API submits from its event loop (``submit_async``): the jobs submitted in one turn of the
 loop reach the appender together, as one *group*, with one timer for the group's deadline, and
 each batch answers an event loop with one callback, not one per job.
+
+Once a batch of read-only jobs holds the chain lock, the read-only jobs that queued while it
+waited for the lock join it: time spent waiting becomes a bigger batch, not a longer queue.
+
+Every batch of read-only jobs reads the *state stamp* (``meta_repo``), a random value that every
+batch with a job that is not read-only replaces. What the jobs read through ``ctx.memoized(...,
+lasting=True)`` (principals, subjects, policies: state that only such jobs change) is kept for the
+next batch of read-only jobs, which uses it only if the stamp it reads is still the same.
+
+When other processes append to the same chain (more workers, or replicas on one PostgreSQL), the
+lock is what they share, so a read-only batch is first *prepared* without it: its jobs run on a
+read transaction, after reading the state stamp. Under the lock, the prepared batch is committed
+as it is only if the stamp is unchanged (nothing the jobs read has changed: read-only jobs only
+insert tokens, which no job reads before their issuance has committed and been answered) and
+every job's decision still holds at the batch's time (``JobContext.holds_until``); otherwise its
+jobs run again under the lock, as they would have without it. Either way, what is committed is
+what the jobs decide on the state the commit is made on. A job may therefore run twice: it must
+change nothing outside its context.
 """
 
 from __future__ import annotations
@@ -27,8 +45,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -46,10 +66,12 @@ from vault.clock import Clock, format_ts
 from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
-from vault.storage import audit_repo
+from vault.storage import audit_repo, meta_repo
 from vault.storage.engine import Database, Tx, execute_many
 
 log = logging.getLogger("vault.audit")
+SHARED_FOR_SECONDS = 2.0  # how long one sign of another writer keeps batches prepared first
+KEPT_MAX = 10_000  # lasting reads kept from one batch to the next, at most
 T = TypeVar("T")
 
 
@@ -63,13 +85,25 @@ class JobContext:
     refusals: list[Draft] = field(default_factory=list)
     inserts: list[tuple[type[SQLModel], dict[str, Any]]] = field(default_factory=list)
     wants_checkpoint: bool = False
+    valid_before: float = math.inf
+    lasting: set[Any] = field(default_factory=set)  # memo keys that outlast the batch
 
-    def memoized(self, key: Any, load: Callable[[], T]) -> T:
-        """``load()``, read at most once per batch while no job changes state (see above)."""
+    def holds_until(self, moment: float) -> None:
+        """The job's decision depends on the time (e.g. a token not yet expired): it may be
+        recorded only before ``moment`` (seconds since the epoch), else it is made again."""
+        self.valid_before = min(self.valid_before, moment)
+
+    def memoized(self, key: Any, load: Callable[[], T], *, lasting: bool = False) -> T:
+        """``load()``, read at most once per batch while no job changes state (see above).
+
+        ``lasting``: what ``load`` reads is changed only by jobs that are not read-only, so the
+        value is kept for later batches of read-only jobs, as long as the state stamp holds."""
         try:
             value: T = self.memo[key]
         except KeyError:
             value = self.memo[key] = load()
+        if lasting:
+            self.lasting.add(key)
         return value
 
     def insert(self, table: type[SQLModel], row: dict[str, Any]) -> None:
@@ -155,6 +189,36 @@ class _Outcome:
     value: Any = None
     error: BaseException | None = None
     wants_checkpoint: bool = False
+    valid_before: float = math.inf  # JobContext.valid_before
+
+
+@dataclass
+class _Reads:
+    """What a batch's jobs read (``JobContext.memoized``), on the state whose stamp is
+    ``stamp``; ``lasting``: the keys that may serve later batches while that stamp holds."""
+
+    stamp: str | None
+    values: dict[Any, Any] = field(default_factory=dict)
+    lasting: set[Any] = field(default_factory=set)
+
+
+@dataclass
+class _Prepared:
+    """A read-only batch run on a snapshot (``reads.stamp``)."""
+
+    reads: _Reads
+    outcomes: list[_Outcome]
+    drafts: Linked
+    rows: Rows
+
+    def holds(self, stamp: str | None, now: datetime) -> bool:
+        """Under the chain lock, where the stamp is ``stamp``: may this be committed as it is?
+        Only if no batch that could change state committed since (the stamp is the same) and
+        every job's decision still holds at ``now``, the time its entries will carry."""
+        moment = now.timestamp()
+        return stamp == self.reads.stamp and all(
+            moment < outcome.valid_before for outcome in self.outcomes
+        )
 
 
 class Appender:
@@ -169,6 +233,7 @@ class Appender:
         batch_max: int = 256,
         after_change: Callable[[], None] | None = None,
         answer_within: float = 60.0,
+        prepare_first: bool | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -178,9 +243,16 @@ class Appender:
         self._batch_max = batch_max
         self._after_change = after_change  # run after a commit with a job that was not read-only
         self.answer_within = answer_within  # submit_async's deadline, in seconds
+        # Prepare read-only batches before taking the chain lock: always (True), never (False),
+        # or (None) while another writer shares the chain (``_note_head``).
+        self._prepare_first = prepare_first
+        self._last_seq: int | None = None  # the head this appender's last commit left
+        self._shared_until = -math.inf  # time.monotonic() until which to prepare first
         self._queue: queue.SimpleQueue[_Pending[Any] | _Group | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._groups: dict[asyncio.AbstractEventLoop, _Group] = {}  # filling, one per loop
+        self._carry: _Pending[Any] | _Group | None = None  # the next batch's first item
+        self._kept: _Reads | None = None  # lasting reads of the last read-only batch
 
     # --- running --------------------------------------------------------------------------
 
@@ -254,19 +326,14 @@ class Appender:
 
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._carry or self._queue.get()
+            self._carry = None
             if first is None:
                 return
             live: list[_Pending[Any]] = []
             item: _Pending[Any] | _Group | None = first
             while item is not None:
-                # A caller that gave up before its job started is skipped; once running, a
-                # job's future can no longer be cancelled, so answering it cannot fail.
-                if isinstance(item, _Group):
-                    if item.start():
-                        live.extend(item.members)
-                elif item.future is not None and item.future.set_running_or_notify_cancel():
-                    live.append(item)
+                self._take(item, live)
                 if len(live) >= self._batch_max:
                     break
                 try:
@@ -284,35 +351,75 @@ class Appender:
                 failure = AuditUnavailable("the audit log failed")
                 self._answer([(pending, None, failure) for pending in live])
 
+    @staticmethod
+    def _take(item: _Pending[Any] | _Group, live: list[_Pending[Any]]) -> None:
+        """Add ``item``'s jobs to ``live``. A caller that gave up before its job started is
+        skipped; once running, a job's future can no longer be cancelled, so answering it
+        cannot fail."""
+        if isinstance(item, _Group):
+            if item.start():
+                live.extend(item.members)
+        elif item.future is not None and item.future.set_running_or_notify_cancel():
+            live.append(item)
+
+    def _take_read_only(self, batch: list[_Pending[Any]]) -> list[_Pending[Any]]:
+        """With the chain lock held: add the read-only jobs that queued meanwhile to ``batch``,
+        and return them.
+
+        Waiting for the lock (another process held it) is time in which more jobs arrive; taken
+        now, they share this commit instead of waiting for the next one. The first job that is
+        not read-only is kept for the next batch (``_carry``), so the queue's order holds.
+        """
+        taken: list[_Pending[Any]] = []
+        if self._thread is None or threading.current_thread() is not self._thread:
+            return taken  # run in the caller's thread (no appender thread): nothing queued
+        while len(batch) + len(taken) < self._batch_max and self._carry is None:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # finish this batch, then stop
+                break
+            members = item.members if isinstance(item, _Group) else [item]
+            if not all(member.read_only for member in members):
+                self._carry = item
+                break
+            self._take(item, taken)
+        batch.extend(taken)
+        return taken
+
     # --- one batch, one transaction ---------------------------------------------------------
 
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         outcomes: list[_Outcome] = []
         checkpoint: Checkpoint | None = None
         read_only = all(pending.read_only for pending in batch)
+        appended: tuple[int, int] | None = None
+        reads: _Reads | None = None
+        prepared = self._prepare(batch) if read_only and self.preparing else None
         try:
             transaction = self._db.write_driver() if read_only else self._db.write()
             with transaction as session:
                 now = self._clock.now()
                 drafts: Linked = []
-                memo: dict[Any, Any] = {}
-                if read_only:
-                    _prefetch(session, batch, memo)
                 rows: Rows = []
-                for pending in batch:
-                    if pending.read_only:
-                        outcome, job_drafts = self._run_read_only(session, pending, now, memo, rows)
+                if read_only:
+                    stamp = meta_repo.state_stamp(session)
+                    taken = self._take_read_only(batch)  # now part of the batch, too
+                    if prepared is not None and prepared.holds(stamp, now):
+                        outcomes, drafts, rows = prepared.outcomes, prepared.drafts, prepared.rows
+                        reads, rest = prepared.reads, taken
                     else:
-                        assert isinstance(session, Session)  # a batch with it has a session
-                        _insert_rows(session, rows)
-                        memo.clear()
-                        outcome, job_drafts = self._run_job(session, pending, now)
-                        memo.clear()
-                    outcomes.append(outcome)
-                    drafts.extend(job_drafts)
+                        reads, rest = self._reads_on(stamp), batch
+                    self._run_read_only_jobs(session, rest, now, reads, outcomes, drafts, rows)
+                else:
+                    assert isinstance(session, Session)  # write() gives a session
+                    meta_repo.restamp(session)  # what read-only jobs read may change now
+                    self._run_mixed_jobs(session, batch, now, outcomes, drafts)
                 _insert_rows(session, rows)
                 forced = any(outcome.wants_checkpoint for outcome in outcomes)
-                checkpoint = self._append(session, drafts, format_ts(now), forced=forced)
+                checkpoint, appended = self._append(session, drafts, format_ts(now), forced=forced)
         except Exception as exc:
             # The transaction is gone: nothing of this batch exists. Fail every caller closed.
             log.error(
@@ -321,6 +428,9 @@ class Appender:
             failure = AuditUnavailable("the audit log cannot be written; nothing was done")
             self._answer([(pending, None, failure) for pending in batch])
             return
+        if appended is not None:
+            self._note_head(*appended)
+        self._keep(reads)
         if self._after_change is not None and not read_only:
             self._after_change()
         if checkpoint is not None:
@@ -331,6 +441,78 @@ class Appender:
         self._answer(
             [(o.pending, checkpoint if o.wants_checkpoint else o.value, o.error) for o in outcomes]
         )
+
+    def _prepare(self, batch: list[_Pending[Any]]) -> _Prepared | None:
+        """Run a read-only batch's jobs on a snapshot, without the chain lock (see the module's
+        docstring); ``None`` if the database failed, and the batch then runs under the lock."""
+        outcomes: list[_Outcome] = []
+        drafts: Linked = []
+        rows: Rows = []
+        try:
+            with self._db.read_driver() as tx:
+                reads = self._reads_on(meta_repo.state_stamp(tx))  # first: a change replaces it
+                now = self._clock.now()
+                self._run_read_only_jobs(tx, batch, now, reads, outcomes, drafts, rows)
+        except SQLAlchemyError:
+            return None
+        return _Prepared(reads, outcomes, drafts, rows)
+
+    def _reads_on(self, stamp: str | None) -> _Reads:
+        """A batch's reads: the last read-only batch's lasting ones if the stamp is the same."""
+        kept = self._kept
+        if kept is None or kept.stamp != stamp:
+            return _Reads(stamp)
+        return _Reads(stamp, dict(kept.values), set(kept.lasting))
+
+    def _keep(self, reads: _Reads | None) -> None:
+        """After a commit: keep the lasting reads of a read-only batch (``None``: any other)."""
+        if reads is None:
+            self._kept = None
+            return
+        values = {key: reads.values[key] for key in reads.lasting if key in reads.values}
+        self._kept = _Reads(reads.stamp, values, set(values)) if len(values) <= KEPT_MAX else None
+
+    def _run_read_only_jobs(
+        self,
+        tx: Tx,
+        jobs: list[_Pending[Any]],
+        now: datetime,
+        reads: _Reads,
+        outcomes: list[_Outcome],
+        drafts: Linked,
+        rows: Rows,
+    ) -> None:
+        if not jobs:
+            return
+        _prefetch(tx, jobs, reads.values)
+        for pending in jobs:
+            outcome, job_drafts = self._run_read_only(tx, pending, now, reads, rows)
+            outcomes.append(outcome)
+            drafts.extend(job_drafts)
+
+    def _run_mixed_jobs(
+        self,
+        session: Session,
+        jobs: list[_Pending[Any]],
+        now: datetime,
+        outcomes: list[_Outcome],
+        drafts: Linked,
+    ) -> None:
+        """A batch with jobs that change state: the memo is emptied, and the rows waiting are
+        inserted, around each of those."""
+        reads = _Reads(None)
+        rows: Rows = []
+        for pending in jobs:
+            if pending.read_only:
+                outcome, job_drafts = self._run_read_only(session, pending, now, reads, rows)
+            else:
+                _insert_rows(session, rows)
+                reads.values.clear()
+                outcome, job_drafts = self._run_job(session, pending, now)
+                reads.values.clear()
+            outcomes.append(outcome)
+            drafts.extend(job_drafts)
+        _insert_rows(session, rows)
 
     @staticmethod
     def _answer(answers: list[tuple[_Pending[Any], Any, BaseException | None]]) -> None:
@@ -348,12 +530,12 @@ class Appender:
 
     @staticmethod
     def _run_read_only(
-        session: Tx, pending: _Pending[Any], now: datetime, memo: dict[Any, Any], rows: Rows
+        session: Tx, pending: _Pending[Any], now: datetime, reads: _Reads, rows: Rows
     ) -> tuple[_Outcome, Linked]:
         """A job that writes nothing itself: no savepoint. A database error in it cannot be
         contained without one, so it fails the whole batch closed. It is given the batch's
         ``Tx``: a ``DriverTx`` when the whole batch is read-only (``submit``)."""
-        ctx = JobContext(now=now, memo=memo)
+        ctx = JobContext(now=now, memo=reads.values, lasting=reads.lasting)
         try:
             value = pending.job(cast(Any, session), ctx)
             linked = _with_texts([*ctx.drafts, *ctx.refusals])  # unauditable: fails the job
@@ -367,7 +549,12 @@ class Appender:
             log.exception("audit job failed")
             return _Outcome(pending, error=exc), []
         rows.extend(ctx.inserts)
-        outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
+        outcome = _Outcome(
+            pending,
+            value=value,
+            wants_checkpoint=ctx.wants_checkpoint,
+            valid_before=ctx.valid_before,
+        )
         return outcome, linked
 
     @staticmethod
@@ -403,9 +590,33 @@ class Appender:
         outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
         return outcome, linked
 
-    def _append(self, session: Tx, drafts: Linked, ts: str, *, forced: bool) -> Checkpoint | None:
+    @property
+    def preparing(self) -> bool:
+        """Whether a read-only batch is prepared before taking the chain lock, now."""
+        if self._prepare_first is None:
+            return time.monotonic() < self._shared_until
+        return self._prepare_first
+
+    def idle(self) -> bool:
+        """Nothing is queued (a batch may still be running)."""
+        return self._carry is None and self._queue.empty()
+
+    def _note_head(self, before: int, after: int) -> None:
+        """After a commit that appended ``before`` < seq <= ``after``: if the chain had moved
+        since this appender's previous commit, another process appends to it too, and the
+        lock is shared; for a while, read-only batches are prepared before taking it. One
+        writer alone gains nothing by that (it would only add a read transaction per batch)."""
+        if self._last_seq is not None and before != self._last_seq:
+            self._shared_until = time.monotonic() + SHARED_FOR_SECONDS
+        self._last_seq = after
+
+    def _append(
+        self, session: Tx, drafts: Linked, ts: str, *, forced: bool
+    ) -> tuple[Checkpoint | None, tuple[int, int] | None]:
+        """Link and insert ``drafts`` (and a checkpoint when one is due); the checkpoint, and
+        the seqs before and after."""
         if not drafts and not forced:
-            return None
+            return None, None
         before = audit_repo.head(session)
         entries = link(before, [d for d, _ in drafts], ts, texts=[t for _, t in drafts])
         after = Head(entries[-1].seq, entries[-1].hash) if entries else before
@@ -416,7 +627,7 @@ class Appender:
             entries.append(marker)
             audit_repo.insert_checkpoint(session, checkpoint)
         audit_repo.insert_entries(session, entries)
-        return checkpoint
+        return checkpoint, (before.seq, entries[-1].seq if entries else before.seq)
 
     def _checkpoint(self, head: Head, ts: str) -> tuple[Checkpoint, Entry]:
         checkpoint = make_checkpoint(head, ts, self._audit_key())

@@ -46,13 +46,17 @@ TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
 
 def _principal(session: Tx, ctx: JobContext, principal_id: str) -> Principal | None:
     return ctx.memoized(
-        ("principal", principal_id), lambda: principals_repo.get_principal(session, principal_id)
+        ("principal", principal_id),
+        lambda: principals_repo.get_principal(session, principal_id),
+        lasting=True,
     )
 
 
 def _subject(session: Tx, ctx: JobContext, id_or_email: str) -> Subject | None:
     return ctx.memoized(
-        ("subject", id_or_email), lambda: subjects_repo.find_subject(session, id_or_email)
+        ("subject", id_or_email),
+        lambda: subjects_repo.find_subject(session, id_or_email),
+        lasting=True,
     )
 
 
@@ -64,6 +68,7 @@ def _policy(
         lambda: parse_policy(
             delegator.policy, known_scopes=scopes.names, vault_max_ttl=settings.max_ttl, stored=True
         ),
+        lasting=True,
     )
 
 
@@ -314,17 +319,19 @@ def introspect_job(
         }
 
     def job(session: Tx, ctx: JobContext) -> dict[str, Any]:
-        nonlocal refusal
         # The credential was checked before the job (perhaps from a cache): this is the check
-        # that counts, under the chain lock. Nothing is recorded for a caller refused here.
+        # that counts, on the state the batch commits with. Nothing is recorded for a caller
+        # refused here. The job may run twice (the appender's prepare), so it changes nothing
+        # outside ``ctx``.
         current = _principal(session, ctx, verifier.id)
         if current is None or current.disabled or not current.has(VERIFIER):
             raise Unauthenticated("a valid credential is required")
         jti = payload.get("jti") if isinstance(payload.get("jti"), str) else None
         subject_role: str | None = None
-        if claims is not None and refusal is None:
-            refusal, subject_role = _still_authorized(session, claims, ctx, settings, scopes)
-        if refusal is not None or claims is None:
+        refused = refusal
+        if claims is not None and refused is None:
+            refused, subject_role = _still_authorized(session, claims, ctx, settings, scopes)
+        if refused is not None or claims is None:
             sub = payload.get("sub") if isinstance(payload.get("sub"), str) else None
             act = payload.get("act")
             actor = (
@@ -339,7 +346,7 @@ def introspect_job(
                     subject=sub,
                     data={
                         "jti": jti,
-                        "reason": refusal.code if refusal else "invalid_token",
+                        "reason": refused.code if refused else "invalid_token",
                         "token_sha256": token_digest(use.token),
                         **where(),
                     },
@@ -386,13 +393,15 @@ def introspect_job(
 def _still_authorized(
     session: Tx, claims: Claims, ctx: JobContext, settings: Settings, scopes: ScopeTable
 ) -> tuple[SignedTokenError | None, str | None]:
-    """Is this token still good *now*, under the chain lock? Checked at every use, so that a
-    revocation, a deactivated or re-roled subject, a disabled delegator or a narrowed policy
-    takes effect on the next request, not when the token expires. Returns the refusal (or
-    None) and the subject's role as authorized (the middleware holds the app to it)."""
-    now = int(ctx.now.timestamp())
-    if now >= claims.exp + settings.leeway_seconds:
+    """Is this token still good *now*, on the state the batch commits with? Checked at every
+    use, so that a revocation, a deactivated or re-roled subject, a disabled delegator or a
+    narrowed policy takes effect on the next request, not when the token expires. Returns the
+    refusal (or None) and the subject's role as authorized (the middleware holds the app to
+    it)."""
+    expires = claims.exp + settings.leeway_seconds
+    if int(ctx.now.timestamp()) >= expires:
         return ExpiredToken("token has expired"), None  # expired while its use was queued
+    ctx.holds_until(expires)  # an allowed use must be recorded before it expires
     state = ctx.memoized(
         ("token", claims.jti), lambda: tokens_repo.token_state(session, claims.jti)
     )
@@ -403,7 +412,9 @@ def _still_authorized(
     if delegator is None or delegator.disabled or not delegator.has(DELEGATOR):
         return RevokedToken("the delegator is disabled"), None
     subject = ctx.memoized(
-        ("subject-id", claims.sub), lambda: subjects_repo.get_subject(session, claims.sub)
+        ("subject-id", claims.sub),
+        lambda: subjects_repo.get_subject(session, claims.sub),
+        lasting=True,
     )
     if subject is None:
         return RevokedToken("the subject is gone"), None

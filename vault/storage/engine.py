@@ -12,7 +12,8 @@ and every write transaction first takes the chain lock:
 Within one process a mutex serializes writers too; the appender is the usual one. A write runs
 through an ORM session (``write``) or, for the appender's batches of hot-path jobs, on the driver
 connection itself (``write_driver``, with ``fetch_first`` and ``execute_many``), under the same
-locks.
+locks. The appender prepares such batches on a read transaction of the same kind
+(``read_driver``) when other processes share the chain lock.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Database:
         self._mutex = threading.Lock()
         self._lock_path: Path | None = None
         self._held: Any = None  # write_driver's connection, kept between its transactions
+        self._held_read: Any = None  # read_driver's, likewise
+        self._read_mutex = threading.Lock()
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database in {"", ":memory:"}:
@@ -147,6 +150,34 @@ class Database:
                     _commit(tx)
             except BaseException:
                 self._drop_held()
+                raise
+
+    @contextmanager
+    def read_driver(self) -> Iterator[DriverTx]:
+        """A read transaction on a driver connection of the read engine, without the chain lock:
+        the appender's first look at a batch (``Appender``). Its connection is kept between
+        transactions like ``write_driver``'s, and dropped after any error. On SQLite it is one
+        snapshot; on PostgreSQL (read committed) each statement sees what was committed when it
+        began, so a reader that needs one state reads a stamp first (``meta_repo``)."""
+        with self._read_mutex:
+            try:
+                if self._held_read is None:
+                    self._held_read = self.read_engine.raw_connection()
+                dialect = self.read_engine.dialect
+                tx = DriverTx(
+                    self._held_read.driver_connection,
+                    dialect.paramstyle == "qmark",
+                    dialect.loaded_dbapi.Error,
+                )
+                if self.dialect == "sqlite":
+                    _run(tx, "BEGIN")
+                yield tx
+                _rollback(tx)
+            except BaseException:
+                held, self._held_read = self._held_read, None
+                if held is not None:
+                    with contextlib.suppress(Exception):
+                        held.invalidate()
                 raise
 
     def _begin_driver(self) -> DriverTx:
@@ -212,6 +243,10 @@ class Database:
             if self._held is not None:
                 held, self._held = self._held, None
                 held.close()  # back to the pool, which dispose closes
+        with self._read_mutex:
+            if self._held_read is not None:
+                held, self._held_read = self._held_read, None
+                held.close()
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
@@ -294,6 +329,13 @@ def _commit(tx: DriverTx) -> None:
         tx.driver.commit()
     except tx.error as exc:
         raise _as_sqlalchemy(exc, "COMMIT", (), tx.error) from exc
+
+
+def _rollback(tx: DriverTx) -> None:
+    try:
+        tx.driver.rollback()
+    except tx.error as exc:
+        raise _as_sqlalchemy(exc, "ROLLBACK", (), tx.error) from exc
 
 
 def _as_sqlalchemy(exc: Exception, statement: str, params: Any, base: type[Exception]) -> Any:

@@ -1,9 +1,12 @@
-"""Small facts about this vault (initialized when, the master-key check value)."""
+"""Small facts about this vault (initialized when, the master-key check value, the state stamp)."""
 
 from __future__ import annotations
 
+import secrets
+
 from sqlmodel import Session
 
+from vault.storage.engine import Tx, execute_many, fetch_first
 from vault.storage.tables import MetaRow
 
 INITIALIZED_AT = "initialized_at"
@@ -18,3 +21,25 @@ def get_meta(session: Session, key: str) -> str | None:
 def set_meta(session: Session, key: str, value: str) -> None:
     session.merge(MetaRow(key=key, value=value))
     session.flush()
+
+
+# A random value replaced by every batch that runs a job which is not read-only (the appender),
+# that is, by every transaction that may change what the read-only jobs read: a batch of those
+# prepared outside the chain lock is committed as prepared only if the stamp it read first is
+# still the stamp under the lock. Migration 0002 adds its row, so that a process of an earlier
+# release, which would change state without replacing it, refuses the database.
+STATE_STAMP = "state_stamp"
+_READ_STAMP = "SELECT value FROM vault_meta WHERE key = ?"
+_NEW_STAMP = (
+    "INSERT INTO vault_meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+def state_stamp(tx: Tx) -> str | None:
+    row = fetch_first(tx, _READ_STAMP, (STATE_STAMP,))
+    return None if row is None else str(row[0])
+
+
+def restamp(tx: Tx) -> None:
+    execute_many(tx, _NEW_STAMP, [(STATE_STAMP, secrets.token_hex(16))])
