@@ -1,13 +1,16 @@
-"""``dvault serve``: check the vault opens (migrate, master key, keys), then run uvicorn."""
+"""``dvault serve``: check the vault opens (migrate, master key, keys), then run uvicorn: in
+this process for one worker, else under ``vault.cli.workers`` (a listening socket per worker)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from typing import Any
 
 import uvicorn
 
+from vault.cli import workers
 from vault.cli.admin import cmd_init
 from vault.cli.output import CliError, note
 from vault.config import Settings
@@ -41,19 +44,27 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     logging.getLogger("vault").setLevel(logging.INFO)
     forwarded = os.environ.get("VAULT_FORWARDED_ALLOW_IPS", "")
     note(f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s))")
-    uvicorn.run(
-        "vault.api.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="info",
+    options: dict[str, Any] = {
+        "app": "vault.api.app:app_from_env",
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "info",
         # X-Forwarded-For is believed only from the proxies named in VAULT_FORWARDED_ALLOW_IPS
         # (none by default): otherwise any local process could forge the audited client_ip.
-        proxy_headers=bool(forwarded),
-        forwarded_allow_ips=forwarded or None,
-        server_header=False,
-    )
-    return 0
+        "proxy_headers": bool(forwarded),
+        "forwarded_allow_ips": forwarded or None,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(**options)
+        return 0
+    try:
+        workers.check_free(settings.host, settings.port)
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+    return workers.Supervisor(options, settings.workers).run()
