@@ -141,3 +141,19 @@ def test_a_port_already_in_use_is_one_clear_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_restart_on_the_same_port_is_not_refused(tmp_path: Path) -> None:
+    """Stopping with a keep-alive connection open leaves the server's side of it in TIME_WAIT;
+    the port check must not take that for a listener."""
+    env = cli_env(tmp_path / "home")
+    _ok(dvault(env, "init"))
+    port = free_port()
+    with ServedVault(env, "--workers", "2", port=port) as vault:
+        wait_for_workers(vault, 2)
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+    idle.close()
+    with ServedVault(env, "--workers", "2", port=port) as again:
+        assert httpx.get(f"{again.url}/healthz", timeout=10).status_code == 200

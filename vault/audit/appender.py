@@ -336,12 +336,7 @@ class Appender:
                 self._take(item, live)
                 if len(live) >= self._batch_max:
                     break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # finish this batch, then stop
+                item = self._next_queued()
             if not live:
                 continue
             try:
@@ -350,6 +345,17 @@ class Appender:
                 log.exception("appender batch failed unexpectedly")
                 failure = AuditUnavailable("the audit log failed")
                 self._answer([(pending, None, failure) for pending in live])
+
+    def _next_queued(self) -> _Pending[Any] | _Group | None:
+        """The next item waiting, or ``None`` if there is none or it is the stop sentinel, which
+        goes back to the queue: the batch in hand finishes first."""
+        try:
+            item = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is None:
+            self._queue.put(None)
+        return item
 
     @staticmethod
     def _take(item: _Pending[Any] | _Group, live: list[_Pending[Any]]) -> None:
@@ -374,12 +380,8 @@ class Appender:
         if self._thread is None or threading.current_thread() is not self._thread:
             return taken  # run in the caller's thread (no appender thread): nothing queued
         while len(batch) + len(taken) < self._batch_max and self._carry is None:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+            item = self._next_queued()
             if item is None:
-                self._queue.put(None)  # finish this batch, then stop
                 break
             members = item.members if isinstance(item, _Group) else [item]
             if not all(member.read_only for member in members):

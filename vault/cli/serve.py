@@ -67,4 +67,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
-    return workers.Supervisor(options, settings.workers).run()
+    if workers.Supervisor(options, settings.workers).run() != 0:
+        raise CliError("a worker could not start (its error is above); stopped")
+    return 0

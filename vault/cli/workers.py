@@ -6,8 +6,9 @@ connections opened at once went 16/0, 15/1 and 2/14 between two workers, so one 
 nearly everything and a second one added nothing. Here each worker binds its own socket with
 ``SO_REUSEPORT`` and the kernel spreads new connections across them by a hash of their addresses.
 
-Before starting the workers, the parent binds the address once *without* ``SO_REUSEPORT`` (and
-lets it go): if anything already listens there, including another vault, that fails with a clear
+Before starting the workers, the parent binds the address once *without* ``SO_REUSEPORT`` and
+lets it go (with ``SO_REUSEADDR`` only, so that a restart is not refused for connections in
+TIME_WAIT): if anything already listens there, another vault included, that fails with a clear
 error instead of the two silently sharing the port.
 
 The parent starts the workers (spawned, not forked), passes SIGINT and SIGTERM on to them and
@@ -39,8 +40,10 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def check_free(host: str, port: int) -> None:
-    """Raise ``OSError`` if something already holds ``host:port``."""
+    """Raise ``OSError`` if something already listens on ``host:port``. ``SO_REUSEADDR`` (as
+    uvicorn sets it) lets the connections of a server just stopped, in TIME_WAIT, pass."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
 
 
