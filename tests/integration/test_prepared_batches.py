@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
-from tests.support import MovableClock, add_principal
+from tests.support import PG_ADMIN, MovableClock, add_principal
 from vault.audit.appender import Appender, JobContext
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
@@ -294,3 +296,39 @@ def test_lasting_reads_serve_later_batches_while_the_stamp_holds(
         one.run(lambda _s, ctx: ctx.record(note(here=True)))  # so does one here
         assert one.submit(job, read_only=True).result(30) == (3, 5)
         assert one.submit(job, read_only=True).result(30) == (3, 6)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # a server that drops them
+def test_a_prepare_whose_connection_was_killed_runs_under_the_lock_instead(
+    vault: Vault, settings: Settings
+) -> None:
+    """The read connection kept for preparing fails at its next use: that batch runs under the
+    lock as it would have without preparing (nothing fails), and the next one is prepared again,
+    on a new connection."""
+    bot = add_principal(vault, "bot", DELEGATOR).principal
+    with appender(vault, prepare_first=True) as prepared, other_writer(settings) as other:
+        warm = Held(bot.id)
+        warm.gate.set()
+        assert prepared.submit(warm, read_only=True).result(30) is False
+        database = make_url(vault.settings.database_url).database
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            ).fetchone()
+        assert killed is not None
+        assert killed[0] >= 1
+        after = Held(bot.id)
+        after.gate.set()
+        assert prepared.submit(after, read_only=True).result(30) is False
+        assert after.runs == 1  # the prepare failed before the job; it ran under the lock
+        # Prepared again: held in its first run, it does not hold the lock, so another writer
+        # commits meanwhile (with the lock held, this would wait until the test timed out).
+        again = Held(bot.id)
+        result = prepared.submit(again, read_only=True)
+        assert again.started.wait(30)
+        other.appender.run(principals.disable_job(bot.id, actor=None), timeout=30)
+        again.gate.set()
+        assert result.result(30) is True
+        assert again.runs == 2
