@@ -65,7 +65,7 @@ def run(*, tmp: Path, quick: bool) -> list[Row]:
         owui.start()
         try:
             owui.wait_ready()
-            return _measure(bench, vault_server.url, owui.url, rounds=5 if quick else 10)
+            return _measure(bench, vault_server.url, owui.url, rounds=5 if quick else 30)
         finally:
             owui.stop()
 

@@ -133,6 +133,7 @@ class StandInOpenWebUI:
     seen: list[Seen] = field(default_factory=list)
     lifespan: list[str] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_request: Callable[[], None] | None = None  # called as an HTTP request enters the app
 
     def add_user(self, user_id: str) -> None:
         self.stamps[user_id] = secrets.token_hex(8)
@@ -215,6 +216,8 @@ class StandInOpenWebUI:
         await send({"type": "websocket.close", "code": 1000})
 
     async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.on_request is not None:
+            self.on_request()
         while (await receive()).get("more_body", False):
             pass
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
@@ -706,6 +709,19 @@ def _revoked_token_is_refused_on_the_next_request(stack: Stack, overlap: bool) -
     assert stack.keys.lookups == 1  # the seen cache answered; the vault still said no
     rejected = [e for e in stack.api.entries(type="token.rejected") if e["data"]["jti"] == jti]
     assert [e["data"]["reason"] for e in rejected] == ["revoked_token"]
+
+
+def test_an_overlapped_request_asks_the_vault_before_the_app_starts(stack: Stack) -> None:
+    """The introspection is on its way before the app's first instruction, so the vault's work
+    overlaps all of the app's. (Started only when the app first waited, it overlapped the app's
+    database phase instead, where Open WebUI already keeps two threads busy: on the real Open
+    WebUI, delegation went from 1.21-1.27x the session JWT to 1.05-1.12x with this.)"""
+    token = stack.issue()
+    before = stack.vault_calls.count(INTROSPECT_PATH)
+    asked: list[int] = []
+    stack.app.on_request = lambda: asked.append(stack.vault_calls.count(INTROSPECT_PATH) - before)
+    assert stack.call("GET", "/api/models", token).status_code == 200
+    assert asked == [1]
 
 
 def test_unknown_user_is_401(stack: Stack) -> None:

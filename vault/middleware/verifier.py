@@ -219,6 +219,10 @@ class DelegationMiddleware:
         out only once the vault has said yes and the app's user is the one it authorized
         (raises ``_Refusal`` otherwise, with nothing of the app's answer sent)."""
         verdict = asyncio.ensure_future(self._introspected(token, claims, scope))
+        # Let it send its request now: the vault's work then overlaps all of the app's, not only
+        # what follows the app's first wait (its database phase, where Open WebUI already keeps
+        # two threads busy on two cores).
+        await asyncio.sleep(0)
         try:
             native = await self.mapper.native_token(claims.sub, not_after=claims.exp, checked=False)
         except UnknownUser as exc:
