@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 import uvicorn
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from vault.api.app import create_app
@@ -71,6 +72,20 @@ def make_settings(home: Path, database_url: str, **env: str) -> Settings:
         **env,
     }
     return load_settings(values)
+
+
+def kill_connections(database_url: str) -> int:
+    """Terminate every connection to the PostgreSQL database of ``database_url`` (but this
+    one), as a server restart or an administrator would; how many there were."""
+    database = make_url(database_url).database
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
 
 
 def free_port() -> int:

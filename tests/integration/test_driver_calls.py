@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from tests.support import PG_ADMIN, next_batch
+from tests.support import kill_connections, next_batch
 from vault.audit.appender import JobContext
 from vault.audit.entry import Draft
 from vault.errors import AuditUnavailable
@@ -92,14 +90,6 @@ def test_a_read_only_batch_that_fails_commits_nothing_and_the_next_one_works(
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # a server that drops them
 def test_a_held_connection_killed_between_batches_is_replaced(vault: Vault) -> None:
     assert tuple(vault.appender.submit(_reading("SELECT 1"), read_only=True).result(30)) == (1,)
-    database = make_url(vault.settings.database_url).database
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        killed = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchone()
-    assert killed is not None
-    assert killed[0] >= 1
+    assert kill_connections(vault.settings.database_url) >= 1
     # the very next batch is served, on a new connection
     assert tuple(vault.appender.submit(_reading("SELECT 3"), read_only=True).result(30)) == (3,)

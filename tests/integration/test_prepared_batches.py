@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.support import PG_ADMIN, MovableClock, add_principal
+from tests.support import MovableClock, add_principal, kill_connections
 from vault.audit.appender import Appender, JobContext
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
@@ -310,15 +308,7 @@ def test_a_prepare_whose_connection_was_killed_runs_under_the_lock_instead(
         warm = Held(bot.id)
         warm.gate.set()
         assert prepared.submit(warm, read_only=True).result(30) is False
-        database = make_url(vault.settings.database_url).database
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (database,),
-            ).fetchone()
-        assert killed is not None
-        assert killed[0] >= 1
+        assert kill_connections(vault.settings.database_url) >= 1
         after = Held(bot.id)
         after.gate.set()
         assert prepared.submit(after, read_only=True).result(30) is False
