@@ -49,7 +49,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,7 +86,8 @@ class JobContext:
     inserts: list[tuple[type[SQLModel], dict[str, Any]]] = field(default_factory=list)
     wants_checkpoint: bool = False
     valid_before: float = math.inf
-    lasting: set[Any] = field(default_factory=set)  # memo keys that outlast the batch
+    kept: Mapping[Any, Any] = field(default_factory=dict)  # earlier batches' lasting reads
+    lasting: set[Any] = field(default_factory=set)  # keys this batch read to last
 
     def holds_until(self, moment: float) -> None:
         """The job's decision depends on the time (e.g. a token not yet expired): it may be
@@ -99,11 +100,17 @@ class JobContext:
         ``lasting``: what ``load`` reads is changed only by jobs that are not read-only, so the
         value is kept for later batches of read-only jobs, as long as the state stamp holds."""
         try:
-            value: T = self.memo[key]
+            found: T = self.memo[key]
+            return found
         except KeyError:
-            value = self.memo[key] = load()
-        if lasting:
-            self.lasting.add(key)
+            pass
+        if lasting and key in self.kept:
+            value: T = self.kept[key]
+        else:
+            value = load()
+            if lasting:
+                self.lasting.add(key)
+        self.memo[key] = value
         return value
 
     def insert(self, table: type[SQLModel], row: dict[str, Any]) -> None:
@@ -194,10 +201,13 @@ class _Outcome:
 
 @dataclass
 class _Reads:
-    """What a batch's jobs read (``JobContext.memoized``), on the state whose stamp is
-    ``stamp``; ``lasting``: the keys that may serve later batches while that stamp holds."""
+    """What a batch's jobs read (``JobContext.memoized``) on the state whose stamp is ``stamp``:
+    ``values`` (this batch's), ``kept`` (earlier batches' lasting reads on the same stamp: only
+    read during the batch, added to after its commit) and ``lasting``, the keys this batch read
+    that may serve later batches while the stamp holds."""
 
     stamp: str | None
+    kept: dict[Any, Any] = field(default_factory=dict)
     values: dict[Any, Any] = field(default_factory=dict)
     lasting: set[Any] = field(default_factory=set)
 
@@ -252,7 +262,9 @@ class Appender:
         self._thread: threading.Thread | None = None
         self._groups: dict[asyncio.AbstractEventLoop, _Group] = {}  # filling, one per loop
         self._carry: _Pending[Any] | _Group | None = None  # the next batch's first item
-        self._kept: _Reads | None = None  # lasting reads of the last read-only batch
+        # Lasting reads of earlier read-only batches, valid while the stamp is ``_kept_stamp``.
+        self._kept: dict[Any, Any] = {}
+        self._kept_stamp: str | None = None
 
     # --- running --------------------------------------------------------------------------
 
@@ -460,19 +472,21 @@ class Appender:
         return _Prepared(reads, outcomes, drafts, rows)
 
     def _reads_on(self, stamp: str | None) -> _Reads:
-        """A batch's reads: the last read-only batch's lasting ones if the stamp is the same."""
-        kept = self._kept
-        if kept is None or kept.stamp != stamp:
-            return _Reads(stamp)
-        return _Reads(stamp, dict(kept.values), set(kept.lasting))
+        """A batch's reads, starting from the kept lasting ones if the stamp is theirs."""
+        if stamp != self._kept_stamp:
+            self._kept, self._kept_stamp = {}, stamp
+        return _Reads(stamp, self._kept)
 
     def _keep(self, reads: _Reads | None) -> None:
-        """After a commit: keep the lasting reads of a read-only batch (``None``: any other)."""
-        if reads is None:
-            self._kept = None
+        """After a commit: keep the lasting reads of a read-only batch; forget every lasting
+        read after any other (``None``). Only this batch's new keys are added, not a copy."""
+        if reads is None or reads.stamp != self._kept_stamp:
+            self._kept, self._kept_stamp = {}, None
             return
-        values = {key: reads.values[key] for key in reads.lasting if key in reads.values}
-        self._kept = _Reads(reads.stamp, values, set(values)) if len(values) <= KEPT_MAX else None
+        if len(self._kept) + len(reads.lasting) > KEPT_MAX:
+            self._kept.clear()
+        for key in reads.lasting:
+            self._kept[key] = reads.values[key]
 
     def _run_read_only_jobs(
         self,
@@ -502,7 +516,7 @@ class Appender:
     ) -> None:
         """A batch with jobs that change state: the memo is emptied, and the rows waiting are
         inserted, around each of those."""
-        reads = _Reads(None)
+        reads = _Reads(None)  # nothing kept: these jobs may change what it would hold
         rows: Rows = []
         for pending in jobs:
             if pending.read_only:
@@ -537,7 +551,7 @@ class Appender:
         """A job that writes nothing itself: no savepoint. A database error in it cannot be
         contained without one, so it fails the whole batch closed. It is given the batch's
         ``Tx``: a ``DriverTx`` when the whole batch is read-only (``submit``)."""
-        ctx = JobContext(now=now, memo=reads.values, lasting=reads.lasting)
+        ctx = JobContext(now=now, memo=reads.values, kept=reads.kept, lasting=reads.lasting)
         try:
             value = pending.job(cast(Any, session), ctx)
             linked = _with_texts([*ctx.drafts, *ctx.refusals])  # unauditable: fails the job
