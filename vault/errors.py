@@ -213,6 +213,17 @@ class MalformedExport(AuditError):
         self.reason = reason
 
 
+class CorruptEntry(AuditError):
+    """A stored entry cannot be read as an entry at all (a value of the wrong type)."""
+
+    code = "corrupt_entry"
+
+    def __init__(self, seq: object, reason: str) -> None:
+        super().__init__(f"entry seq {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
 # --- availability ------------------------------------------------------------------------------
 
 

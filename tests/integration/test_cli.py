@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -387,6 +388,38 @@ def test_audit_verify_export_and_tail(env: dict[str, str], tmp_path: Path) -> No
     tampered.write_text("\n".join(tampered_lines) + "\n")
     bad = dvault(env, "audit", "verify", "--file", str(tampered), "--jwks", str(audit_keys))
     one_line_error(bad, 1, "verification failed", f"seq {target['seq']}")
+
+
+def test_a_hand_edited_sqlite_file_gets_one_line_errors_not_a_traceback(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SQLite keeps a blob or a number in a text column if it is given one: a file edited by hand
+    (its append-only triggers dropped) must make verify fail at that entry, and export refuse,
+    each with one line, and leave the file as it found it."""
+    init(sqlite_env)
+    ok(dvault(sqlite_env, "principals", "create", "bot", "--role", "delegator"))
+    database = home_of(sqlite_env) / "vault.db"
+    conn = sqlite3.connect(database)
+    try:
+        conn.execute("DROP TRIGGER audit_entries_no_update")
+        conn.execute("UPDATE audit_entries SET actor = x'41' WHERE seq = 3")
+        conn.commit()
+    finally:
+        conn.close()
+    before = database.read_bytes()
+
+    verify = dvault(sqlite_env, "audit", "verify")
+    one_line_error(verify, 1, "verification failed at seq 3", "wrong type")
+    report = json.loads(dvault(sqlite_env, "audit", "verify", "--json").stdout)
+    assert report["ok"] is False
+    assert report["first_error"]["seq"] == 3
+    assert report["entries"] == 2
+
+    export = dvault(sqlite_env, "audit", "export", "--out", str(tmp_path / "export.jsonl"))
+    one_line_error(export, 1, "entry seq 3", "wrong type")
+    tail = dvault(sqlite_env, "audit", "tail")
+    one_line_error(tail, 1, "entry seq 3")
+    assert database.read_bytes() == before
 
 
 # --- usage errors ------------------------------------------------------------------------------

@@ -12,7 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vault.audit.chain import GENESIS, ChainWalker, Head, check_entry, link, verify_chain
+from vault.audit.chain import (
+    GENESIS,
+    NOT_TEXT,
+    ChainWalker,
+    Head,
+    check_entry,
+    link,
+    verify_chain,
+)
 from vault.audit.entry import GENESIS_HASH, Draft, Entry, entry_hash
 from vault.clock import format_ts
 from vault.errors import ChainBroken, CheckpointMismatch
@@ -372,6 +380,56 @@ def test_lone_surrogate_is_a_broken_chain_not_a_crash():
     exc = broken(entries)
     assert type(exc) is ChainBroken
     assert exc.seq == 2
+
+
+# A hand-edited SQLite file can hold a number or a blob in any column (its types are affinities):
+# what the rows of such a file can hold, member by member.
+WRONG_TYPES = [
+    ("ts", 12345),
+    ("ts", b"2026-11-27T17:00:04.000004Z"),
+    ("type", b"token.used"),
+    ("actor", b"p4"),
+    ("actor", 4),
+    ("subject", b"s"),
+    ("data_json", b'{"i":4}'),
+    ("data_json", 4),
+    ("prev", b"00"),
+    ("seq", "4"),
+    ("seq", 4.0),
+    ("seq", b"4"),
+    ("seq", True),
+]
+
+
+def feed_all(walker: ChainWalker, rows: list[Any]) -> None:
+    for row in rows:
+        walker.feed_row(row)
+
+
+@pytest.mark.parametrize(("member", "value"), WRONG_TYPES)
+def test_a_stored_value_of_the_wrong_type_is_a_broken_chain_not_a_crash(member, value):
+    rows = [entry.as_row() for entry in make_chain(6)]
+    index = ("seq", "ts", "type", "actor", "subject", "data_json", "prev", "hash").index(member)
+    row = list(rows[3])
+    row[index] = value
+    rows[3] = tuple(row)
+    walker = ChainWalker()
+    with pytest.raises(ChainBroken) as info:
+        feed_all(walker, rows)
+    assert info.value.seq == 4
+    assert walker.count == 3
+    if member not in ("seq", "prev"):  # those two fail their own checks first
+        assert info.value.reason == NOT_TEXT
+
+
+@pytest.mark.parametrize("value", [b"ab" * 32, 7, None])
+def test_a_hash_of_the_wrong_type_is_not_a_hash(value):
+    rows = [entry.as_row() for entry in make_chain(3)]
+    rows[1] = (*rows[1][:7], value)
+    walker = ChainWalker()
+    with pytest.raises(ChainBroken) as info:
+        feed_all(walker, rows)
+    assert (info.value.seq, info.value.reason) == (2, "hash is not 64 lowercase hex digits")
 
 
 def test_wrong_start_head_is_caught_at_the_first_entry():

@@ -79,6 +79,8 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
     seq, ts, kind, actor, subject, data_json, prev, digest = row
     expected = head_seq + 1
     if seq != expected:
+        if type(seq) is not int:  # SQLite keeps any value in any column it was given
+            raise ChainBroken(expected, "seq is not an integer")
         if seq <= head_seq:
             raise ChainBroken(expected, f"seq {seq} appears where {expected} should be")
         raise ChainBroken(expected, f"entry missing: the log jumps from {head_seq} to {seq}")
@@ -88,11 +90,13 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
         computed: str | None = sha256(
             canonical_entry(seq, ts, kind, actor, subject, data_json, prev)
         ).hexdigest()
-    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes, so no hash
+    except (UnicodeEncodeError, TypeError):  # a lone surrogate has no UTF-8 bytes; not text
         computed = None
     if computed != digest:
-        if not _HEX64.fullmatch(digest):
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise ChainBroken(seq, "hash is not 64 lowercase hex digits")
+        if not_text(row):
+            raise ChainBroken(seq, NOT_TEXT)
         if computed is None:
             raise ChainBroken(seq, "entry holds text that is not valid Unicode")
         raise ChainBroken(seq, "hash does not match the entry's contents")
@@ -103,6 +107,21 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
             parse_ts(ts)
         except ValueError:
             raise ChainBroken(seq, "ts is not a canonical UTC timestamp") from None
+
+
+NOT_TEXT = "entry holds a value of the wrong type (the database was changed outside the vault)"
+
+
+def not_text(row: EntryRow) -> bool:
+    """Whether a stored row holds a value of a type no entry has: SQLite keeps a number or a
+    blob in a text column if it is given one, and only a hand-edited database holds one."""
+    seq, ts, kind, actor, subject, data_json, prev, digest = row
+    texts = (ts, kind, data_json, prev, digest)
+    return (
+        type(seq) is not int
+        or not all(isinstance(value, str) for value in texts)
+        or not all(value is None or isinstance(value, str) for value in (actor, subject))
+    )
 
 
 class ChainWalker:

@@ -15,6 +15,7 @@ from json.encoder import encode_basestring
 from typing import Any, TypeAlias
 
 from vault.crypto.canonical import canonical_text
+from vault.errors import CorruptEntry
 
 GENESIS_HASH = "0" * 64
 ENTRY_MEMBERS = frozenset({"seq", "ts", "type", "actor", "subject", "data", "prev", "hash"})
@@ -86,13 +87,22 @@ def entry_bytes(
 
 def entry_line(row: EntryRow) -> str:
     """One export line: the canonical JSON of the whole entry (``hash`` included), with ``data``
-    exactly as stored (it is canonical JSON text already)."""
+    exactly as stored (it is canonical JSON text already). ``CorruptEntry`` for a row holding a
+    value no entry has (a number or a blob where text belongs: a hand-edited SQLite file), which
+    no line could show as it is stored."""
     seq, ts, type, actor, subject, data_json, prev, digest = row
-    return (
-        f'{{"actor":{_str(actor)},"data":{data_json},"hash":{_str(digest)},'
-        f'"prev":{_str(prev)},"seq":{seq},"subject":{_str(subject)},'
-        f'"ts":{_str(ts)},"type":{_str(type)}}}'
-    )
+    try:
+        if data_json.__class__ is not str or seq.__class__ is not int:
+            raise TypeError
+        return (
+            f'{{"actor":{_str(actor)},"data":{data_json},"hash":{_str(digest)},'
+            f'"prev":{_str(prev)},"seq":{seq},"subject":{_str(subject)},'
+            f'"ts":{_str(ts)},"type":{_str(type)}}}'
+        )
+    except TypeError:
+        raise CorruptEntry(
+            seq, "it holds a value of the wrong type; the database was changed outside the vault"
+        ) from None
 
 
 def entry_hash(**members: Any) -> str:
