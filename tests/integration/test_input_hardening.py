@@ -84,6 +84,8 @@ def test_names_that_look_like_secrets_never_reach_the_audit_log(api: Api) -> Non
     for method, path, body in [
         ("POST", "/v1/principals", {"name": f"copy of {credential}", "roles": ["auditor"]}),
         ("PUT", "/v1/subjects/u-9", {"email": "u9@example.com", "name": credential}),
+        ("PUT", f"/v1/subjects/{credential}", {"email": "u10@example.com"}),
+        ("PUT", f"/v1/subjects/id-{credential}", {"email": "u11@example.com"}),
     ]:
         refused = api.call(method, path, api.owner, json=body)
         assert refused.status_code == 400, refused.text

@@ -362,6 +362,7 @@ def test_oversized_token_is_refused_even_when_signed(setup: Setup, vault_key: An
         b'{"token": 5}',
         b'{"token": "a.b.c", "method": 5}',
         b'{"token": "a.b.c", "path": ["x"]}',
+        b'{"token": "a.b.c", "method": "GET", "path": "/api/models", "extra": 1}',
     ],
 )
 def test_bad_introspection_request_is_400(setup: Setup, content: bytes) -> None:
@@ -377,3 +378,44 @@ def test_bad_introspection_request_is_400(setup: Setup, content: bytes) -> None:
     assert set(r.json()) == {"error", "error_description"}
     assert r.json()["error"] == "invalid_request"
     assert setup.head() == before
+
+
+# --- what the verifier says of the request is audited, never a secret in it ---------------------
+
+
+def test_a_secret_in_the_request_never_reaches_the_log(setup: Setup) -> None:
+    """SPEC §7: no entry ever contains a token or a credential. A credential or a token inside
+    the path (or the method, or the client address) the verifier reports is replaced in the
+    ``token.used`` and ``token.rejected`` entries; the scope is still decided on the real path,
+    and the log still verifies with its semantics."""
+    issued = setup.issue(scope="models:read")
+    token = issued["access_token"]
+    secrets_in = [setup.delegator, setup.api.owner, token, "sk-" + "a1" * 12]
+    path = f"/api/models/{secrets_in[0]}?key={secrets_in[1]}&t={secrets_in[2]}"
+    r = setup.introspect(token, "GET", path, client_ip=secrets_in[3])
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] is True
+    (used,) = setup.api.entries(type="token.used")
+    assert used["data"]["path"] == "/api/models/[redacted]?key=[redacted]&t=[redacted]"
+    assert used["data"]["client_ip"] == "[redacted]"
+    assert used["data"]["outcome"] == "allowed"
+
+    # Outside the scope: refused, recorded as such, still without the secret.
+    r = setup.introspect(token, "DELETE", f"/api/v1/users/{setup.verifier}")
+    assert r.json()["active"] is True
+    denied = setup.api.entries(type="token.used")[-1]
+    assert denied["data"]["outcome"] == "denied_scope"
+    assert denied["data"]["path"] == "/api/v1/users/[redacted]"
+
+    # A rejected use (revoked) is recorded without it too.
+    revoked = setup.api.call("POST", "/v1/revoke", setup.delegator, json={"jti": issued["jti"]})
+    assert revoked.status_code == 200, revoked.text
+    assert setup.introspect(token, "GET", path).json() == {"active": False}
+    (rejected,) = setup.api.entries(type="token.rejected")
+    assert rejected["data"]["path"] == used["data"]["path"]
+
+    log = json.dumps(setup.api.entries())
+    for secret in [*secrets_in, setup.verifier]:
+        assert secret not in log
+    verified = setup.api.call("GET", "/v1/audit/verify", setup.api.owner).json()
+    assert verified["ok"] is True, verified

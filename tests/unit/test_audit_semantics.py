@@ -282,6 +282,24 @@ def test_scope_is_not_checked_without_method_or_path(method: str | None, path: s
     assert check(entries) == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/models/[redacted]"),
+        ("GET", "/x?key=[redacted]"),
+        ("[redacted]", "/api/models"),
+    ],
+)
+def test_scope_is_not_checked_where_the_vault_took_a_secret_out(method: str, path: str) -> None:
+    """The vault replaces a secret in a reported request with ``[redacted]`` (a credential in a
+    path must not reach the log); what was decided on the real path cannot be checked again."""
+    entries = build([(0, issued("j1", scope="chat")), (1, used("j1", method=method, path=path))])
+    assert check(entries) == []
+    plain = {"method": method.replace("[redacted]", "GET"), "path": path.replace("[redacted]", "x")}
+    entries = build([(0, issued("j1", scope="chat")), (1, used("j1", **plain))])
+    assert only(check(entries)).rule == semantics.USED_OUTSIDE_SCOPE
+
+
 def test_the_scope_table_is_a_parameter() -> None:
     table = ScopeTable({"chat": (Rule.parse("GET /only/this"),)})
     entries = build(

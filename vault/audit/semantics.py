@@ -35,6 +35,7 @@ from vault.audit.tokenbook import Token, TokenBook
 from vault.clock import parse_ts
 from vault.crypto.canonical import parse_json
 from vault.policy.scopes import ScopeTable, default_table
+from vault.redact import PLACEHOLDER
 
 DEFAULT_LEEWAY_SECONDS = 30
 DEFAULT_LIMIT = 100
@@ -103,6 +104,10 @@ class SemanticChecker:
         self._disabled: dict[str, int] = {}  # principal id -> seq of its principal.disabled
         self._found: list[Violation] = []
         self.total = 0  # every violation, including those beyond ``limit``
+
+    def blank(self) -> SemanticChecker:
+        """A new checker with this one's settings that has seen nothing."""
+        return SemanticChecker(scopes=self._scopes, leeway_seconds=self._leeway, limit=self._limit)
 
     @property
     def known_tokens(self) -> int:
@@ -230,6 +235,8 @@ class SemanticChecker:
         if not isinstance(method, str) or not isinstance(path, str):
             self._flag(seq, MALFORMED, "token.used method and path must be strings or null")
             return
+        if PLACEHOLDER in path or PLACEHOLDER in method:
+            return  # a secret was taken out of the request: its scope cannot be checked here
         if not self._allowed_by_scope(token.scope, method, path):
             self._flag(
                 seq,

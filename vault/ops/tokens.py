@@ -34,7 +34,7 @@ from vault.errors import (
 from vault.ops.keyring import KeyManager
 from vault.policy.delegation import DelegationPolicy, check_reason, decide, parse_policy
 from vault.policy.scopes import ScopeTable
-from vault.redact import looks_secret
+from vault.redact import looks_secret, redact_secrets
 from vault.storage import principals_repo, subjects_repo, tokens_repo
 from vault.storage.engine import Tx
 from vault.storage.tables import TokenRow
@@ -222,9 +222,15 @@ class UseRequest:
     client_ip: str | None
 
 
+USE_REQUEST_MEMBERS = frozenset({"token", "method", "path", "client_ip"})
+
+
 def parse_use_request(body: Any) -> UseRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
+    extra = sorted(set(body) - USE_REQUEST_MEMBERS)
+    if extra:
+        raise InvalidRequest(f"unknown member(s): {', '.join(extra)}")
     token = body.get("token")
     if not isinstance(token, str) or not token:
         raise InvalidRequest("token is required")
@@ -235,6 +241,12 @@ def parse_use_request(body: Any) -> UseRequest:
             raise InvalidRequest(f"{name} must be a string")
         fields[name] = value
     return UseRequest(token=token, **fields)
+
+
+def _unsecret(value: str | None) -> str | None:
+    """``value`` as the log may hold it: whatever in it looks like a credential or a token is
+    replaced by ``[redacted]`` (the semantic checks then leave its scope unchecked)."""
+    return value if value is None or not looks_secret(value) else redact_secrets(value)
 
 
 def token_digest(token: str) -> str:
@@ -311,10 +323,12 @@ def introspect_job(
         refusal = exc
 
     def where() -> dict[str, Any]:
+        # What the verifier says of the request goes into the log: never a secret in it (a
+        # credential or a token in a path). The scope is decided on the request as it was.
         return {
-            "method": use.method,
-            "path": use.path,
-            "client_ip": use.client_ip,
+            "method": _unsecret(use.method),
+            "path": _unsecret(use.path),
+            "client_ip": _unsecret(use.client_ip),
             "verifier": verifier.id,
         }
 
