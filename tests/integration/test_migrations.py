@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.support import make_settings
+from vault.errors import ConfigError
 from vault.ops.audit import verify_database
 from vault.ops.setup import init_vault
 from vault.storage import migrate
@@ -197,3 +198,16 @@ def test_concurrent_upgrades_migrate_once(database_url: str) -> None:
     finally:
         check.dispose()
     assert_append_only(database_url)
+
+
+def test_a_database_from_a_newer_release_is_refused_in_one_line(db: Database) -> None:
+    """A revision this release does not know (a newer release upgraded the database): a clear
+    error, not Alembic's traceback, and the database is left as it was."""
+    migrate.upgrade(db)
+    with db.write_engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    before = tables(db.url)
+    with pytest.raises(ConfigError, match=r"schema revision '0099'.*newer release"):
+        migrate.upgrade(db)
+    assert migrate.current_revision(db) == "0099"
+    assert tables(db.url) == before

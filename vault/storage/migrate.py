@@ -9,7 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
+from vault.errors import ConfigError
 from vault.storage.engine import Database
 
 
@@ -41,5 +43,14 @@ def _run(db: Database, action: Callable[[Config], None]) -> None:
     config = _config()
     with db.migration_lock() as connection:
         config.attributes["connection"] = connection
-        action(config)
+        try:
+            action(config)
+        except CommandError:
+            # Alembic cannot place the database's revision: nothing was run. Most likely a newer
+            # release upgraded it; an older one must not touch it.
+            stored = MigrationContext.configure(connection).get_current_revision()
+            raise ConfigError(
+                f"the database is at schema revision {stored!r}, which this release of dvault "
+                "does not know (was it upgraded by a newer release?); nothing was changed"
+            ) from None
         connection.commit()
