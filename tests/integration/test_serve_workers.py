@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import ServedVault, cli_env, dvault, free_port
 
@@ -130,17 +131,28 @@ def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
     assert vault.live_group() == []
 
 
-def test_a_port_already_in_use_is_one_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_already_in_use_is_one_clear_error(tmp_path: Path, workers: str) -> None:
     env = cli_env(tmp_path / "home")
     _ok(dvault(env, "init"))
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        done = dvault(env, "serve", "--port", str(port), "--workers", "2")
-    assert done.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
-    assert "Traceback" not in done.stderr
+        done = dvault(env, "serve", "--port", str(port), "--workers", workers)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"dvault: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_a_host_that_does_not_resolve_is_one_clear_error(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "home")
+    _ok(dvault(env, "init"))
+    done = dvault(env, "serve", "--host", "no-such-host.invalid", "--port", str(free_port()))
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("dvault: error: cannot listen on no-such-host.invalid:"), line
 
 
 def test_a_restart_on_the_same_port_is_not_refused(tmp_path: Path) -> None:

@@ -43,7 +43,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["VAULT_HOME"] = str(settings.home)
     logging.getLogger("vault").setLevel(logging.INFO)
     forwarded = os.environ.get("VAULT_FORWARDED_ALLOW_IPS", "")
-    note(f"serving on http://{settings.host}:{settings.port} ({settings.workers} worker(s))")
     options: dict[str, Any] = {
         "app": "vault.api.app:app_from_env",
         "factory": True,
@@ -59,7 +58,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         "server_header": False,
     }
     if settings.workers == 1:
-        uvicorn.run(**options)
+        _serve_here(options)
         return 0
     try:
         workers.check_free(settings.host, settings.port)
@@ -67,6 +66,29 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
+    _serving(settings.host, settings.port, settings.workers)
     if workers.Supervisor(options, settings.workers).run() != 0:
         raise CliError("a worker could not start (its error is above); stopped")
     return 0
+
+
+def _serve_here(options: dict[str, Any]) -> None:
+    """One worker, in this process: bind first, so that a port in use or a host that does not
+    resolve is one clear line (uvicorn would log it and exit 3), then uvicorn on that socket."""
+    config = uvicorn.Config(**options)
+    try:
+        sock = workers.listening_socket(config.host, config.port, shared=False)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    _serving(config.host, config.port, 1)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise CliError("the server could not start (its error is above)")
+
+
+def _serving(host: str, port: int, count: int) -> None:
+    note(f"serving on http://{host}:{port} ({count} worker(s))")
