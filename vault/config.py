@@ -15,6 +15,7 @@ from vault.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
+DEFAULT_ISSUER = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # SPEC §2: it does not follow --port
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +101,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         master_key=env.get("VAULT_MASTER_KEY") or None,
         master_key_file=master_key_file,
-        issuer=env.get("VAULT_ISSUER") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+        issuer=env.get("VAULT_ISSUER") or DEFAULT_ISSUER,
         audience=env.get("VAULT_AUDIENCE") or "open-webui",
         default_ttl=default_ttl,
         max_ttl=max_ttl,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from vault.config import env_bool
+from vault.config import DEFAULT_ISSUER, env_bool
 from vault.errors import ConfigError
 from vault.middleware import DelegationMiddleware, VerifierConfig
 from vault.policy.scopes import load_table
@@ -30,7 +30,8 @@ def verifier_config(env: Mapping[str, str]) -> VerifierConfig:
     return VerifierConfig(
         vault_url=vault_url,
         credential=env["VAULT_VERIFIER_CREDENTIAL"],
-        issuer=env.get("VAULT_ISSUER") or vault_url,
+        # The vault's own default, whatever address it is reached at (SPEC §2).
+        issuer=env.get("VAULT_ISSUER") or DEFAULT_ISSUER,
         audience=env.get("VAULT_AUDIENCE") or "open-webui",
         overlap_safe_methods=env_bool(env, "VAULT_OVERLAP_SAFE_METHODS", True),
     )
