@@ -564,6 +564,29 @@ def test_forged_token_with_our_kid_is_401_and_leaves_no_audit_entry(stack: Stack
     assert stack.mapper.minted == []
 
 
+@pytest.mark.parametrize("alg", ["EdDSA", "RS256", "none"])
+def test_another_issuers_at_jwt_passes_through_untouched(stack: Stack, alg: str) -> None:
+    """SPEC §8: a delegation token is ``typ=at+jwt`` *from this issuer*; another issuer's
+    access token is the app's to judge (the stand-in refuses it, as Open WebUI would), and the
+    middleware neither refuses it nor asks the vault."""
+    header_, payload = segments(stack.issue())
+    theirs = {**payload, "iss": "https://login.example.com", "sub": "u-2"}
+    key = Ed25519PrivateKey.generate()
+    token = sign_ed25519({**header_, "alg": alg, "kid": thumbprint(key.public_key())}, theirs, key)
+    calls = len(stack.vault_calls)
+
+    r = stack.call("GET", "/api/models", token)
+
+    assert r.status_code == 401, r.text
+    assert r.json() == {"detail": "Not authenticated"}  # the app's own answer
+    assert stack.app.seen[-1].user is None
+    assert (b"authorization", f"Bearer {token}".encode()) in stack.app.seen[-1].headers
+    assert len(stack.vault_calls) == calls
+    # The same token naming this vault as its issuer is judged here, and refused here.
+    ours = sign_ed25519({**header_, "kid": thumbprint(key.public_key())}, payload, key)
+    assert_refused(stack.call("GET", "/api/models", ours), 401, "unknown_key")
+
+
 def _alg_none(token: str, jwks: dict[str, Any]) -> str:
     header_, payload = segments(token)
     return f"{encode({**header_, 'alg': 'none'})}.{encode(payload)}."

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from vault.crypto.b64 import b64url_decode
 from vault.errors import TokenError, UnknownKey, VaultError
 from vault.middleware.remote_keys import RemoteKeySet
 from vault.middleware.seen import SeenTokens
@@ -145,6 +146,20 @@ def is_delegation_token(token: str) -> bool:
     return delegation_header(token) is not None
 
 
+def names_another_issuer(token: str, issuer: str) -> bool:
+    """Routing only: whether the token's unverified payload names an ``iss`` other than
+    ``issuer``. Such a token is another issuer's ``at+jwt``, not a delegation token of this
+    vault, and passes through to the app untouched (SPEC §8), which trusts it no more than any
+    other bearer token it did not issue. A payload that cannot be read, or has no ``iss``, is
+    not said to be another's: verification refuses it."""
+    try:
+        payload = json.loads(b64url_decode(token.split(".")[1]))
+    except (ValueError, IndexError, RecursionError):
+        return False
+    iss = payload.get("iss") if isinstance(payload, dict) else None
+    return isinstance(iss, str) and iss != issuer
+
+
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
     headers = [
@@ -190,6 +205,8 @@ class DelegationMiddleware:
         # A token seen (and verified) before is ours: no header to parse on this hot path.
         seen = None if token is None else self.seen.get(token, int(self.now()))
         header = None if token is None or seen is not None else delegation_header(token)
+        if header is not None and names_another_issuer(token or "", self.config.issuer):
+            header = None  # another issuer's at+jwt: not ours to judge
         if token is None or (seen is None and header is None):
             await self.app(scope, receive, send)
             return
