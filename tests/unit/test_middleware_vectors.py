@@ -2,9 +2,10 @@
 
 The vault's introspection and the middleware share one verifier (``vault.tokens.jws``); this runs
 the same vectors through the middleware itself: a vector that is recognizably ours (``typ:
-at+jwt``) is refused with 401 and the exact leaf's code, before any introspection; one that is not
-(another ``typ``, an unreadable header) is handed to the app untouched, whose own authentication
-refuses it (SPEC §8: only delegation tokens are the middleware's business).
+at+jwt`` naming this vault's issuer, or no readable one) is refused with 401 and the exact leaf's
+code, before any introspection; one that is not (another ``typ``, an unreadable header, another
+``iss``) is handed to the app untouched, whose own authentication refuses it (SPEC §8: only
+delegation tokens are the middleware's business).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from tests.unit.test_token_vectors import VECTORS
 from vault.crypto.keys import public_jwk
 from vault.middleware import DelegationMiddleware, VerifierConfig
-from vault.middleware.verifier import is_delegation_token
+from vault.middleware.verifier import is_delegation_token, names_another_issuer
 
 VAULT = "http://vault.test"
 
@@ -98,7 +99,7 @@ def test_vector_is_refused_by_the_middleware(kit, name):
     token = build(kit)
     status, body, reached_app, called = run(kit, token)
     assert "/v1/introspect" not in called  # forgeries never reach the vault's use records
-    if is_delegation_token(token):
+    if is_delegation_token(token) and not names_another_issuer(token, kit.issuer):
         assert (status, reached_app) == (401, False)
         assert body is not None
         assert body["error"] == error.code, f"{name}: {body}"
