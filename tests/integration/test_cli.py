@@ -438,6 +438,8 @@ def test_a_hand_edited_sqlite_file_gets_one_line_errors_not_a_traceback(
         ["serve", "--port", "eighty"],
         ["audit", "verify", "--file", "export.jsonl"],
         ["audit", "tail", "-n", "many"],
+        ["audit", "tail", "-n", "-3"],
+        ["audit", "verify", "--jobs", "0"],
     ],
     ids=[
         "no-command",
@@ -450,6 +452,8 @@ def test_a_hand_edited_sqlite_file_gets_one_line_errors_not_a_traceback(
         "port-not-int",
         "file-without-jwks",
         "lines-not-int",
+        "lines-negative",
+        "jobs-zero",
     ],
 )
 def test_usage_errors_exit_2_with_one_line(sqlite_env: dict[str, str], args: list[str]) -> None:
@@ -548,6 +552,16 @@ def test_token_issue_refusals(api: Api, tmp_path: Path) -> None:
 
 
 # --- dvault serve (real processes, SQLite) -----------------------------------------------------
+
+
+def test_serve_flags_win_over_the_environment(sqlite_env: dict[str, str]) -> None:
+    """Flags win (SPEC §2), even over a variable that would be refused on its own."""
+    init(sqlite_env)
+    env = {**sqlite_env, "VAULT_PORT": "eighty", "VAULT_WORKERS": "many", "VAULT_HOST": "nowhere"}
+    with ServedVault(env, "--host", "127.0.0.1", "--workers", "1") as vault:
+        assert httpx.get(f"{vault.url}/healthz", timeout=10).status_code == 200
+    refused = dvault(env, "serve")
+    one_line_error(refused, 1, "VAULT_PORT must be an integer")
 
 
 def test_serve(sqlite_env: dict[str, str], tmp_path: Path) -> None:

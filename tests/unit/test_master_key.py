@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 
@@ -89,10 +90,20 @@ def test_parse_accepts_surrounding_whitespace(text):
     assert parse_master_key(text, source="VAULT_MASTER_KEY") == KEY
 
 
+def test_parse_accepts_the_padding_standard_tools_write():
+    """RFC 4648 base64url keeps its ``=`` padding unless told otherwise: the key written by
+    ``base64.urlsafe_b64encode`` is the same key."""
+    padded = base64.urlsafe_b64encode(KEY).decode()
+    assert padded == KEY_TEXT + "="
+    assert parse_master_key(padded, source="VAULT_MASTER_KEY") == KEY
+    assert parse_master_key(f" {padded}\n", source="VAULT_MASTER_KEY") == KEY
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (KEY_TEXT + "=", "not base64url"),
+        (KEY_TEXT + "==", "not base64url"),
+        (KEY_TEXT[:-1] + "=", "not base64url"),
         (KEY_TEXT.replace("-", "+").replace("_", "/"), "not base64url"),
         (KEY.hex(), "must be 32 bytes, got 48"),
         (b64url_encode(KEY[:31]), "must be 32 bytes, got 31"),
@@ -100,7 +111,16 @@ def test_parse_accepts_surrounding_whitespace(text):
         ("", "must be 32 bytes, got 0"),
         (KEY_TEXT[:21] + " " + KEY_TEXT[21:], "not base64url"),
     ],
-    ids=["padded", "standard-alphabet", "hex", "short", "long", "empty", "inner-space"],
+    ids=[
+        "over-padded",
+        "pad-for-a-digit",
+        "standard-alphabet",
+        "hex",
+        "short",
+        "long",
+        "empty",
+        "inner-space",
+    ],
 )
 def test_parse_refuses_malformed_keys_naming_the_source(text, message):
     assert "-" in KEY_TEXT  # so the standard-alphabet case really differs

@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault.audit.chain import ChainWalker
+from vault.audit.chain import ChainWalker, Head
 from vault.audit.checkpoint import Checkpoint, verify_checkpoint
 from vault.audit.entry import Entry, EntryRow
 from vault.audit.semantics import SemanticChecker, Violation
@@ -103,18 +103,8 @@ def verify_rows(
     meaning. A violation makes the report not ok; ``first_error`` names the chain's or a
     checkpoint's failure when there is one, else the first violation (smallest seq).
     """
-    failures: list[Failure] = []
-    checkpoints_ok = True
-    anchors: dict[int, list[str]] = defaultdict(list)
-    for checkpoint in [*checkpoints, *trusted]:
-        try:
-            verify_checkpoint(checkpoint, lookup)
-        except CheckpointSignatureInvalid as exc:
-            checkpoints_ok = False
-            failures.append(Failure(exc.seq, str(exc)))
-            continue
-        anchors[checkpoint.seq].append(checkpoint.hash)
-
+    anchors, failures = vouched(checkpoints, trusted, lookup)
+    checkpoints_ok = not failures
     walker = ChainWalker(anchors=anchors)
     feed = walker.feed_row
     try:
@@ -136,15 +126,45 @@ def verify_rows(
     except AuditError as exc:  # any other audit refusal still names where the walk stopped
         failures.append(Failure(walker.head.seq + 1, exc.description))
 
+    return report(walker.count, walker.head, failures, checkpoints_ok, semantics)
+
+
+def vouched(
+    checkpoints: Iterable[Checkpoint],
+    trusted: Iterable[Checkpoint],
+    lookup: Callable[[str], Ed25519PublicKey | None],
+) -> tuple[dict[int, list[str]], list[Failure]]:
+    """The hashes that checkpoints with a valid signature vouch for, by seq, and a failure for
+    each checkpoint whose signature does not verify."""
+    failures: list[Failure] = []
+    anchors: dict[int, list[str]] = defaultdict(list)
+    for checkpoint in [*checkpoints, *trusted]:
+        try:
+            verify_checkpoint(checkpoint, lookup)
+        except CheckpointSignatureInvalid as exc:
+            failures.append(Failure(exc.seq, str(exc)))
+            continue
+        anchors[checkpoint.seq].append(checkpoint.hash)
+    return dict(anchors), failures
+
+
+def report(
+    entries: int,
+    head: Head,
+    failures: list[Failure],
+    checkpoints_ok: bool,
+    semantics: SemanticChecker | None,
+) -> Report:
+    """The report of a walk that accepted ``entries`` up to ``head`` and found ``failures``."""
     violations = semantics.finish() if semantics is not None else []
     first = min(failures, key=lambda failure: failure.seq) if failures else None
     if first is None and violations:
         first = semantic_failure(violations[0])
     return Report(
         ok=first is None,
-        entries=walker.count,
-        head_seq=walker.head.seq,
-        head_hash=walker.head.hash,
+        entries=entries,
+        head_seq=head.seq,
+        head_hash=head.hash,
         checkpoints_ok=checkpoints_ok,
         first_error=first,
         semantic_errors=tuple(violations),

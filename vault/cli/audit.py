@@ -18,8 +18,10 @@ from vault.config import Settings
 from vault.crypto.keys import public_keys_from_jwks
 from vault.ops import audit
 from vault.ops.runtime import open_database
+from vault.ops.verify_parallel import helpers_for
 from vault.policy.scopes import load_table
 from vault.storage import audit_repo
+from vault.storage.engine import Database
 
 
 def _load_json(path: Path, what: str) -> object:
@@ -94,7 +96,9 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     else:
         db = open_database(settings)
         try:
-            report = audit.verify_database(db, trusted=trusted, semantics=semantics)
+            report = audit.verify_database(
+                db, trusted=trusted, semantics=semantics, helpers=_helpers(db, args.jobs)
+            )
         finally:
             db.dispose()
     if args.json:
@@ -108,6 +112,12 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         sys.stderr.write(f"dvault: verification failed at seq {error.seq}: {error.reason}\n")
         return 1
     return 0
+
+
+def _helpers(db: Database, jobs: int | None) -> int:
+    with db.read() as session:
+        head = audit_repo.head(session)
+    return helpers_for(head.seq, jobs)
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:

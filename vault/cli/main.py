@@ -118,12 +118,19 @@ def build_parser() -> Parser:
         action="store_true",
         help="check hashes and checkpoints only, not the log's meaning",
     )
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        metavar="N",
+        help="processes that walk the stored chain side by side (default: one per CPU for a "
+        "log of 100,000 entries or more; 1: this process alone)",
+    )
     p.set_defaults(run="audit:cmd_verify")
     p = audit_cmds.add_parser("export", help="write the NDJSON export")
     p.add_argument("--out", type=Path, help="file to write (default stdout)")
     p.set_defaults(run="audit:cmd_export")
     p = audit_cmds.add_parser("tail", help="print the latest entries")
-    p.add_argument("-n", "--lines", type=int, default=20)
+    p.add_argument("-n", "--lines", type=_count, default=20, help="how many (default 20)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(run="audit:cmd_tail")
@@ -136,6 +143,25 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(run="openwebui:cmd_openwebui_serve")
     return parser
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: a positive number of processes."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("--jobs is 1 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not 0 or more: {value}")
+    return value
 
 
 def _command(target: str) -> Command:
@@ -152,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["VAULT_HOME"] = str(args.home)
     if args.database_url is not None:
         os.environ["VAULT_DATABASE_URL"] = args.database_url
+    if args.run == "serve:cmd_serve":  # serve's own flags win too, even over a bad variable
+        for name, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers)):
+            if value is not None:
+                os.environ[f"VAULT_{name}"] = str(value)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()

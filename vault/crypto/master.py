@@ -14,8 +14,12 @@ MASTER_KEY_BYTES = 32
 
 
 def parse_master_key(text: str, *, source: str) -> bytes:
+    """Base64url of 32 bytes; its ``=`` padding may be kept (``base64.urlsafe_b64encode`` and
+    ``openssl rand -base64`` style tools write it). The bytes are what count."""
+    stripped = text.strip()
+    unpadded = stripped[:-1] if stripped.endswith("=") and len(stripped) % 4 == 0 else stripped
     try:
-        raw = b64url_decode(text.strip())
+        raw = b64url_decode(unpadded)
     except ValueError:
         raise MasterKeyError(f"{source}: master key is not base64url") from None
     if len(raw) != MASTER_KEY_BYTES:

@@ -18,6 +18,7 @@ from vault.audit.export import checkpoint_line
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, verify_rows
 from vault.crypto.keys import AUDIT, public_key_from_jwk
+from vault.ops.verify_parallel import verify_in_ranges
 from vault.storage import audit_repo, keys_repo
 from vault.storage.engine import Database
 
@@ -66,9 +67,24 @@ def verify_database(
     *,
     trusted: list[Checkpoint] | None = None,
     semantics: SemanticChecker | None = None,
+    helpers: int = 0,
 ) -> Report:
-    """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too."""
+    """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too. With
+    ``helpers`` > 1, a sound log is verified by that many processes side by side
+    (``verify_parallel``); the report is the same."""
     snap = snapshot(db)
+    if helpers > 1:
+        found = verify_in_ranges(
+            db,
+            snap.checkpoints,
+            snap.head_seq,
+            audit_public_keys(db),
+            trusted=trusted or [],
+            semantics=semantics,
+            helpers=helpers,
+        )
+        if found is not None:
+            return found
     return verify_rows(
         ((row, None) for row in audit_repo.stream_rows(db, upto_seq=snap.head_seq)),
         snap.checkpoints,

@@ -35,6 +35,7 @@ from sqlmodel import Session
 
 from vault.config import redact_url
 from vault.errors import ConfigError, NotInitialized
+from vault.storage.log_rows import POSTGRESQL, SQLITE, RowSource
 
 CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit chain
 MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
@@ -113,6 +114,14 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
+
+    def row_source(self) -> RowSource:
+        """Where another process reads the audit log's rows with the bare driver."""
+        parsed = make_url(self.url)
+        if self.dialect == "sqlite":
+            return RowSource(SQLITE, parsed.database or "")
+        address = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return RowSource(POSTGRESQL, address)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1,0 +1,125 @@
+"""``dvault audit verify`` of a large stored log on several cores (helper processes).
+
+The seqs ``1..head`` are cut into one range per helper (``python -m vault.ops.verify_helper``):
+each walks its range of the chain from the stored entry before it, on its own read-only
+connection, while this process reads the whole log once more for the semantic checks, if asked.
+If every range holds and they join into one chain (``vault.audit.segments``), the report is the
+one a single walk would give. Anything else (a range that fails, a helper that cannot run, a
+checkpoint that does not verify) returns ``None``, and the caller walks the whole log in this
+process: only that walk names the first bad seq, and it does so exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from vault.audit import segments
+from vault.audit.checkpoint import Checkpoint
+from vault.audit.semantics import SemanticChecker
+from vault.audit.verify import Report, report, vouched
+from vault.storage import audit_repo
+from vault.storage.engine import Database
+
+# Below this many entries one walk takes well under a second, less than starting helpers.
+FROM_ENTRIES = 100_000
+HELPER = "vault.ops.verify_helper"
+
+
+def helpers_for(entries: int, asked: int | None) -> int:
+    """How many helpers to start for a log of ``entries``: ``asked`` if given (0 or 1: none),
+    else one per CPU this process may run on, for a log of ``FROM_ENTRIES`` or more."""
+    if asked is not None:
+        return asked if asked > 1 else 0
+    if entries < FROM_ENTRIES:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cpus if cpus and cpus > 1 else 0
+
+
+def verify_in_ranges(
+    db: Database,
+    checkpoints: list[Checkpoint],
+    head_seq: int,
+    lookup: Callable[[str], Ed25519PublicKey | None],
+    *,
+    trusted: list[Checkpoint],
+    semantics: SemanticChecker | None,
+    helpers: int,
+) -> Report | None:
+    """The report of a sound log up to ``head_seq``, found with ``helpers`` processes; ``None``
+    if the log is not sound or the helpers could not say (see the module's docstring).
+    ``semantics`` itself is left untouched: a blank copy of it does the work here."""
+    anchors, failures = vouched(checkpoints, trusted, lookup)
+    if failures or any(seq > head_seq for seq in anchors):
+        return None
+    ranges = segments.split(head_seq, helpers)
+    source = db.row_source()
+    pairs = [[seq, digest] for seq, hashes in sorted(anchors.items()) for digest in hashes]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for lo, hi in ranges:
+            procs.append(_start(source.dialect, source.address, lo, hi, pairs))
+        checker = semantics.blank() if semantics is not None else None
+        if checker is not None:
+            for row in audit_repo.stream_rows(db, upto_seq=head_seq):
+                checker.feed_row(row)
+        found = [_result(proc) for proc in procs]
+    except OSError:
+        return None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    if any(segment is None for segment in found):
+        return None
+    whole = segments.joined([s for s in found if s is not None], head_seq)
+    if whole is None:
+        return None
+    entries, head = whole
+    return report(entries, head, [], True, checker)
+
+
+def _start(
+    dialect: str, address: str, lo: int, hi: int, anchors: list[list[object]]
+) -> subprocess.Popen[bytes]:
+    request = {
+        "source": {"dialect": dialect, "address": address},
+        "lo": lo,
+        "hi": hi,
+        "anchors": anchors,
+    }
+    proc = subprocess.Popen(  # noqa: S603 (this interpreter, a module of ours, no shell)
+        [sys.executable, "-m", HELPER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(request).encode("utf-8"))
+        proc.stdin.close()
+    except OSError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def _result(proc: subprocess.Popen[bytes]) -> segments.Segment | None:
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        return None
+    try:
+        return segments.segment_from_dict(json.loads(out))
+    except ValueError:
+        return None
