@@ -43,6 +43,7 @@ from vault.audit.semantics import SemanticChecker
 from vault.clock import format_ts
 from vault.ops.audit import verify_database
 from vault.ops.runtime import open_vault
+from vault.ops.verify_parallel import helpers_for
 from vault.storage import audit_repo
 from vault.storage.engine import Database
 
@@ -294,11 +295,18 @@ def run(*, tmp: Path, entries: int) -> list[Row]:
     rows: list[Row] = []
 
     db = Database(bench.settings.database_url, create=False)
+    helpers = helpers_for(total, None)  # as dvault audit verify chooses for this log
+    plan: list[tuple[str, bool, int]] = []
+    for semantics in (False, True):
+        base = "+ semantics" if semantics else "chain + checkpoints"
+        plan.append((base, semantics, 0))
+        if helpers:
+            plan.append((f"{base}, {helpers} helper processes", semantics, helpers))
     try:
-        for label, semantics in (("chain + checkpoints", None), ("+ semantics", True)):
+        for label, semantics, count in plan:
             checker = SemanticChecker() if semantics else None
             start = time.perf_counter()
-            report = verify_database(db, semantics=checker)
+            report = verify_database(db, semantics=checker, helpers=count)
             rate = total / (time.perf_counter() - start)
             if not report.ok or report.entries != total:
                 raise RuntimeError(f"in-process verification failed: {report.to_dict()}")

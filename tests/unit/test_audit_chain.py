@@ -517,3 +517,50 @@ def test_entry_hash_helper_matches_entry_method():
         )
         == entry.hash
     )
+
+
+# --- feed_rows: the one-loop bulk walk is feed_row, row by row ---------------------------------
+
+
+def _outcome(walk: Any, rows: list[Any], anchors: dict[int, list[str]]) -> tuple[Any, ...]:
+    walker = ChainWalker(anchors=anchors)
+    try:
+        walk(walker, rows)
+    except ChainBroken as exc:
+        return (type(exc), exc.seq, exc.reason, walker.count, walker.head, walker._ts)
+    return (None, walker.count, walker.head, walker._ts)
+
+
+ODD_VALUES = [None, "", 4, 4.0, True, b"x", "2026-11-27T17:00:00Z", "\ud800", "ab" * 32]
+
+
+@given(
+    n=st.integers(min_value=1, max_value=12),
+    changes=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=11),
+            st.integers(min_value=0, max_value=7),
+            st.sampled_from(ODD_VALUES),
+        ),
+        max_size=2,
+    ),
+    anchor_at=st.integers(min_value=0, max_value=12),
+    anchor_good=st.booleans(),
+    shared_ts=st.booleans(),
+)
+def test_feed_rows_is_feed_row_row_by_row(n, changes, anchor_at, anchor_good, shared_ts):
+    """Same verdict, same reason, same count, head and last ts, whatever the rows hold."""
+    drafts = [draft(i) for i in range(1, n + 1)]
+    if shared_ts:  # one batch: the fast path's usual case
+        rows = [e.as_row() for e in link(GENESIS, drafts, ts_at(1))]
+    else:
+        rows = [e.as_row() for e in make_chain(n)]
+    for index, member, value in changes:
+        if index < n:
+            row = list(rows[index])
+            row[member] = value
+            rows[index] = tuple(row)
+    anchors: dict[int, list[str]] = {}
+    if 0 < anchor_at <= n:
+        anchors[anchor_at] = [rows[anchor_at - 1][7] if anchor_good else "00" * 32]
+    assert _outcome(ChainWalker.feed_rows, rows, anchors) == _outcome(feed_all, rows, anchors)

@@ -78,7 +78,7 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
     """
     seq, ts, kind, actor, subject, data_json, prev, digest = row
     expected = head_seq + 1
-    if seq != expected:
+    if seq != expected or type(seq) is not int:
         if type(seq) is not int:  # SQLite keeps any value in any column it was given
             raise ChainBroken(expected, "seq is not an integer")
         if seq <= head_seq:
@@ -158,6 +158,53 @@ class ChainWalker:
         for vouched in self._anchors.get(seq, ()):
             if vouched != digest:
                 raise CheckpointMismatch(seq, "a signed checkpoint vouches for another hash")
+
+    def feed_rows(self, rows: Iterable[EntryRow]) -> None:
+        """``feed_row`` for each of ``rows``, in one loop: the bulk path of a walk that checks
+        nothing else per row. An entry that is not plainly the next one (a seq, prev, hash or
+        ts that is not the usual) goes through ``feed_row``, so every check and every reason
+        is the same; only the usual case is done inline."""
+        seq_, hash_, ts_ = self._seq, self._hash, self._ts
+        anchors = self._anchors
+        count = 0
+        try:
+            for row in rows:
+                seq, ts, kind, actor, subject, data_json, prev, digest = row
+                if (
+                    seq == seq_ + 1
+                    and type(seq) is int
+                    and prev == hash_
+                    and ts == ts_
+                    and kind
+                    and data_json.__class__ is str
+                ):
+                    try:
+                        computed = sha256(
+                            canonical_entry(seq, ts, kind, actor, subject, data_json, prev)
+                        ).hexdigest()
+                    except (UnicodeEncodeError, TypeError):
+                        computed = None
+                    if computed == digest:
+                        seq_, hash_ = seq, digest
+                        count += 1
+                        if seq in anchors:
+                            self._seq, self._hash, self.count = seq_, hash_, self.count + count
+                            count = 0
+                            for vouched in anchors[seq]:
+                                if vouched != digest:
+                                    raise CheckpointMismatch(
+                                        seq, "a signed checkpoint vouches for another hash"
+                                    )
+                        continue
+                self._seq, self._hash, self._ts = seq_, hash_, ts_
+                self.count += count
+                count = 0
+                self.feed_row(row)  # raises, or accepts it (a new ts, say)
+                seq_, hash_, ts_ = self._seq, self._hash, self._ts
+        finally:
+            if count:
+                self._seq, self._hash, self._ts = seq_, hash_, ts_
+                self.count += count
 
     def finish(self) -> Head:
         beyond = [seq for seq in self._anchors if seq > self._seq]

@@ -92,8 +92,7 @@ def walk(
     entry the chain refuses (``held`` is then False)."""
     walker = ChainWalker(start=start, anchors=anchors)
     try:
-        for row in rows:
-            walker.feed_row(row)
+        walker.feed_rows(rows)
     except ChainBroken:
         return Segment(lo, hi, start, walker.count, walker.head, held=False)
     return Segment(lo, hi, start, walker.count, walker.head, held=True)

@@ -109,8 +109,7 @@ def verify_rows(
     feed = walker.feed_row
     try:
         if semantics is None:
-            for row, _ in rows:
-                feed(row)
+            walker.feed_rows(row for row, _ in rows)
         else:
             meaning = semantics.feed_row
             for row, data in rows:

@@ -25,6 +25,10 @@ _ROWS = (
     "SELECT seq, ts, type, actor, subject, data, prev, hash FROM audit_entries "
     "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
 )
+_RANGE = (
+    "SELECT seq, ts, type, actor, subject, data, prev, hash FROM audit_entries "
+    "WHERE seq > ? AND seq <= ? ORDER BY seq"
+)
 _BEFORE = "SELECT seq, hash FROM audit_entries WHERE seq < ? ORDER BY seq DESC LIMIT 1"
 
 
@@ -59,7 +63,12 @@ class RowSource:
         return GENESIS if found is None else Head(found[0], found[1])
 
     def rows(self, conn: Any, lo: int, hi: int, *, page: int = PAGE) -> Iterator[EntryRow]:
-        """The stored rows with ``lo <= seq <= hi``, in seq order."""
+        """The stored rows with ``lo <= seq <= hi``, in seq order. SQLite streams them from one
+        statement (its cursor holds no more than a row); PostgreSQL's client would hold a whole
+        result, so there a page at a time."""
+        if self.dialect == SQLITE:
+            yield from conn.execute(_RANGE, (lo - 1, hi))
+            return
         sql = self._sql(_ROWS)
         after = lo - 1
         while after < hi:
