@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -839,6 +840,27 @@ def test_vault_never_reached_is_503_not_a_verdict_on_the_token(
         assert_refused(r, 503, "vault_unavailable")
         assert stack.vault_calls == [JWKS_PATH]
         assert stack.app.seen == []
+        assert_passes_through(stack)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "strict"])
+def test_a_refused_verifier_credential_fails_closed_and_says_so(
+    api: Api, settings: Settings, caplog: pytest.LogCaptureFixture, overlap: bool
+) -> None:
+    """The vault refusing this service's own credential is no verdict on the token: 503, the
+    app's answer withheld, and a log line that names what to fix."""
+    with build_stack(api, settings, overlap=overlap) as stack:
+        token = stack.issue()
+        listed = api.call("GET", "/v1/principals", api.owner).json()["principals"]
+        (verifier,) = [p for p in listed if p["name"] == "owui"]
+        disabled = api.call("POST", f"/v1/principals/{verifier['id']}/disable", api.owner)
+        assert disabled.status_code == 200, disabled.text
+        with caplog.at_level(logging.ERROR, logger="vault"):
+            r = stack.call("GET", "/api/models", token)
+        assert_refused(r, 503, "vault_unavailable")
+        assert "credential" in r.json()["error_description"]
+        assert any("VAULT_VERIFIER_CREDENTIAL" in rec.getMessage() for rec in caplog.records)
+        assert len(stack.app.seen) == (1 if overlap else 0)  # an overlapped GET: withheld
         assert_passes_through(stack)
 
 

@@ -370,6 +370,18 @@ class DelegationMiddleware:
             raise _Refusal(
                 503, "vault_unavailable", "the vault cannot be reached; try again"
             ) from None
+        if status in (401, 403):
+            # Not a verdict on the token: this service's own credential was refused. Fail closed,
+            # and tell the operator what to fix.
+            log.error(
+                "the vault refused the verifier credential (HTTP %d): check that "
+                "VAULT_VERIFIER_CREDENTIAL is a current credential of a principal with the "
+                "verifier role",
+                status,
+            )
+            raise _Refusal(
+                503, "vault_unavailable", "the vault refused this service's credential; try again"
+            )
         if status != 200:
             log.error("vault refused introspection: HTTP %d", status)
             raise _Refusal(503, "vault_unavailable", "the vault did not answer; try again")
