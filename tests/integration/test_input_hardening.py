@@ -92,3 +92,35 @@ def test_names_that_look_like_secrets_never_reach_the_audit_log(api: Api) -> Non
         assert credential not in refused.text
     exported = api.call("GET", "/v1/audit/export", api.owner)
     assert credential not in exported.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/v1/subjects/a%00b", {"email": "nul@example.com"}),
+        ("PUT", "/v1/subjects/a%01b", {"email": "ctl@example.com"}),
+        ("PUT", "/v1/subjects/a%7Fb", {"email": "del@example.com"}),
+        ("GET", "/v1/subjects/a%00b", None),
+        ("PUT", "/v1/principals/p%00x/policy", {"scopes": ["chat"]}),
+        ("POST", "/v1/principals/p%00x/disable", None),
+        ("POST", "/v1/principals/p%00x/credentials", None),
+    ],
+    ids=[
+        "put-nul",
+        "put-control",
+        "put-delete-char",
+        "get-nul",
+        "policy",
+        "disable",
+        "credentials",
+    ],
+)
+def test_unstorable_ids_in_the_path_are_refused_and_the_service_goes_on(
+    api: Api, method: str, path: str, body: object
+) -> None:
+    before = len(api.entries())
+    refused = api.call(method, path, api.owner, json=body)
+    assert refused.status_code in (400, 404), refused.text
+    assert set(refused.json()) == {"error", "error_description"}
+    assert len(api.entries()) == before
+    api.subject("u-ok", "ok@example.com")  # nothing was poisoned

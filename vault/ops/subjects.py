@@ -29,6 +29,8 @@ def _text(body: dict[str, Any], name: str, *, default: str | None = None) -> str
 def parse_subject(subject_id: str, body: Any) -> Subject:
     if not subject_id or len(subject_id) > MAX_FIELD_CHARS or subject_id != subject_id.strip():
         raise InvalidRequest("subject id must be 1-320 characters without surrounding spaces")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in subject_id):
+        raise InvalidRequest("subject id must not hold control characters")
     if looks_secret(subject_id):
         raise InvalidRequest("subject id looks like it holds a credential or token; it was refused")
     if not isinstance(body, dict):
