@@ -588,6 +588,25 @@ def test_another_issuers_at_jwt_passes_through_untouched(stack: Stack, alg: str)
     assert_refused(stack.call("GET", "/api/models", ours), 401, "unknown_key")
 
 
+def test_a_token_of_the_vaults_key_naming_another_issuer_is_refused_not_passed(
+    stack: Stack,
+) -> None:
+    """A token signed with one of the vault's keys is the vault's whatever its iss says: with a
+    mismatched VAULT_ISSUER, genuine tokens are refused (wrong_issuer), never handed to the app
+    unchecked."""
+    token = stack.issue()
+    assert stack.call("GET", "/api/models", token).status_code == 200  # the key set is loaded
+    header_, payload = segments(token)
+    jwks = stack.api.call("GET", JWKS_PATH).json()
+    assert header_["kid"] in {key["kid"] for key in jwks["keys"]}
+    elsewhere = encode({**payload, "iss": "https://elsewhere.example.com"})
+    renamed = f"{token.split('.')[0]}.{elsewhere}.{token.split('.')[2]}"  # signature now wrong
+    seen = len(stack.app.seen)
+    r = stack.call("GET", "/api/models", renamed)
+    assert_refused(r, 401, "bad_signature")
+    assert len(stack.app.seen) == seen
+
+
 def _alg_none(token: str, jwks: dict[str, Any]) -> str:
     header_, payload = segments(token)
     return f"{encode({**header_, 'alg': 'none'})}.{encode(payload)}."

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.util import CommandError
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
@@ -211,3 +212,10 @@ def test_a_database_from_a_newer_release_is_refused_in_one_line(db: Database) ->
         migrate.upgrade(db)
     assert migrate.current_revision(db) == "0099"
     assert tables(db.url) == before
+
+
+def test_another_alembic_refusal_is_not_taken_for_a_newer_release(db: Database) -> None:
+    migrate.upgrade(db)
+    with pytest.raises(CommandError):
+        migrate.downgrade(db, "no-such-revision")
+    assert migrate.current_revision(db) == migrate.head_revision()

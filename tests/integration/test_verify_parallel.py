@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import text
 
 from tests.support import add_principal
-from vault.audit.chain import link
+from vault.audit.chain import Head, link
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report
 from vault.domain import DELEGATOR
+from vault.errors import AuditUnavailable, CorruptEntry
 from vault.ops import audit, subjects, tokens
 from vault.ops.runtime import Vault
 from vault.ops.verify_parallel import FROM_ENTRIES, helpers_for, verify_in_ranges
@@ -55,12 +56,14 @@ def story(vault: Vault, uses: int = 3) -> None:
         vault.appender.checkpoint_now()
 
 
-def in_ranges(vault: Vault, helpers: int, semantics: SemanticChecker | None) -> Report | None:
+def in_ranges(
+    vault: Vault, helpers: int, semantics: SemanticChecker | None, head: Head | None = None
+) -> Report | None:
     snap = audit.snapshot(vault.db)
     return verify_in_ranges(
         vault.db,
         snap.checkpoints,
-        snap.head_seq,
+        head or Head(snap.head_seq, snap.head_hash),
         audit.audit_public_keys(vault.db),
         trusted=[],
         semantics=semantics,
@@ -89,6 +92,34 @@ def test_a_sound_log_is_verified_by_the_helpers(
     assert found is not None, "the helpers did not answer"
     assert found == whole
     assert audit.verify_database(vault.db, helpers=helpers) == audit.verify_database(vault.db)
+
+
+def test_helpers_that_reach_another_head_than_this_process_read_are_not_believed(
+    vault: Vault,
+) -> None:
+    """The helpers read the rows through a connection of their own: if it led them to another
+    log (another database, schema or snapshot), the head they reach would differ."""
+    story(vault, uses=1)
+    snap = audit.snapshot(vault.db)
+    assert in_ranges(vault, 2, None) is not None
+    assert in_ranges(vault, 2, None, Head(snap.head_seq, "ab" * 32)) is None
+
+
+def test_a_helper_runs_isolated_from_the_working_directory(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module planted where ``dvault audit verify`` runs must not stand in for the helper's
+    own (``python -m`` would put the working directory first on the path)."""
+    story(vault, uses=1)
+    planted = tmp_path / "planted"
+    (planted / "vault" / "audit").mkdir(parents=True)
+    (planted / "json.py").write_text("raise SystemExit('planted json imported')\n")
+    (planted / "vault" / "__init__.py").write_text("")
+    (planted / "vault" / "audit" / "__init__.py").write_text("")
+    (planted / "vault" / "audit" / "segments.py").write_text("raise SystemExit('planted')\n")
+    monkeypatch.chdir(planted)
+    monkeypatch.setenv("PYTHONPATH", str(planted))
+    assert in_ranges(vault, 2, None) is not None
 
 
 def test_a_sound_chain_with_a_wrong_story_is_reported_like_one_walk(vault: Vault) -> None:
@@ -189,3 +220,73 @@ def test_a_helper_never_prints_what_its_driver_said(tmp_path: Path) -> None:
     code, answer = run_helper(json.dumps({**request, "source": missing, "anchors": []}).encode())
     assert code == 1
     assert set(answer) == {"error"}
+
+
+def drop_primary_key(vault: Vault) -> None:
+    """As a hostile DBA could: the table without its primary key (nor triggers)."""
+    with vault.db.write_engine.begin() as conn:
+        if vault.db.is_sqlite:
+            conn.execute(text("CREATE TABLE loose AS SELECT * FROM audit_entries"))
+            conn.execute(text("DROP TABLE audit_entries"))
+            conn.execute(text("ALTER TABLE loose RENAME TO audit_entries"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_entries_no_change ON audit_entries"))
+            conn.execute(text("ALTER TABLE audit_entries DROP CONSTRAINT audit_entries_pkey"))
+
+
+@pytest.mark.parametrize("helpers", [0, 2])
+def test_a_seq_stored_twice_on_a_page_boundary_is_caught(vault: Vault, helpers: int) -> None:
+    """Reading pages by ``seq > last`` would skip the second row of the last seq of a page:
+    every row up to the head must have been read, whatever the paging."""
+    drafts = [Draft(type="t.note", actor=None, subject=None, data={"n": n}) for n in range(5200)]
+    with vault.db.write() as session:
+        audit_repo.insert_entries(session, link(audit_repo.head(session), drafts, TS))
+    drop_primary_key(vault)
+    with vault.db.write_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_entries (seq, ts, type, actor, subject, data, prev, hash) "
+                "SELECT seq, ts, type, actor, subject, :data, prev, hash "
+                "FROM audit_entries WHERE seq = 5000"
+            ),
+            {"data": '{"forged":1}'},
+        )
+    report = audit.verify_database(vault.db, helpers=helpers)
+    assert not report.ok
+    assert report.first_error is not None
+    assert (report.first_error.seq, report.first_error.reason) == (
+        5000,
+        "seq 5000 is stored more than once",
+    )
+    assert audit.verify_database(vault.db, helpers=0 if helpers else 2) == report
+
+
+def test_a_seq_that_is_not_an_integer_is_caught(vault: Vault) -> None:
+    if not vault.db.is_sqlite:
+        pytest.skip("PostgreSQL's bigint column holds integers only")
+    story(vault, uses=1)
+    drop_triggers(vault)
+    with vault.db.write_engine.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET seq = 3.5 WHERE seq = 3"))
+    for helpers in (0, 2):
+        report = audit.verify_database(vault.db, helpers=helpers)
+        assert report.first_error is not None
+        assert report.first_error.seq == 3  # the entry missing where the walk expected it
+
+
+def test_a_text_seq_at_the_head_is_a_corrupt_entry_not_a_crash(vault: Vault) -> None:
+    """SQLite sorts text after every number: such a row is the log's head. Verification and
+    appending both refuse it by name (the CLI prints one line; the appender fails closed)."""
+    if not vault.db.is_sqlite:
+        pytest.skip("PostgreSQL's bigint column holds integers only")
+    story(vault, uses=1)
+    drop_triggers(vault)
+    with vault.db.write_engine.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET seq = 'x' WHERE seq = 3"))
+    for helpers in (0, 2):
+        with pytest.raises(CorruptEntry, match="wrong type"):
+            audit.verify_database(vault.db, helpers=helpers)
+    with pytest.raises(AuditUnavailable):
+        vault.appender.run(
+            subjects.upsert_job(subjects.parse_subject("u-9", {"email": "n@e.x"}), actor=None)
+        )

@@ -564,3 +564,46 @@ def test_feed_rows_is_feed_row_row_by_row(n, changes, anchor_at, anchor_good, sh
     if 0 < anchor_at <= n:
         anchors[anchor_at] = [rows[anchor_at - 1][7] if anchor_good else "00" * 32]
     assert _outcome(ChainWalker.feed_rows, rows, anchors) == _outcome(feed_all, rows, anchors)
+
+
+def _rehash_from(rows: list[Any], k: int, **changes: Any) -> list[Any]:
+    """A forger's edit of row ``k`` (0-based): members changed, then every hash from there
+    recomputed over what ``canonical_entry`` makes of them (Python's spelling of a blob, say)."""
+    from hashlib import sha256
+
+    from vault.audit.entry import canonical_entry
+
+    names = ("seq", "ts", "type", "actor", "subject", "data_json", "prev", "hash")
+    out = [list(row) for row in rows]
+    for name, value in changes.items():
+        out[k][names.index(name)] = value
+    for i in range(k, len(out)):
+        if i > 0:
+            out[i][6] = out[i - 1][7]
+        out[i][7] = sha256(canonical_entry(*out[i][:7])).hexdigest()
+    return [tuple(row) for row in out]
+
+
+def _both_ways(rows: list[Any]) -> tuple[Any, ...]:
+    found = _outcome(feed_all, rows, {})
+    assert _outcome(ChainWalker.feed_rows, rows, {}) == found
+    return found
+
+
+@pytest.mark.parametrize("k", [0, 3, 5])
+def test_a_null_ts_is_refused_even_with_a_hash_made_for_it(k):
+    """First entry of a walk (a helper's range starts there) or in the middle: the same."""
+    rows = _rehash_from([e.as_row() for e in make_chain(6)], k, ts=None)
+    found = _both_ways(rows)
+    assert found[:3] == (ChainBroken, k + 1, "ts is not a canonical UTC timestamp")
+
+
+def test_a_blob_data_with_a_hash_made_over_its_spelling_is_refused():
+    rows = _rehash_from([e.as_row() for e in make_chain(6)], 3, data_json=b'{"i":4}')
+    assert _both_ways(rows)[:3] == (ChainBroken, 4, NOT_TEXT)
+
+
+def test_a_null_hash_never_matches_an_entry_that_cannot_be_hashed():
+    rows = [e.as_row() for e in make_chain(6)]
+    rows[5] = (*rows[5][:3], b"p", *rows[5][4:7], None)
+    assert _both_ways(rows)[:3] == (ChainBroken, 6, "hash is not 64 lowercase hex digits")

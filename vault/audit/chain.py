@@ -86,13 +86,15 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
         raise ChainBroken(expected, f"entry missing: the log jumps from {head_seq} to {seq}")
     if prev != head_hash:
         raise ChainBroken(seq, "prev is not the hash of the previous entry")
-    try:
-        computed: str | None = sha256(
-            canonical_entry(seq, ts, kind, actor, subject, data_json, prev)
-        ).hexdigest()
-    except (UnicodeEncodeError, TypeError):  # a lone surrogate has no UTF-8 bytes; not text
-        computed = None
-    if computed != digest:
+    computed: str | None = None
+    if data_json.__class__ is str:  # a blob or a number would be spelled as something else
+        try:
+            computed = sha256(
+                canonical_entry(seq, ts, kind, actor, subject, data_json, prev)
+            ).hexdigest()
+        except (UnicodeEncodeError, TypeError):  # a lone surrogate has no UTF-8 bytes; not text
+            computed = None
+    if computed is None or computed != digest:
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise ChainBroken(seq, "hash is not 64 lowercase hex digits")
         if not_text(row):
@@ -102,10 +104,10 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
         raise ChainBroken(seq, "hash does not match the entry's contents")
     if not kind:
         raise ChainBroken(seq, "type is empty")
-    if ts != checked_ts:
+    if ts.__class__ is not str or ts != checked_ts:
         try:
             parse_ts(ts)
-        except ValueError:
+        except (ValueError, TypeError):
             raise ChainBroken(seq, "ts is not a canonical UTC timestamp") from None
 
 
@@ -175,6 +177,7 @@ class ChainWalker:
                     and type(seq) is int
                     and prev == hash_
                     and ts == ts_
+                    and ts_ is not None
                     and kind
                     and data_json.__class__ is str
                 ):
@@ -184,7 +187,7 @@ class ChainWalker:
                         ).hexdigest()
                     except (UnicodeEncodeError, TypeError):
                         computed = None
-                    if computed == digest:
+                    if computed is not None and computed == digest:
                         seq_, hash_ = seq, digest
                         count += 1
                         if seq in anchors:

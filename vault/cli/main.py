@@ -19,6 +19,7 @@ from vault.config import Settings, load_settings
 from vault.errors import VaultError
 
 Command = Callable[[Settings, argparse.Namespace], int]
+MAX_JOBS = 64
 
 
 class Parser(argparse.ArgumentParser):
@@ -148,8 +149,8 @@ def build_parser() -> Parser:
 def _jobs(text: str) -> int:
     """``--jobs``: a positive number of processes."""
     value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("--jobs is 1 or more")
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"--jobs is 1 to {MAX_JOBS}")
     return value
 
 

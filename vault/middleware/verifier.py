@@ -205,7 +205,11 @@ class DelegationMiddleware:
         # A token seen (and verified) before is ours: no header to parse on this hot path.
         seen = None if token is None else self.seen.get(token, int(self.now()))
         header = None if token is None or seen is not None else delegation_header(token)
-        if header is not None and names_another_issuer(token or "", self.config.issuer):
+        if (
+            header is not None
+            and names_another_issuer(token or "", self.config.issuer)
+            and not self._signed_by_us(header)
+        ):
             header = None  # another issuer's at+jwt: not ours to judge
         if token is None or (seen is None and header is None):
             await self.app(scope, receive, send)
@@ -228,6 +232,14 @@ class DelegationMiddleware:
             )
             return
         await self.app(_as_subject(scope, native, claims), receive, _scrub(send, native))
+
+    def _signed_by_us(self, header: dict[str, Any]) -> bool:
+        """Whether the header names one of the vault's keys known here: such a token is the
+        vault's whatever its ``iss`` says, and is judged (and refused) here. A mismatched
+        ``VAULT_ISSUER`` then shows as ``wrong_issuer`` refusals, not as tokens passed to the
+        app unchecked."""
+        kid = header.get("kid")
+        return isinstance(kid, str) and self.keys.cached(kid) is not None
 
     async def _overlapped(
         self, token: str, claims: Claims, scope: Scope, receive: Receive, send: Send

@@ -6,17 +6,19 @@ without the master key can run them (``dvault audit export``, ``dvault audit ver
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import entry_line
 from vault.audit.export import checkpoint_line
 from vault.audit.semantics import SemanticChecker
-from vault.audit.verify import Report, verify_rows
+from vault.audit.verify import Failure, Report, semantic_failure, verify_rows
 from vault.crypto.keys import AUDIT, public_key_from_jwk
 from vault.ops.verify_parallel import verify_in_ranges
 from vault.storage import audit_repo, keys_repo
@@ -31,6 +33,7 @@ class Snapshot:
 
     checkpoints: list[Checkpoint]
     head_seq: int
+    head_hash: str
 
 
 def snapshot(db: Database) -> Snapshot:
@@ -38,7 +41,7 @@ def snapshot(db: Database) -> Snapshot:
         stored = audit_repo.checkpoints(session)
     with db.read() as session:
         head = audit_repo.head(session)
-    return Snapshot(stored, head.seq)
+    return Snapshot(stored, head.seq, head.hash)
 
 
 def export_lines(db: Database, *, chunk: int = 1000) -> Iterator[str]:
@@ -73,13 +76,35 @@ def verify_database(
     ``helpers`` > 1, a sound log is verified by that many processes side by side
     (``verify_parallel``); the report is the same."""
     snap = snapshot(db)
+    report = _walked(db, snap, trusted or [], semantics, helpers)
+    stray = audit_repo.stray_row(db, snap.head_seq)
+    if stray is None:
+        return report
+    # Rows the walk never read: the log is not what the walk saw. That is the chain's failure,
+    # ahead of any semantic one.
+    value, reason = stray
+    seq = value if type(value) is int else snap.head_seq + 1
+    first = report.first_error
+    semantic = report.semantic_errors and first == semantic_failure(report.semantic_errors[0])
+    if first is None or semantic or seq <= first.seq:
+        first = Failure(seq, reason)
+    return dataclasses.replace(report, ok=False, first_error=first)
+
+
+def _walked(
+    db: Database,
+    snap: Snapshot,
+    trusted: list[Checkpoint],
+    semantics: SemanticChecker | None,
+    helpers: int,
+) -> Report:
     if helpers > 1:
         found = verify_in_ranges(
             db,
             snap.checkpoints,
-            snap.head_seq,
+            Head(snap.head_seq, snap.head_hash),
             audit_public_keys(db),
-            trusted=trusted or [],
+            trusted=trusted,
             semantics=semantics,
             helpers=helpers,
         )
@@ -89,6 +114,6 @@ def verify_database(
         ((row, None) for row in audit_repo.stream_rows(db, upto_seq=snap.head_seq)),
         snap.checkpoints,
         audit_public_keys(db),
-        trusted=trusted or [],
+        trusted=trusted,
         semantics=semantics,
     )

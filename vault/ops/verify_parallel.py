@@ -15,20 +15,28 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit import segments
+from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, report, vouched
 from vault.storage import audit_repo
 from vault.storage.engine import Database
+from vault.storage.log_rows import RowSource
 
 # Below this many entries one walk takes well under a second, less than starting helpers.
 FROM_ENTRIES = 100_000
 HELPER = "vault.ops.verify_helper"
+# A helper that has not answered by then is taken as failed (the log is then walked here): far
+# beyond what a range takes (a few microseconds an entry), short of hanging for ever.
+TIMEOUT_SECONDS = 60.0
+TIMEOUT_PER_ENTRY = 50e-6
+MAX_ANSWER = 4096
 
 
 def helpers_for(entries: int, asked: int | None) -> int:
@@ -45,60 +53,61 @@ def helpers_for(entries: int, asked: int | None) -> int:
 def verify_in_ranges(
     db: Database,
     checkpoints: list[Checkpoint],
-    head_seq: int,
+    head: Head,
     lookup: Callable[[str], Ed25519PublicKey | None],
     *,
     trusted: list[Checkpoint],
     semantics: SemanticChecker | None,
     helpers: int,
 ) -> Report | None:
-    """The report of a sound log up to ``head_seq``, found with ``helpers`` processes; ``None``
-    if the log is not sound or the helpers could not say (see the module's docstring).
-    ``semantics`` itself is left untouched: a blank copy of it does the work here."""
+    """The report of a sound log up to ``head`` (as this process read it), found with
+    ``helpers`` processes; ``None`` if the log is not sound or the helpers could not say (see
+    the module's docstring). ``semantics`` itself is left untouched: a blank copy of it does the
+    work here."""
     anchors, failures = vouched(checkpoints, trusted, lookup)
-    if failures or any(seq > head_seq for seq in anchors):
+    if failures or any(seq > head.seq for seq in anchors):
         return None
-    ranges = segments.split(head_seq, helpers)
     source = db.row_source()
     pairs = [[seq, digest] for seq, hashes in sorted(anchors.items()) for digest in hashes]
+    deadline = time.monotonic() + TIMEOUT_SECONDS + head.seq * TIMEOUT_PER_ENTRY
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for lo, hi in ranges:
-            procs.append(_start(source.dialect, source.address, lo, hi, pairs))
+        for lo, hi in segments.split(head.seq, helpers):
+            procs.append(_start(source, lo, hi, pairs))
         checker = semantics.blank() if semantics is not None else None
         if checker is not None:
-            for row in audit_repo.stream_rows(db, upto_seq=head_seq):
+            for row in audit_repo.stream_rows(db, upto_seq=head.seq):
                 checker.feed_row(row)
-        found = [_result(proc) for proc in procs]
+        found = [_result(proc, deadline) for proc in procs]
     except OSError:
         return None
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-    if any(segment is None for segment in found):
+            _stop(proc)
+    ranges = [segment for segment in found if segment is not None]
+    if len(ranges) != len(found):
         return None
-    whole = segments.joined([s for s in found if s is not None], head_seq)
-    if whole is None:
+    whole = segments.joined(ranges, head.seq)
+    # The helpers read the same rows as this process: the head they reached is the one read here
+    # (another database, or another schema through the connection's options, would differ).
+    if whole is None or whole[1] != head:
         return None
-    entries, head = whole
-    return report(entries, head, [], True, checker)
+    return report(whole[0], whole[1], [], True, checker)
 
 
 def _start(
-    dialect: str, address: str, lo: int, hi: int, anchors: list[list[object]]
+    source: RowSource, lo: int, hi: int, anchors: list[list[object]]
 ) -> subprocess.Popen[bytes]:
     request = {
-        "source": {"dialect": dialect, "address": address},
+        "source": {"dialect": source.dialect, "address": source.address},
         "lo": lo,
         "hi": hi,
         "anchors": anchors,
     }
+    # -I: isolated, so nothing in the working directory or the environment can stand in for
+    # the helper's modules (``-m`` would put the working directory first on the path).
     proc = subprocess.Popen(  # noqa: S603 (this interpreter, a module of ours, no shell)
-        [sys.executable, "-m", HELPER],
+        [sys.executable, "-I", "-m", HELPER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -108,18 +117,32 @@ def _start(
         proc.stdin.write(json.dumps(request).encode("utf-8"))
         proc.stdin.close()
     except OSError:
-        proc.kill()
-        proc.wait()
+        _stop(proc)
         raise
     return proc
 
 
-def _result(proc: subprocess.Popen[bytes]) -> segments.Segment | None:
+def _result(proc: subprocess.Popen[bytes], deadline: float) -> segments.Segment | None:
+    """The helper's segment, or ``None`` if it failed, said nothing sensible, or ran past the
+    deadline. Its answer is one short line, which the pipe holds until it is read."""
     assert proc.stdout is not None
-    out = proc.stdout.read()
-    if proc.wait() != 0:
+    try:
+        code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return None
+    if code != 0:
         return None
     try:
-        return segments.segment_from_dict(json.loads(out))
+        return segments.segment_from_dict(json.loads(proc.stdout.read(MAX_ANSWER)))
     except ValueError:
         return None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+    if proc.stdin is not None:
+        proc.stdin.close()

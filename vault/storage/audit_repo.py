@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import Entry, EntryRow, entry_from_row
+from vault.errors import CorruptEntry
 from vault.storage.engine import Database, Tx, execute_many, fetch_first
 from vault.storage.tables import AuditEntryRow, CheckpointRow
 
@@ -35,8 +36,17 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 
 
 def head(session: Tx) -> Head:
+    """The stored entry with the largest seq (GENESIS for an empty log). ``CorruptEntry`` if it
+    holds no integer seq or no text hash (SQLite sorts text after every number, so a hand-edited
+    row can be that entry): nothing is appended after it, and nothing reads up to it."""
     row = fetch_first(session, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
-    return GENESIS if row is None else Head(row[0], row[1])
+    if row is None:
+        return GENESIS
+    if type(row[0]) is not int or row[1].__class__ is not str:
+        raise CorruptEntry(
+            row[0], "it holds a value of the wrong type; the database was changed outside the vault"
+        )
+    return Head(row[0], row[1])
 
 
 _INSERT_ENTRY = (
@@ -80,6 +90,39 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
         select(CheckpointRow).order_by(col(CheckpointRow.seq).desc()).limit(1)
     ).first()
     return None if row is None else _checkpoint(row)
+
+
+def stray_row(db: Database, head_seq: int) -> tuple[object, str] | None:
+    """A stored row that a walk of ``1..head_seq`` in seq order never reads, with what is wrong
+    with it: a second row of one seq (only without the primary key, dropped by hand: the pages
+    of ``stream_rows`` would skip it), a seq below 1, or (SQLite) a seq that is not an integer.
+    ``None`` if the rows up to the head are exactly ``head_seq`` rows of integer seqs."""
+    if db.is_sqlite:
+        counted = "SELECT count(*) FROM audit_entries WHERE typeof(seq) != 'integer' OR seq <= ?"
+    else:
+        counted = "SELECT count(*) FROM audit_entries WHERE seq <= ?"
+    with db.read() as session:
+        (total,) = fetch_first(session, counted, (head_seq,))
+        if total == head_seq:
+            return None
+        twice = fetch_first(
+            session,
+            "SELECT seq FROM audit_entries WHERE seq <= ? GROUP BY seq HAVING count(*) > 1 "
+            "ORDER BY seq LIMIT 1",
+            (head_seq,),
+        )
+        if twice is not None:
+            return twice[0], f"seq {twice[0]} is stored more than once"
+        if db.is_sqlite:
+            odd = fetch_first(
+                session,
+                "SELECT seq FROM audit_entries WHERE typeof(seq) != 'integer' LIMIT 1",
+                (),
+            )
+            if odd is not None:
+                return odd[0], f"a row holds seq {str(odd[0])[:40]!r}, which is not an integer"
+        low = fetch_first(session, "SELECT min(seq) FROM audit_entries WHERE seq < 1", ())
+        return (low[0] if low else None), "a row holds a seq below 1"
 
 
 def count_entries(session: Session) -> int:

@@ -120,8 +120,22 @@ class Database:
         parsed = make_url(self.url)
         if self.dialect == "sqlite":
             return RowSource(SQLITE, parsed.database or "")
-        address = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-        return RowSource(POSTGRESQL, address)
+        from psycopg.conninfo import make_conninfo  # the driver of every PostgreSQL URL here
+
+        # libpq's own key=value form, from the URL's parts and query (``options`` included), as
+        # psycopg would connect for SQLAlchemy.
+        options = {key: str(value) for key, value in parsed.query.items()}
+        parts: dict[str, Any] = {
+            "host": parsed.host,
+            "port": parsed.port,
+            "user": parsed.username,
+            "password": parsed.password,
+            "dbname": parsed.database,
+        }
+        return RowSource(
+            POSTGRESQL,
+            make_conninfo("", **{k: v for k, v in parts.items() if v is not None}, **options),
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:

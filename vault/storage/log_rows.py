@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class RowSource:
     password: it is passed to helpers on their standard input, never on a command line)."""
 
     dialect: str
-    address: str
+    address: str = field(repr=False)
 
     def __post_init__(self) -> None:
         if self.dialect not in (SQLITE, POSTGRESQL):

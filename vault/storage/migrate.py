@@ -47,10 +47,19 @@ def _run(db: Database, action: Callable[[Config], None]) -> None:
             action(config)
         except CommandError:
             # Alembic cannot place the database's revision: nothing was run. Most likely a newer
-            # release upgraded it; an older one must not touch it.
+            # release upgraded it; an older one must not touch it. Any other refusal is Alembic's.
             stored = MigrationContext.configure(connection).get_current_revision()
+            if stored is None or _known(stored):
+                raise
             raise ConfigError(
                 f"the database is at schema revision {stored!r}, which this release of dvault "
                 "does not know (was it upgraded by a newer release?); nothing was changed"
             ) from None
         connection.commit()
+
+
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
