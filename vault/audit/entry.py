@@ -92,9 +92,7 @@ def entry_line(row: EntryRow) -> str:
     no line could show as it is stored."""
     seq, ts, type, actor, subject, data_json, prev, digest = row
     try:
-        if seq.__class__ is not int or None in (ts, type, data_json, prev, digest):
-            raise TypeError  # a NULL where the table says NOT NULL: a hand-edited file
-        if data_json.__class__ is not str:
+        if data_json.__class__ is not str or seq.__class__ is not int:
             raise TypeError
         return (
             f'{{"actor":{_str(actor)},"data":{data_json},"hash":{_str(digest)},'
