@@ -290,3 +290,23 @@ def test_a_text_seq_at_the_head_is_a_corrupt_entry_not_a_crash(vault: Vault) -> 
         vault.appender.run(
             subjects.upsert_job(subjects.parse_subject("u-9", {"email": "n@e.x"}), actor=None)
         )
+
+
+@pytest.mark.parametrize("helpers", [0, 2])
+def test_a_row_below_seq_1_is_caught(vault: Vault, helpers: int) -> None:
+    """A walk reads seqs 1 to the head; a row stored below 1 would be seen by nobody."""
+    story(vault, uses=1)
+    with vault.db.write_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_entries (seq, ts, type, actor, subject, data, prev, hash) "
+                "SELECT -1, ts, type, actor, subject, data, prev, hash "
+                "FROM audit_entries WHERE seq = 1"
+            )
+        )
+    report = audit.verify_database(vault.db, helpers=helpers)
+    assert report.first_error is not None
+    assert (report.first_error.seq, report.first_error.reason) == (
+        -1,
+        "a row holds seq -1, below 1",
+    )

@@ -122,7 +122,9 @@ def stray_row(db: Database, head_seq: int) -> tuple[object, str] | None:
             if odd is not None:
                 return odd[0], f"a row holds seq {str(odd[0])[:40]!r}, which is not an integer"
         low = fetch_first(session, "SELECT min(seq) FROM audit_entries WHERE seq < 1", ())
-        return (low[0] if low else None), "a row holds a seq below 1"
+        if low is not None and low[0] is not None:
+            return low[0], f"a row holds seq {low[0]}, below 1"
+    return None  # rows are missing, not stray: the walk itself stops at the first gap
 
 
 def count_entries(session: Session) -> int:
