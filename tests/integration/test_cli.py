@@ -554,6 +554,24 @@ def test_token_issue_refusals(api: Api, tmp_path: Path) -> None:
 # --- dvault serve (real processes, SQLite) -----------------------------------------------------
 
 
+def test_home_and_database_url_may_follow_the_command(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    init(sqlite_env)
+    home = sqlite_env["VAULT_HOME"]
+    elsewhere = {**sqlite_env, "VAULT_HOME": str(tmp_path / "nowhere")}
+    before = ok(dvault(elsewhere, "--home", home, "principals", "list")).stdout
+    assert "owner" in before
+    assert ok(dvault(elsewhere, "principals", "list", "--home", home)).stdout == before
+    last_wins = dvault(elsewhere, "--home", home, "audit", "verify", "--home", str(tmp_path / "x"))
+    one_line_error(last_wins, 1, "dvault init")
+    url = f"sqlite:///{home}/vault.db"
+    report = json.loads(
+        ok(dvault(elsewhere, "audit", "verify", "--json", "--database-url", url)).stdout
+    )
+    assert report["ok"] is True
+
+
 def test_serve_flags_win_over_the_environment(sqlite_env: dict[str, str]) -> None:
     """Flags win (SPEC §2), even over a variable that would be refused on its own."""
     init(sqlite_env)

@@ -19,6 +19,7 @@ from vault.config import Settings, load_settings
 from vault.errors import VaultError
 
 Command = Callable[[Settings, argparse.Namespace], int]
+SUPPRESS = argparse.SUPPRESS
 MAX_JOBS = 64
 
 
@@ -143,7 +144,20 @@ def build_parser() -> Parser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(run="openwebui:cmd_openwebui_serve")
+    _globals_anywhere(parser)
     return parser
+
+
+def _globals_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``--home`` and ``--database-url`` after the command too (``dvault audit verify --home
+    X``): each subcommand takes them, without a default, so the one given last wins and none
+    given leaves the top level's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--home", type=Path, default=argparse.SUPPRESS, help=SUPPRESS)
+                sub.add_argument("--database-url", default=argparse.SUPPRESS, help=SUPPRESS)
+                _globals_anywhere(sub)
 
 
 def _jobs(text: str) -> int:
