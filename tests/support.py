@@ -31,7 +31,8 @@ from vault.api.app import create_app
 from vault.audit.appender import JobContext
 from vault.config import Settings, load_settings
 from vault.crypto.b64 import b64url_encode
-from vault.ops import principals
+from vault.domain import Principal
+from vault.ops import principals, tokens
 from vault.ops.principals import NewCredential
 from vault.ops.runtime import Vault
 
@@ -405,3 +406,22 @@ def add_principal(
             max_ttl=vault.settings.max_ttl,
         )
     )
+
+
+def introspection_job(
+    vault: Vault, verifier: Principal, token: str, method: str, path: str
+) -> tuple[Any, Any]:
+    """The introspection job of ``token`` for ``verifier`` and what it will read, built as the
+    route builds it (its signature checked with the keys the vault holds, at the vault's now)."""
+    use = tokens.UseRequest(token=token, method=method, path=path, client_ip=None)
+    found = tokens.introspect_job(
+        vault.settings,
+        vault.scopes,
+        verifier,
+        use,
+        int(vault.clock.now().timestamp()),
+        vault.keys.token_key,
+        vault.signatures,
+    )
+    assert found is not None, "the token's signature did not verify"
+    return found

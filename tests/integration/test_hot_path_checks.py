@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Api, add_principal, next_batch
+from tests.support import Api, add_principal, introspection_job, next_batch
 from vault.config import Settings
 from vault.domain import DELEGATOR
 from vault.errors import Forbidden
@@ -169,21 +169,7 @@ def test_introspections_of_one_batch_each_see_their_own_tokens_state(vault: Vaul
     async def introspect_together() -> list[Any]:
         waiters = []
         for token in (live.access_token, revoked.access_token, unknown, live.access_token):
-            use = tokens.UseRequest(
-                token=token, method="GET", path="/api/v1/chats/", client_ip=None
-            )
-            now = int(vault.clock.now().timestamp())
-            found = tokens.introspect_job(
-                vault.settings,
-                vault.scopes,
-                verifier,
-                use,
-                now,
-                vault.keys.token_key,
-                vault.signatures,
-            )
-            assert found is not None
-            job, reads = found
+            job, reads = introspection_job(vault, verifier, token, "GET", "/api/v1/chats/")
             assert [(name, key) for name, _load, key in reads] == [("token", token_jti(token))]
             waiters.append(vault.appender.submit_async(job, read_only=True, reads=reads))
         return list(await asyncio.gather(*waiters))

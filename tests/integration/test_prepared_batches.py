@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import MovableClock, add_principal, kill_connections
+from tests.support import MovableClock, add_principal, introspection_job, kill_connections
 from vault.audit.appender import Appender, JobContext
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
@@ -161,20 +161,9 @@ def test_a_use_prepared_before_a_revocation_is_recorded_as_refused(
     )
     issued = vault.appender.submit(issue, read_only=True).result(30)
     verifier = add_principal(vault, "owui", "verifier").principal
-    use = tokens.UseRequest(
-        token=issued.access_token, method="GET", path="/api/v1/chats/", client_ip=None
+    introspect, reads = introspection_job(
+        vault, verifier, issued.access_token, "GET", "/api/v1/chats/"
     )
-    found = tokens.introspect_job(
-        vault.settings,
-        vault.scopes,
-        verifier,
-        use,
-        int(vault.clock.now().timestamp()),
-        vault.keys.token_key,
-        vault.signatures,
-    )
-    assert found is not None
-    introspect, reads = found
     before = head_seq(vault)
     # The batch: the introspection, then a job that holds the batch while it is prepared.
     holder = Held(verifier.id)

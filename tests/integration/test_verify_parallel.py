@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.support import add_principal
+from tests.support import add_principal, introspection_job
 from vault.audit.chain import Head, link
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
@@ -40,19 +40,10 @@ def story(vault: Vault, uses: int = 3) -> None:
         job = tokens.issue_job(vault.settings, vault.scopes, vault.keys, bot, body, None)
         issued = vault.appender.submit(job, read_only=True).result(30)
         for _ in range(uses):
-            use = tokens.UseRequest(issued.access_token, "POST", "/api/chat/completions", None)
-            now = int(vault.clock.now().timestamp())
-            found = tokens.introspect_job(
-                vault.settings,
-                vault.scopes,
-                verifier,
-                use,
-                now,
-                vault.keys.token_key,
-                vault.signatures,
+            job, _ = introspection_job(
+                vault, verifier, issued.access_token, "POST", "/api/chat/completions"
             )
-            assert found is not None
-            assert vault.appender.submit(found[0], read_only=True).result(30)["active"]
+            assert vault.appender.submit(job, read_only=True).result(30)["active"]
         vault.appender.checkpoint_now()
 
 
@@ -261,13 +252,18 @@ def test_a_seq_stored_twice_on_a_page_boundary_is_caught(vault: Vault, helpers: 
     assert audit.verify_database(vault.db, helpers=0 if helpers else 2) == report
 
 
-def test_a_seq_that_is_not_an_integer_is_caught(vault: Vault) -> None:
+def seq_3_becomes(vault: Vault, value: object) -> None:
+    """SQLite only (its columns keep any value): entry 3's seq edited by hand."""
     if not vault.db.is_sqlite:
         pytest.skip("PostgreSQL's bigint column holds integers only")
     story(vault, uses=1)
     drop_triggers(vault)
     with vault.db.write_engine.begin() as conn:
-        conn.execute(text("UPDATE audit_entries SET seq = 3.5 WHERE seq = 3"))
+        conn.execute(text("UPDATE audit_entries SET seq = :v WHERE seq = 3"), {"v": value})
+
+
+def test_a_seq_that_is_not_an_integer_is_caught(vault: Vault) -> None:
+    seq_3_becomes(vault, 3.5)
     for helpers in (0, 2):
         report = audit.verify_database(vault.db, helpers=helpers)
         assert report.first_error is not None
@@ -277,12 +273,7 @@ def test_a_seq_that_is_not_an_integer_is_caught(vault: Vault) -> None:
 def test_a_text_seq_at_the_head_is_a_corrupt_entry_not_a_crash(vault: Vault) -> None:
     """SQLite sorts text after every number: such a row is the log's head. Verification and
     appending both refuse it by name (the CLI prints one line; the appender fails closed)."""
-    if not vault.db.is_sqlite:
-        pytest.skip("PostgreSQL's bigint column holds integers only")
-    story(vault, uses=1)
-    drop_triggers(vault)
-    with vault.db.write_engine.begin() as conn:
-        conn.execute(text("UPDATE audit_entries SET seq = 'x' WHERE seq = 3"))
+    seq_3_becomes(vault, "x")
     for helpers in (0, 2):
         with pytest.raises(CorruptEntry, match="wrong type"):
             audit.verify_database(vault.db, helpers=helpers)
