@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -14,8 +15,8 @@ from vault.audit.appender import JobContext
 from vault.audit.entry import Draft
 from vault.errors import AuditUnavailable
 from vault.ops.runtime import Vault
-from vault.storage import audit_repo
-from vault.storage.engine import Tx, execute_many, fetch_first
+from vault.storage import audit_repo, meta_repo
+from vault.storage.engine import Tx, _give_back, execute_many, fetch_first
 
 INSERT = "INSERT INTO vault_meta (key, value) VALUES (?, ?)"
 
@@ -93,3 +94,86 @@ def test_a_held_connection_killed_between_batches_is_replaced(vault: Vault) -> N
     assert kill_connections(vault.settings.database_url) >= 1
     # the very next batch is served, on a new connection
     assert tuple(vault.appender.submit(_reading("SELECT 3"), read_only=True).result(30)) == (3,)
+
+
+# --- write_driver's opening reads and (PostgreSQL) inserts sent with the COMMIT ---------------
+
+
+def _insert(vault: Vault, *statements: list[tuple[str, str]], then_fail: bool = False) -> None:
+    """One ``write_driver`` transaction: one ``execute_many`` per statement."""
+    with vault.db.write_driver() as tx:
+        for rows in statements:
+            execute_many(tx, INSERT, list(rows))
+        if then_fail:
+            raise RuntimeError("roll back")
+
+
+def test_opening_reads_are_what_the_same_queries_read_under_the_lock(vault: Vault) -> None:
+    opening = (
+        meta_repo.STAMP_SQL,
+        audit_repo.HEAD_SQL,
+        "SELECT value FROM vault_meta WHERE key = 'no such key'",
+    )
+    with vault.db.write_driver(opening) as tx:
+        stamp_row, head_row, missing = tx.opened
+        assert meta_repo.stamp_of(stamp_row) == meta_repo.state_stamp(tx)
+        assert meta_repo.stamp_of(stamp_row) is not None
+        assert audit_repo.head_of(head_row) == audit_repo.head(tx)
+        assert missing is None
+
+
+def test_an_insert_is_seen_by_a_later_read_of_its_transaction_and_committed(vault: Vault) -> None:
+    with vault.db.write_driver() as tx:
+        execute_many(tx, INSERT, [("test.a", "1"), ("test.b", "2")])
+        assert fetch_first(tx, COUNT, ("test.%",))[0] == 2
+        execute_many(tx, INSERT, [("test.c", "3")])  # sent with the COMMIT on PostgreSQL
+    with vault.db.read() as session:
+        assert fetch_first(session, COUNT, ("test.%",))[0] == 3
+
+
+def test_a_refused_insert_fails_the_commit_leaves_nothing_and_the_next_one_works(
+    vault: Vault,
+) -> None:
+    with vault.db.write_driver() as tx:
+        execute_many(tx, INSERT, [("test.dup", "1")])
+    with pytest.raises(IntegrityError):
+        _insert(vault, [("test.first", "1")], [("test.second", "1"), ("test.dup", "2")])
+    with vault.db.read() as session:
+        assert fetch_first(session, COUNT, ("test.%",))[0] == 1  # neither statement stayed
+    with vault.db.write_driver() as tx:
+        execute_many(tx, INSERT, [("test.after", "1")])
+    with vault.db.read() as session:
+        assert fetch_first(session, COUNT, ("test.%",))[0] == 2
+
+
+def test_a_body_that_raises_commits_none_of_its_inserts(vault: Vault) -> None:
+    with pytest.raises(RuntimeError):
+        _insert(vault, [("test.gone", "1")], then_fail=True)
+    with vault.db.read() as session:
+        assert fetch_first(session, COUNT, ("test.%",))[0] == 0
+
+
+def test_a_failing_opening_read_is_sqlalchemys_error_and_takes_nothing(vault: Vault) -> None:
+    with (
+        pytest.raises((OperationalError, ProgrammingError)),
+        vault.db.write_driver(("SELECT secret FROM no_such_table",)),
+    ):
+        raise AssertionError("the body must not run")
+    with vault.db.write_driver((audit_repo.HEAD_SQL,)) as tx:  # the lock was let go
+        assert audit_repo.head_of(tx.opened[0]).seq == _head(vault)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_kept_connections_are_in_autocommit_and_go_back_to_the_pool_without_it(
+    vault: Vault,
+) -> None:
+    with vault.db.write_driver((audit_repo.HEAD_SQL,)) as tx:
+        assert tx.driver.autocommit  # BEGIN goes with the lock, not on its own
+        assert tx.driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    with vault.db.read_driver() as tx:
+        assert tx.driver.autocommit
+    raw = vault.db.read_engine.raw_connection()
+    raw.driver_connection.autocommit = True
+    connection = raw.driver_connection
+    _give_back(raw)  # what dispose does with the kept ones
+    assert connection.autocommit is False

@@ -67,7 +67,7 @@ from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
 from vault.storage import audit_repo, meta_repo
-from vault.storage.engine import Database, Tx, execute_many
+from vault.storage.engine import Database, DriverTx, Tx, execute_many
 
 log = logging.getLogger("vault.audit")
 SHARED_FOR_SECONDS = 2.0  # how long one sign of another writer keeps batches prepared first
@@ -132,6 +132,10 @@ class JobContext:
 
 
 Job = Callable[[Session, JobContext], T]
+
+# What a batch of read-only jobs reads as soon as it holds the chain lock, in the same round trip
+# on PostgreSQL (``Database.write_driver``): the state stamp, and the head it appends after.
+_OPENING = (meta_repo.STAMP_SQL, audit_repo.HEAD_SQL)
 
 # What a read-only job will read through ``ctx.memoized((name, key), ...)``, declared when it is
 # submitted: (name, a loader of many keys at once, key). A batch of read-only jobs loads each
@@ -413,13 +417,16 @@ class Appender:
         reads: _Reads | None = None
         prepared = self._prepare(batch) if read_only and self.preparing else None
         try:
-            transaction = self._db.write_driver() if read_only else self._db.write()
+            transaction = self._db.write_driver(_OPENING) if read_only else self._db.write()
             with transaction as session:
                 now = self._clock.now()
                 drafts: Linked = []
                 rows: Rows = []
+                before: Head | None = None  # read now: read-only jobs append no entries
                 if read_only:
-                    stamp = meta_repo.state_stamp(session)
+                    assert isinstance(session, DriverTx)  # write_driver() gives one
+                    stamp = meta_repo.stamp_of(session.opened[0])
+                    before = audit_repo.head_of(session.opened[1])
                     taken = self._take_read_only(batch)  # now part of the batch, too
                     if prepared is not None and prepared.holds(stamp, now):
                         outcomes, drafts, rows = prepared.outcomes, prepared.drafts, prepared.rows
@@ -433,7 +440,9 @@ class Appender:
                     self._run_mixed_jobs(session, batch, now, outcomes, drafts)
                 _insert_rows(session, rows)
                 forced = any(outcome.wants_checkpoint for outcome in outcomes)
-                checkpoint, appended = self._append(session, drafts, format_ts(now), forced=forced)
+                checkpoint, appended = self._append(
+                    session, drafts, format_ts(now), forced=forced, before=before
+                )
         except Exception as exc:
             # The transaction is gone: nothing of this batch exists. Fail every caller closed.
             log.error(
@@ -627,13 +636,14 @@ class Appender:
         self._last_seq = after
 
     def _append(
-        self, session: Tx, drafts: Linked, ts: str, *, forced: bool
+        self, session: Tx, drafts: Linked, ts: str, *, forced: bool, before: Head | None
     ) -> tuple[Checkpoint | None, tuple[int, int] | None]:
-        """Link and insert ``drafts`` (and a checkpoint when one is due); the checkpoint, and
-        the seqs before and after."""
+        """Link and insert ``drafts`` (and a checkpoint when one is due) after ``before``, the
+        head (read now if ``None``); the checkpoint, and the seqs before and after."""
         if not drafts and not forced:
             return None, None
-        before = audit_repo.head(session)
+        if before is None:
+            before = audit_repo.head(session)
         entries = link(before, [d for d, _ in drafts], ts, texts=[t for _, t in drafts])
         after = Head(entries[-1].seq, entries[-1].hash) if entries else before
         checkpoint = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, text
 from sqlmodel import Session, col, select
@@ -35,11 +36,18 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
     return Checkpoint(seq=row.seq, hash=row.hash, ts=row.ts, kid=row.kid, sig=row.sig)
 
 
+HEAD_SQL = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
+
+
 def head(session: Tx) -> Head:
     """The stored entry with the largest seq (GENESIS for an empty log). ``CorruptEntry`` if it
     holds no integer seq or no text hash (SQLite sorts text after every number, so a hand-edited
     row can be that entry): nothing is appended after it, and nothing reads up to it."""
-    row = fetch_first(session, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
+    return head_of(fetch_first(session, HEAD_SQL, ()))
+
+
+def head_of(row: Any) -> Head:
+    """``head`` of the row ``HEAD_SQL`` read."""
     if row is None:
         return GENESIS
     if type(row[0]) is not int or row[1].__class__ is not str:

@@ -71,6 +71,10 @@ class DriverTx:
     driver: Any  # the DBAPI connection
     qmark: bool  # takes ``?`` placeholders (sqlite3) rather than ``%s`` (psycopg)
     error: type[Exception]  # the driver's base error class
+    opened: tuple[Any, ...] = ()  # the first row of each of ``write_driver``'s opening reads
+    # PostgreSQL: the inserts not yet sent (``execute_many``), sent with the next read or with
+    # the COMMIT, in one round trip (``None``: sent at once).
+    deferred: list[tuple[str, list[tuple[Any, ...]]]] | None = None
 
 
 Tx = Session | DriverTx  # what fetch_first and execute_many run in
@@ -156,21 +160,30 @@ class Database:
             yield session
 
     @contextmanager
-    def write_driver(self) -> Iterator[DriverTx]:
+    def write_driver(self, opening: tuple[str, ...] = ()) -> Iterator[DriverTx]:
         """``write`` on the driver connection itself: commits on success, rolls back on error.
+
+        ``opening``: reads (constant SQL, no parameters) run as soon as the chain lock is held;
+        the first row of each is in ``tx.opened``.
 
         The connection is kept from one such transaction to the next (the pool's checkout and
         check-in were a tenth of a one-job batch's CPU). One that fails to begin is replaced and
         tried once more (the pool's pre-ping would have done that), and one that saw any other
-        error is discarded, which rolls back its transaction."""
+        error is discarded, which rolls back its transaction.
+
+        On PostgreSQL every statement is a round trip to the server, and under load each costs
+        more than the statement itself; the lock is held through all of them. So BEGIN, the lock
+        and the opening reads go as one query, and the inserts (``execute_many``) wait to go
+        with the COMMIT, in one pipeline: a batch of read-only jobs takes two round trips, plus
+        one per other read."""
         with self._mutex, self._file_lock():
-            tx = self._begin_driver()
+            tx = self._begin_driver(opening)
             try:
                 yield tx
                 if self.dialect == "sqlite":
                     _run(tx, "COMMIT")
                 else:
-                    _commit(tx)
+                    _send_deferred(tx, commit=True)
             except BaseException:
                 self._drop_held()
                 raise
@@ -185,7 +198,7 @@ class Database:
         with self._read_mutex:
             try:
                 if self._held_read is None:
-                    self._held_read = self.read_engine.raw_connection()
+                    self._held_read = self._raw_connection(self.read_engine)
                 dialect = self.read_engine.dialect
                 tx = DriverTx(
                     self._held_read.driver_connection,
@@ -203,11 +216,11 @@ class Database:
                         held.invalidate()
                 raise
 
-    def _begin_driver(self) -> DriverTx:
+    def _begin_driver(self, opening: tuple[str, ...]) -> DriverTx:
         dialect = self.write_engine.dialect
         for retry in (False, True):
             if self._held is None:
-                self._held = self.write_engine.raw_connection()
+                self._held = self._raw_connection(self.write_engine)
             tx = DriverTx(
                 self._held.driver_connection,
                 dialect.paramstyle == "qmark",
@@ -216,15 +229,34 @@ class Database:
             try:
                 if self.dialect == "sqlite":
                     _run(tx, "BEGIN IMMEDIATE")
+                    opened = tuple(fetch_first(tx, sql, ()) for sql in opening)
                 else:
-                    _run(tx, "SELECT pg_advisory_xact_lock(?)", (CHAIN_LOCK_KEY,))
+                    lock = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY:d})"
+                    opened = _first_rows(tx, "; ".join((lock, *opening)))[2:]
             except DBAPIError:
                 self._drop_held()
                 if retry:
                     raise
                 continue
-            return tx
+            deferred: list[tuple[str, list[tuple[Any, ...]]]] | None = (
+                None if self.dialect == "sqlite" else []
+            )
+            return DriverTx(tx.driver, tx.qmark, tx.error, opened, deferred)
         raise AssertionError("unreachable")
+
+    def _raw_connection(self, engine: Engine) -> Any:
+        """A pool connection for ``write_driver`` or ``read_driver`` to keep. On PostgreSQL it is
+        in autocommit mode: the driver sends no BEGIN of its own (``write_driver`` sends it with
+        the lock), and ``read_driver``'s reads need none (each sees what was committed when it
+        began, as in a read-committed transaction)."""
+        raw: Any = engine.raw_connection()
+        if self.dialect == "postgresql":
+            try:
+                raw.driver_connection.autocommit = True
+            except BaseException:
+                raw.invalidate()
+                raise
+        return raw
 
     def _drop_held(self) -> None:
         held, self._held = self._held, None
@@ -263,13 +295,11 @@ class Database:
 
     def dispose(self) -> None:
         with self._mutex:
-            if self._held is not None:
-                held, self._held = self._held, None
-                held.close()  # back to the pool, which dispose closes
+            held, self._held = self._held, None
+            _give_back(held)
         with self._read_mutex:
-            if self._held_read is not None:
-                held, self._held_read = self._held_read, None
-                held.close()
+            held, self._held_read = self._held_read, None
+            _give_back(held)
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
@@ -290,6 +320,8 @@ def fetch_all(session: Tx, sql: str, params: tuple[Any, ...]) -> list[Any]:
 
 
 def _fetch(session: Tx, sql: str, params: tuple[Any, ...], *, every: bool) -> Any:
+    if isinstance(session, DriverTx):
+        _send_deferred(session, commit=False)  # a read sees the transaction's inserts
     driver, qmark, dbapi_error = _driver(session)
     statement = sql if qmark else sql.replace("?", "%s")
     try:
@@ -311,6 +343,9 @@ def execute_many(session: Tx, sql: str, rows: list[tuple[Any, ...]]) -> None:
         return
     driver, qmark, dbapi_error = _driver(session)
     statement = sql if qmark else sql.replace("?", "%s")
+    if isinstance(session, DriverTx) and session.deferred is not None:
+        session.deferred.append((statement, rows))  # sent with the next read, or the COMMIT
+        return
     try:
         cursor = driver.cursor()
         try:
@@ -347,11 +382,53 @@ def _run(tx: DriverTx, sql: str, params: tuple[Any, ...] = ()) -> None:
         raise _as_sqlalchemy(exc, statement, params, tx.error) from exc
 
 
-def _commit(tx: DriverTx) -> None:
+def _send_deferred(tx: DriverTx, *, commit: bool) -> None:
+    """Send ``tx``'s deferred inserts, and with ``commit`` the COMMIT, in one pipeline: one
+    round trip. An error in any of them is raised here; the caller then drops the connection,
+    which rolls the transaction back."""
+    deferred = tx.deferred
+    if not deferred and not commit:
+        return
+    statement = "COMMIT"
     try:
-        tx.driver.commit()
+        if not deferred:
+            tx.driver.execute(statement).close()
+            return
+        with tx.driver.pipeline(), tx.driver.cursor() as cursor:
+            for statement, rows in deferred:
+                cursor.executemany(statement, rows)
+            deferred.clear()
+            if commit:
+                statement = "COMMIT"
+                cursor.execute(statement)
     except tx.error as exc:
-        raise _as_sqlalchemy(exc, "COMMIT", (), tx.error) from exc
+        raise _as_sqlalchemy(exc, statement, (), tx.error) from exc
+
+
+def _first_rows(tx: DriverTx, sql: str) -> tuple[Any, ...]:
+    """The first row (or ``None``) of each statement of ``sql``, several statements without
+    parameters: PostgreSQL runs them in one round trip (the simple query protocol)."""
+    found: list[Any] = []
+    try:
+        with tx.driver.cursor() as cursor:
+            cursor.execute(sql)
+            while True:
+                found.append(cursor.fetchone() if cursor.description is not None else None)
+                if not cursor.nextset():
+                    break
+    except tx.error as exc:
+        raise _as_sqlalchemy(exc, sql, (), tx.error) from exc
+    return tuple(found)
+
+
+def _give_back(held: Any) -> None:
+    """Return a kept connection to its pool as the pool gave it (not in autocommit)."""
+    if held is None:
+        return
+    with contextlib.suppress(Exception):
+        if getattr(held.driver_connection, "autocommit", False):
+            held.driver_connection.autocommit = False
+    held.close()
 
 
 def _rollback(tx: DriverTx) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from sqlmodel import Session
 
@@ -30,6 +31,8 @@ def set_meta(session: Session, key: str, value: str) -> None:
 # release, which would change state without replacing it, refuses the database.
 STATE_STAMP = "state_stamp"
 _READ_STAMP = "SELECT value FROM vault_meta WHERE key = ?"
+# The same read with no parameter, for ``Database.write_driver``'s opening reads.
+STAMP_SQL = f"SELECT value FROM vault_meta WHERE key = '{STATE_STAMP}'"  # noqa: S608 (a constant)
 _NEW_STAMP = (
     "INSERT INTO vault_meta (key, value) VALUES (?, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -37,7 +40,11 @@ _NEW_STAMP = (
 
 
 def state_stamp(tx: Tx) -> str | None:
-    row = fetch_first(tx, _READ_STAMP, (STATE_STAMP,))
+    return stamp_of(fetch_first(tx, _READ_STAMP, (STATE_STAMP,)))
+
+
+def stamp_of(row: Any) -> str | None:
+    """The state stamp in the row ``STAMP_SQL`` read."""
     return None if row is None else str(row[0])
 
 
