@@ -334,6 +334,40 @@ def test_bad_policy_is_refused(sqlite_env: dict[str, str]) -> None:
     assert [p["name"] for p in principals(env)] == ["owner"]
 
 
+NOT_UTF8 = "\udcff\udcfe"  # the bytes 0xff 0xfe as Python holds them in argv and the environment
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["subjects", "put", NOT_UTF8, "--email", "u@example.com"],
+        ["subjects", "put", "u1", "--email", f"{NOT_UTF8}@example.com"],
+        ["principals", "create", NOT_UTF8, "--role", "auditor"],
+        ["token", "issue", "--subject", NOT_UTF8, "--reason", "x"],
+        ["token", "issue", "--subject", "u1", "--reason", NOT_UTF8],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(
+    sqlite_env: dict[str, str], args: list[str]
+) -> None:
+    env = {**sqlite_env, "VAULT_CREDENTIAL": "dv_" + "a" * 43}
+    init(env)
+    before = head_seq(env)
+    one_line_error(dvault(env, *args), 2, "not valid UTF-8")
+    assert head_seq(env) == before
+
+
+def test_a_credential_that_is_not_utf8_or_not_ascii_is_refused_before_sending(
+    sqlite_env: dict[str, str],
+) -> None:
+    args = ["token", "issue", "--subject", "u1", "--reason", "x", "--url", "http://127.0.0.1:9"]
+    for credential, needle in (
+        (f"dv_{NOT_UTF8}", "VAULT_CREDENTIAL"),
+        ("dv_é", "not a credential"),
+    ):
+        one_line_error(dvault({**sqlite_env, "VAULT_CREDENTIAL": credential}, *args), 2, needle)
+
+
 # --- audit -------------------------------------------------------------------------------------
 
 

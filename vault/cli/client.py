@@ -15,6 +15,8 @@ def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
     credential = os.environ.get("VAULT_CREDENTIAL")
     if not credential:
         raise CliError("set VAULT_CREDENTIAL to the delegator's credential", 2)
+    if not credential.isascii() or not credential.isprintable():
+        raise CliError("VAULT_CREDENTIAL is not a credential (dv_ and printable ASCII)", 2)
     body: dict[str, object] = {"subject": args.subject}
     if args.scope is not None:
         body["scope"] = args.scope

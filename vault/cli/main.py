@@ -186,7 +186,31 @@ def _command(target: str) -> Command:
     return command
 
 
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """What names an argument or a ``VAULT_`` variable that is not valid UTF-8 (Python holds
+    such bytes as lone surrogates, which nothing downstream can encode), or ``None``."""
+    for number, arg in enumerate(argv, start=1):
+        if not _encodes(arg):
+            return f"argument {number}"
+    for name, value in os.environ.items():
+        if name.startswith("VAULT_") and not (_encodes(name) and _encodes(value)):
+            return f"the environment variable {name.encode('utf-8', 'replace').decode()}"
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    wrong = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if wrong is not None:
+        fail(f"{wrong} is not valid UTF-8")
+        return USAGE
     args = build_parser().parse_args(argv)
     # Flags win over the environment; they are put there so that serve's workers see them too.
     if args.home is not None:
