@@ -14,6 +14,11 @@ ROLES = (OWNER, DELEGATOR, AUDITOR, VERIFIER)
 SUBJECT_ROLES = ("admin", "user", "pending")
 
 
+def has_control_characters(text: str) -> bool:
+    """C0 and C1 controls and DEL: a name holding one could rewrite a terminal it is shown on."""
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
     id: str

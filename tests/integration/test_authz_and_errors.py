@@ -168,6 +168,24 @@ def _chunks(total: int) -> Iterator[bytes]:
 OVER_LIMIT = 64 * 1024 + 1
 
 
+def test_an_email_and_an_id_never_name_two_subjects(cast: Cast) -> None:
+    api = cast.api
+    api.subject("carol@example.com", "carol.work@example.com")  # an id that is an email
+    r = api.call(
+        "PUT", "/v1/subjects/u-4", api.owner, json={"email": "Carol@Example.com", "name": "c"}
+    )
+    assert_error_body(r, 409, "conflict")
+    r = api.call("GET", "/v1/subjects/carol@example.com", api.owner)
+    assert r.status_code == 200
+    assert r.json()["email"] == "carol.work@example.com"
+    assert api.call("GET", "/v1/subjects/u-4", api.owner).status_code == 404
+    # and a subject may still take its own id as its email
+    r = api.call(
+        "PUT", "/v1/subjects/carol@example.com", api.owner, json={"email": "carol@example.com"}
+    )
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize(
     ("method", "path", "role", "kw", "status", "code"),
     [
@@ -201,6 +219,15 @@ OVER_LIMIT = 64 * 1024 + 1
         ("PUT", "/v1/principals/p_none/policy", "owner", {"json": {}}, 404, "not_found"),
         ("PUT", "/v1/subjects/u-1", "owner", {"json": {"email": "not-an-email"}}, 400, None),
         ("PUT", "/v1/subjects/u-2", "owner", {"json": {"email": "alice@example.com"}}, 409, None),
+        # a subject is named by id or by email: neither may come to name two subjects
+        (
+            "PUT",
+            "/v1/subjects/Alice@example.com",
+            "owner",
+            {"json": {"email": "a@x.io"}},
+            409,
+            None,
+        ),
         ("GET", "/v1/subjects/nobody", "owner", {}, 404, "unknown_subject"),
         ("GET", "/v1/audit/entries?limit=5000", "owner", {}, 400, None),
         ("GET", "/v1/audit/entries?after_seq=-1", "owner", {}, 400, None),

@@ -7,6 +7,8 @@ caller of the batch. They are refused at the edge, as are absurd nesting and out
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support import Api
@@ -81,17 +83,47 @@ def test_out_of_range_audit_queries_are_a_400(api: Api, params: dict[str, str]) 
 
 def test_names_that_look_like_secrets_never_reach_the_audit_log(api: Api) -> None:
     _, credential = api.principal("bot", "auditor")
+    delegator, _ = api.principal("app", "delegator")
     for method, path, body in [
         ("POST", "/v1/principals", {"name": f"copy of {credential}", "roles": ["auditor"]}),
         ("PUT", "/v1/subjects/u-9", {"email": "u9@example.com", "name": credential}),
         ("PUT", f"/v1/subjects/{credential}", {"email": "u10@example.com"}),
         ("PUT", f"/v1/subjects/id-{credential}", {"email": "u11@example.com"}),
+        (
+            "POST",
+            "/v1/principals",
+            {"name": "d", "roles": ["delegator"], "policy": {"subjects": ["u-1", credential]}},
+        ),
+        ("PUT", f"/v1/principals/{delegator}/policy", {"subjects": [f"u {credential}"]}),
     ]:
         refused = api.call(method, path, api.owner, json=body)
         assert refused.status_code == 400, refused.text
         assert credential not in refused.text
     exported = api.call("GET", "/v1/audit/export", api.owner)
     assert credential not in exported.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"principal": {"name": "a\u001b[2Jb", "roles": ["auditor"]}},
+        {"principal": {"name": "a\nb", "roles": ["auditor"]}},
+        {"principal": {"name": "a\u009bb", "roles": ["auditor"]}},
+        {"subject": {"email": "c@example.com", "name": "a\u0007b"}},
+        {"subject": {"email": "c\u001b@example.com"}},
+        {"principal": {"name": "d", "roles": ["delegator"], "policy": {"subjects": ["u\n1"]}}},
+        {"principal": {"name": "d", "roles": ["delegator"], "policy": {"subjects": ["u" * 321]}}},
+    ],
+)
+def test_names_with_control_characters_are_refused(api: Api, body: dict[str, Any]) -> None:
+    before = len(api.entries())
+    if "principal" in body:
+        refused = api.call("POST", "/v1/principals", api.owner, json=body["principal"])
+    else:
+        refused = api.call("PUT", "/v1/subjects/u-c", api.owner, json=body["subject"])
+    assert refused.status_code == 400, refused.text
+    assert set(refused.json()) == {"error", "error_description"}
+    assert len(api.entries()) == before
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,12 @@ def test_to_dict_is_the_pinned_shape():
 
 @given(
     roles=st.lists(st.sampled_from(["admin", "user"]), unique=True, max_size=2),
-    subjects=st.none() | st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=3),
+    subjects=st.none()
+    | st.lists(
+        st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=6),
+        unique=True,
+        max_size=3,
+    ),
     scopes=st.none() | st.lists(st.sampled_from(KNOWN), unique=True, max_size=4),
     max_ttl=st.none() | st.integers(min_value=1, max_value=VAULT_MAX_TTL),
 )
@@ -363,3 +368,26 @@ def test_reason_length(required):
 
 def test_reason_is_returned_unchanged():
     assert check_reason(" ticket #42 ", required=True) == " ticket #42 "
+
+
+@pytest.mark.parametrize(
+    "subject_id",
+    [
+        "u\n1",
+        "u\x1b1",
+        "u\x9b1",
+        "u" * 321,
+        "dv_" + "A" * 43,
+        "x eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln",
+    ],
+)
+def test_subject_ids_in_a_new_policy_that_cannot_be_audited_are_refused(subject_id: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse({"subjects": ["u-1", subject_id]})
+
+
+def test_a_stored_policy_is_read_even_with_such_a_subject_id() -> None:
+    policy = parse_policy(
+        {"subjects": ["u\n1"]}, known_scopes=KNOWN, vault_max_ttl=VAULT_MAX_TTL, stored=True
+    )
+    assert policy.subjects == ("u\n1",)

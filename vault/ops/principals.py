@@ -17,7 +17,7 @@ from vault.audit.entry import (
     Draft,
 )
 from vault.clock import format_ts
-from vault.domain import ROLES, Principal
+from vault.domain import ROLES, Principal, has_control_characters
 from vault.errors import InvalidRequest, NotFound
 from vault.ops.credentials import new_credential, secret_hash
 from vault.ops.revocation import revoke_rows
@@ -47,6 +47,8 @@ def check_roles(roles: Any) -> tuple[str, ...]:
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
         raise InvalidRequest(f"name must be 1-{MAX_NAME_CHARS} characters")
+    if has_control_characters(name):
+        raise InvalidRequest("name must not hold control characters")
     if looks_secret(name):
         raise InvalidRequest("name looks like it holds a credential or token; it was refused")
     return name

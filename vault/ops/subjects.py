@@ -9,7 +9,7 @@ from sqlmodel import Session
 from vault.audit.appender import Job, JobContext
 from vault.audit.entry import SUBJECT_UPSERTED, Draft
 from vault.clock import format_ts
-from vault.domain import SUBJECT_ROLES, Subject
+from vault.domain import SUBJECT_ROLES, Subject, has_control_characters
 from vault.errors import Conflict, InvalidRequest
 from vault.redact import looks_secret
 from vault.storage import subjects_repo
@@ -21,6 +21,8 @@ def _text(body: dict[str, Any], name: str, *, default: str | None = None) -> str
     value = body.get(name, default)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_CHARS:
         raise InvalidRequest(f"{name} must be a string of 1-{MAX_FIELD_CHARS} characters")
+    if has_control_characters(value):
+        raise InvalidRequest(f"{name} must not hold control characters")
     if looks_secret(value):
         raise InvalidRequest(f"{name} looks like it holds a credential or token; it was refused")
     return value.strip()
@@ -29,7 +31,7 @@ def _text(body: dict[str, Any], name: str, *, default: str | None = None) -> str
 def parse_subject(subject_id: str, body: Any) -> Subject:
     if not subject_id or len(subject_id) > MAX_FIELD_CHARS or subject_id != subject_id.strip():
         raise InvalidRequest("subject id must be 1-320 characters without surrounding spaces")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in subject_id):
+    if has_control_characters(subject_id):
         raise InvalidRequest("subject id must not hold control characters")
     if looks_secret(subject_id):
         raise InvalidRequest("subject id looks like it holds a credential or token; it was refused")
@@ -63,6 +65,14 @@ def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, str
         owner = subjects_repo.email_owner(session, subject.email)
         if owner is not None and owner != subject.id:
             raise Conflict("another subject has this email")
+        # A subject may be named by id or by email: neither may name two subjects.
+        if "@" in subject.id:
+            owner = subjects_repo.email_owner(session, subject.id)
+            if owner is not None and owner != subject.id:
+                raise Conflict("another subject has this id as its email")
+        named = subjects_repo.id_like(session, subject.email)
+        if named is not None and named != subject.id:
+            raise Conflict("this email is another subject's id")
         before = subjects_repo.get_subject(session, subject.id)
         if before == subject:
             return subject, UNCHANGED

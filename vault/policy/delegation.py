@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vault.domain import SUBJECT_ROLES, Subject
+from vault.domain import SUBJECT_ROLES, Subject, has_control_characters
 from vault.errors import (
     InvalidRequest,
     InvalidTTL,
@@ -19,9 +19,11 @@ from vault.errors import (
     SubjectNotAllowed,
 )
 from vault.policy.scopes import ALL
+from vault.redact import looks_secret
 
 POLICY_MEMBERS = frozenset({"subject_roles", "subjects", "scopes", "max_ttl_seconds"})
 MAX_REASON_CHARS = 500
+MAX_SUBJECT_ID_CHARS = 320  # as vault.ops.subjects
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +58,21 @@ def _str_list(value: Any, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _check_subject_ids(subject_ids: tuple[str, ...]) -> None:
+    """What a subject id may be (``vault.ops.subjects``); the policy is audited as it is written,
+    so a credential or a token in it must be refused, never recorded."""
+    for subject_id in subject_ids:
+        if len(subject_id) > MAX_SUBJECT_ID_CHARS or has_control_characters(subject_id):
+            raise InvalidRequest(
+                f"policy subjects must be ids of 1-{MAX_SUBJECT_ID_CHARS} characters "
+                "without control characters"
+            )
+        if looks_secret(subject_id):
+            raise InvalidRequest(
+                "policy subjects: an id looks like it holds a credential or token; it was refused"
+            )
+
+
 def parse_policy(
     obj: Any, *, known_scopes: tuple[str, ...], vault_max_ttl: int, stored: bool = False
 ) -> DelegationPolicy:
@@ -81,6 +98,8 @@ def parse_policy(
     subjects = None
     if obj.get("subjects") is not None:
         subjects = _str_list(obj["subjects"], "subjects")
+        if not stored:
+            _check_subject_ids(subjects)
     scopes = None
     if obj.get("scopes") is not None:
         scopes = _str_list(obj["scopes"], "scopes")

@@ -16,6 +16,7 @@ from vault.domain import SUBJECT_ROLES, Subject
 from vault.errors import Conflict, InvalidRequest, Unavailable
 from vault.ops import subjects
 from vault.ops.runtime import Vault
+from vault.redact import redact_secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,15 @@ def to_subject(user: dict[str, Any]) -> Subject:
         raise InvalidRequest(f"unknown Open WebUI role {role!r}")
     body = {"email": user.get("email"), "name": user.get("name") or user.get("email"), "role": role}
     body["active"] = role != "pending"
-    return subjects.parse_subject(str(user.get("id", "")), body)
+    user_id = user.get("id")
+    if not isinstance(user_id, str):
+        raise InvalidRequest("the user's id is not a string")
+    return subjects.parse_subject(user_id, body)
+
+
+def _named(user: dict[str, Any]) -> str:
+    """A skipped user, as the report names it: its id, shortened, with no secret in it."""
+    return redact_secrets(repr(user.get("id"))[:80])
 
 
 def sync(vault: Vault, users: list[dict[str, Any]]) -> SyncResult:
@@ -76,7 +85,7 @@ def sync(vault: Vault, users: list[dict[str, Any]]) -> SyncResult:
         try:
             subject = to_subject(user)
         except InvalidRequest as exc:
-            skipped.append(f"{user.get('id')}: {exc.description}")
+            skipped.append(f"{_named(user)}: {exc.description}")
             continue
         try:
             _, outcome = vault.appender.run(subjects.upsert_job(subject, actor=None))
