@@ -440,7 +440,13 @@ def test_saved_checkpoint_catches_a_rollback_of_entries_and_checkpoints(
         expected = saved_cp["seq"]
     dba.run("DELETE FROM audit_checkpoints WHERE seq >= :s", s=rollback_to)
 
-    # Entries and checkpoints agree again: the database alone cannot tell.
+    # Entries and checkpoints in the database agree again, but the checkpoint log outside it
+    # still holds what was removed: the API and the CLI read it too.
+    assert settings.checkpoint_log.exists()
+    assert_caught(api, settings, expected, checkpoints_ok=False)
+    # One who can also rewrite that file (here: remove it) leaves the database alone to tell,
+    # and it cannot; a checkpoint the reviewer saved elsewhere still can.
+    settings.checkpoint_log.unlink()
     assert_healthy(api, settings)
     done = verify_cli(settings, "--checkpoint", str(tmp_path / "saved.json"))
     assert done.returncode == 1, (done.stdout, done.stderr)
@@ -574,3 +580,48 @@ def test_fails_closed_when_postgres_goes_read_only(api: Api, settings: Settings,
         admin("RESET default_transaction_read_only")
     assert dba.scalar("SHOW default_transaction_read_only") == "off"
     assert_recovered(api, settings, dba, s)
+
+
+def test_a_copy_of_the_checkpoint_log_is_a_saved_checkpoint_file(
+    api: Api, settings: Settings, dba: Dba, tmp_path: Path
+) -> None:
+    populate(api, 4)
+    first = checkpoint(api)
+    populate(api, 4, "b")
+    checkpoint(api)
+    shipped = tmp_path / "shipped.jsonl"  # what an operator copied to write-once storage
+    shipped.write_bytes(settings.checkpoint_log.read_bytes())
+    assert len(shipped.read_text("utf-8").splitlines()) >= 2
+    assert verify_cli(settings, "--checkpoint", str(shipped)).returncode == 0
+
+    dba.drop_triggers()
+    dba.run("DELETE FROM audit_entries WHERE seq > :s", s=first["seq"] - 1)
+    dba.run("DELETE FROM audit_checkpoints")
+    settings.checkpoint_log.write_text("", encoding="utf-8")
+    assert_healthy(api, settings)  # nothing left here covers the removed tail
+    done = verify_cli(settings, "--checkpoint", str(shipped))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert failed_seq(done.stderr) == first["seq"]
+
+
+def test_lines_of_the_checkpoint_log_that_are_not_checkpoints_are_left_out(
+    api: Api, settings: Settings
+) -> None:
+    populate(api, 2)
+    checkpoint(api)
+    with settings.checkpoint_log.open("a", encoding="utf-8") as log:
+        log.write('{"seq": 3, "hash": "torn\n\nnot json at all\n')
+    assert_healthy(api, settings)
+
+
+def test_a_checkpoint_file_with_a_line_that_is_not_a_checkpoint_is_refused(
+    api: Api, settings: Settings, tmp_path: Path
+) -> None:
+    populate(api, 2)
+    made = checkpoint(api)
+    saved = tmp_path / "saved.jsonl"
+    saved.write_text(json.dumps(made) + "\n" + '{"seq": 1}\n', encoding="utf-8")
+    done = verify_cli(settings, "--checkpoint", str(saved))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "line 2" in done.stderr
+    assert "Traceback" not in done.stderr

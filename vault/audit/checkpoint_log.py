@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from vault.audit.checkpoint import Checkpoint
+from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.export import checkpoint_line
 
 
@@ -52,6 +52,26 @@ class CheckpointLog:
             if isinstance(seq, int):
                 return seq
         return 0
+
+    def read(self) -> tuple[list[Checkpoint], int]:
+        """Every well-formed checkpoint in the file, in file order, and how many other lines
+        (blank lines aside) it holds: a line torn by a crash, or an edit. Nothing when the file
+        is absent. ``OSError`` if it cannot be read."""
+        found: list[Checkpoint] = []
+        other = 0
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return found, other
+        with handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                try:
+                    found.append(checkpoint_from_dict(json.loads(raw)))
+                except (ValueError, RecursionError):
+                    other += 1
+        return found, other
 
     def catch_up(self, stored: Iterable[Checkpoint]) -> int:
         """Append the stored checkpoints newer than the file's last line; return how many."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
+from vault.audit.checkpoint_log import CheckpointLog
 from vault.audit.export import read_checkpoints, read_rows
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, verify_rows
@@ -34,12 +35,32 @@ def _load_json(path: Path, what: str) -> object:
 
 
 def _trusted(path: Path | None) -> list[Checkpoint]:
+    """``--checkpoint FILE``: one checkpoint (the JSON of ``GET /v1/audit/checkpoint``), or JSON
+    lines of them (a copy of the checkpoint log, ``VAULT_CHECKPOINT_LOG``). Every line must be
+    a checkpoint: this is what the reviewer trusts."""
     if path is None:
         return []
     try:
-        return [checkpoint_from_dict(_load_json(path, "checkpoint file"))]
-    except ValueError as exc:
-        raise CliError(f"checkpoint file {path}: {exc}") from None
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise CliError(f"checkpoint file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"checkpoint file {path} is not readable: {exc}") from None
+    try:
+        return [checkpoint_from_dict(json.loads(text))]
+    except (ValueError, RecursionError):
+        pass  # not one JSON document: JSON lines, each a checkpoint
+    found: list[Checkpoint] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            found.append(checkpoint_from_dict(json.loads(line)))
+        except (ValueError, RecursionError) as exc:
+            raise CliError(f"checkpoint file {path}, line {number}: {exc}") from None
+    if not found:
+        raise CliError(f"checkpoint file {path} holds no checkpoint")
+    return found
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -97,7 +118,11 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         db = open_database(settings)
         try:
             report = audit.verify_database(
-                db, trusted=trusted, semantics=semantics, helpers=_helpers(db, args.jobs)
+                db,
+                trusted=trusted,
+                semantics=semantics,
+                helpers=_helpers(db, args.jobs),
+                checkpoint_log=CheckpointLog(settings.checkpoint_log),
             )
         finally:
             db.dispose()

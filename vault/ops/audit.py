@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint
+from vault.audit.checkpoint_log import CheckpointLog
 from vault.audit.entry import entry_line
 from vault.audit.export import checkpoint_line
 from vault.audit.semantics import SemanticChecker
@@ -23,6 +25,8 @@ from vault.crypto.keys import AUDIT, public_key_from_jwk
 from vault.ops.verify_parallel import verify_in_ranges
 from vault.storage import audit_repo, keys_repo
 from vault.storage.engine import Database
+
+log = logging.getLogger("vault.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,21 @@ def verify_database(
     trusted: list[Checkpoint] | None = None,
     semantics: SemanticChecker | None = None,
     helpers: int = 0,
+    checkpoint_log: CheckpointLog | None = None,
 ) -> Report:
     """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too. With
     ``helpers`` > 1, a sound log is verified by that many processes side by side
-    (``verify_parallel``); the report is the same."""
+    (``verify_parallel``); the report is the same.
+
+    With ``checkpoint_log`` (the file outside the database), its checkpoints count as
+    ``trusted`` ones too: entries removed from the tail together with the checkpoint rows that
+    covered them are still caught by the file's copy. The file is read before the log, so every
+    checkpoint in it was committed before the head that is read."""
+    logged = _logged(checkpoint_log)
     snap = snapshot(db)
-    report = _walked(db, snap, trusted or [], semantics, helpers)
+    stored = set(snap.checkpoints)
+    trusted = [*(trusted or []), *(cp for cp in logged if cp not in stored)]
+    report = _walked(db, snap, trusted, semantics, helpers)
     stray = audit_repo.stray_row(db, snap.head_seq)
     if stray is None:
         return report
@@ -89,6 +102,22 @@ def verify_database(
     if first is None or semantic or seq <= first.seq:
         first = Failure(seq, reason)
     return dataclasses.replace(report, ok=False, first_error=first)
+
+
+def _logged(checkpoint_log: CheckpointLog | None) -> list[Checkpoint]:
+    """The checkpoints of the file outside the database; a line that is not one (torn by a
+    crash in mid-append, or edited) is left out, with a warning: that file is the operator's
+    copy, and the database's own checkpoints are verified whatever it holds."""
+    if checkpoint_log is None:
+        return []
+    found, other = checkpoint_log.read()
+    if other:
+        log.warning(
+            "%d line(s) of the checkpoint log %s are not checkpoints; left out",
+            other,
+            checkpoint_log.path,
+        )
+    return found
 
 
 def _walked(

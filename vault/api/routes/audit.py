@@ -109,6 +109,9 @@ async def verify(vault: VaultDep, caller: CallerDep) -> dict[str, Any]:
     """Check the whole chain, every checkpoint and the log's meaning; report the first bad seq."""
     require(caller, AUDITOR, OWNER)
     report = await run_in_threadpool(
-        audit.verify_database, vault.db, semantics=SemanticChecker(scopes=vault.scopes)
+        audit.verify_database,
+        vault.db,
+        semantics=SemanticChecker(scopes=vault.scopes),
+        checkpoint_log=vault.checkpoint_log,
     )
     return report.to_dict()
