@@ -1,7 +1,10 @@
 """The vault's token keys as the middleware sees them: fetched from the JWKS, cached by kid.
 
 An unknown kid triggers a refresh, at most once per ``min_refresh_seconds``, so a flood of forged
-kids cannot turn into a flood of requests to the vault.
+kids cannot turn into a flood of requests to the vault. A request that meets an unknown kid
+within that interval waits for the next refresh instead of being refused at once: a token signed
+by a key rotated in a moment ago is accepted as soon as the vault publishes the key. Requests
+that waited while a refresh ran take its result, so each waits for one refresh at most.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ log = logging.getLogger("vault.middleware")
 
 class RemoteKeySet:
     def __init__(
-        self, http: httpx.AsyncClient, jwks_url: str, *, min_refresh_seconds: float = 10.0
+        self, http: httpx.AsyncClient, jwks_url: str, *, min_refresh_seconds: float = 1.0
     ) -> None:
         self._http = http
         self._url = jwks_url
@@ -29,6 +32,7 @@ class RemoteKeySet:
         self._refreshed_at = float("-inf")
         self._loaded = False
         self._lock = asyncio.Lock()
+        self._refreshes = 0  # how many refreshes ran
 
     @property
     def loaded(self) -> bool:
@@ -42,9 +46,14 @@ class RemoteKeySet:
         """Make sure ``kid`` is known if the vault publishes it (refresh, rate-limited)."""
         if kid in self._keys:
             return
+        before = self._refreshes
         async with self._lock:
-            if kid in self._keys or time.monotonic() - self._refreshed_at < self._min_refresh:
-                return
+            if kid in self._keys or self._refreshes != before:
+                return  # a refresh ran while this request waited: its answer stands
+            wait = self._refreshed_at + self._min_refresh - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._refreshes += 1
             self._refreshed_at = time.monotonic()
             try:
                 response = await self._http.get(self._url)

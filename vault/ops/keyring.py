@@ -90,9 +90,11 @@ class KeyManager:
             self._loaded_at = time.monotonic()
         return keyset
 
-    def current(self) -> KeySet:
+    def current(self, max_age: float | None = None) -> KeySet:
+        """The key set, reloaded if older than the refresh interval or ``max_age`` seconds."""
+        limit = self._refresh_seconds if max_age is None else min(max_age, self._refresh_seconds)
         keyset = self._set
-        if keyset is None or time.monotonic() - self._loaded_at > self._refresh_seconds:
+        if keyset is None or time.monotonic() - self._loaded_at > limit:
             return self.reload()
         return keyset
 

@@ -15,19 +15,22 @@ from vault.ops.runtime import Vault
 
 router = APIRouter(tags=["public"])
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
+# How old the key sets these endpoints publish may be: a key rotated in by another process (the
+# CLI, another worker) signs there at once, and a verifier that meets its kid fetches the JWKS.
+PUBLISHED_MAX_AGE = 1.0
 
 
 @router.get("/.well-known/jwks.json")
 async def jwks(vault: VaultDep) -> JSONResponse:
     """The token-signing public keys (current, and retired ones until their tokens expire)."""
-    keyset = await run_in_threadpool(vault.keys.current)
+    keyset = await run_in_threadpool(vault.keys.current, PUBLISHED_MAX_AGE)
     return JSONResponse(keyset.token_jwks, headers=PUBLIC_CACHE)
 
 
 @router.get("/.well-known/audit-keys.json")
 async def audit_keys(vault: VaultDep) -> JSONResponse:
     """The checkpoint-signing public keys, current and past. Never used for tokens."""
-    keyset = await run_in_threadpool(vault.keys.current)
+    keyset = await run_in_threadpool(vault.keys.current, PUBLISHED_MAX_AGE)
     return JSONResponse(keyset.audit_jwks, headers=PUBLIC_CACHE)
 
 
