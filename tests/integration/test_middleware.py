@@ -640,6 +640,18 @@ def _unknown_kid(token: str, jwks: dict[str, Any]) -> str:
     return sign_ed25519({**header_, "kid": thumbprint(key.public_key())}, payload, key)
 
 
+def _oversized_header(token: str, jwks: dict[str, Any]) -> str:
+    _, body, signature = token.split(".")
+    header_, _ = segments(token)
+    return f"{encode({**header_, 'pad': 'A' * 9000})}.{body}.{signature}"
+
+
+def _oversized_payload(token: str, jwks: dict[str, Any]) -> str:
+    head, _, signature = token.split(".")
+    _, payload = segments(token)
+    return f"{head}.{encode({**payload, 'pad': 'A' * 9000})}.{signature}"
+
+
 @pytest.mark.parametrize(
     ("make", "code"),
     [
@@ -648,8 +660,18 @@ def _unknown_kid(token: str, jwks: dict[str, Any]) -> str:
         (_tampered_payload, "bad_signature"),
         (_flipped_signature_bit, "bad_signature"),
         (_unknown_kid, "unknown_key"),
+        (_oversized_header, "token_too_large"),
+        (_oversized_payload, "token_too_large"),
     ],
-    ids=["alg-none", "hs256-key-confusion", "tampered-payload", "flipped-bit", "unknown-kid"],
+    ids=[
+        "alg-none",
+        "hs256-key-confusion",
+        "tampered-payload",
+        "flipped-bit",
+        "unknown-kid",
+        "oversized-header",
+        "oversized-payload",
+    ],
 )
 def test_bad_tokens_get_401_with_the_exact_code(
     stack: Stack, make: Callable[[str, dict[str, Any]], str], code: str

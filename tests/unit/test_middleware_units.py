@@ -22,6 +22,7 @@ from vault.middleware.verifier import (
     is_delegation_token,
 )
 from vault.tokens.claims import MAX_TOKEN_BYTES
+from vault.tokens.jws import MAX_ROUTED_HEADER_BYTES, TokenTooLarge
 
 SECRET = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6InUtMSJ9.c2lnbmF0dXJlLW9mLXRoZS1uYXRpdmUtdG9rZW4"
 
@@ -105,9 +106,16 @@ def test_a_header_without_typ_or_with_another_typ_is_foreign(kit: Any) -> None:
     assert not is_delegation_token(kit.forge(kit.header(typ=7), kit.payload(), kit.ours))
 
 
-def test_an_oversized_token_is_not_parsed(kit: Any) -> None:
+def test_an_oversized_header_is_read_for_routing_up_to_a_bound(kit: Any) -> None:
+    # Ours, though too large: recognized, so that verification refuses it (token_too_large)
+    # instead of passing it to the app.
     huge = kit.forge(kit.header(pad="x" * MAX_TOKEN_BYTES), kit.payload(), kit.ours)
-    assert not is_delegation_token(huge)
+    assert is_delegation_token(huge)
+    with pytest.raises(TokenTooLarge):
+        kit.verify(huge)
+    # Beyond the bound it is not even parsed.
+    vast = kit.forge(kit.header(pad="x" * MAX_ROUTED_HEADER_BYTES), kit.payload(), kit.ours)
+    assert not is_delegation_token(vast)
 
 
 # --- SeenTokens -----------------------------------------------------------------------------------

@@ -96,27 +96,31 @@ def _json_object(segment: str, what: str) -> dict[str, Any]:
 
 _HEADERS: dict[str, dict[str, Any]] = {}  # header segment -> its parsed header (one per key)
 _HEADERS_MAX = 64
+_HEADER_KEPT_BYTES = 512  # ours are ~100 bytes
+MAX_ROUTED_HEADER_BYTES = 8 * MAX_TOKEN_BYTES
 
 
 def read_header(token: str) -> dict[str, Any]:
     """The unverified header, for routing only (is this one of ours?). Never trust it further.
 
-    Only the header's size is limited here, so that an oversized token of ours is still
-    recognized as ours, and then refused by ``verify`` as too large.
+    Only the header's size is limited here, and more loosely than a token's
+    (``MAX_ROUTED_HEADER_BYTES``), so that an oversized token of ours, its header included, is
+    still recognized as ours, and then refused by ``verify`` as too large.
     """
     head, sep, _ = token.partition(".")
-    if len(head) > MAX_TOKEN_BYTES:
-        raise TokenTooLarge(f"token is over {MAX_TOKEN_BYTES} bytes")
+    if len(head) > MAX_ROUTED_HEADER_BYTES:
+        raise TokenTooLarge(f"token header is over {MAX_ROUTED_HEADER_BYTES} bytes")
     if not sep:
         raise MalformedToken("not a compact JWS")
     # Every token of one key has the same header segment: parse it once. A copy is returned,
-    # so no caller can change what the next one reads.
+    # so no caller can change what the next one reads. Only headers of a usual size are kept.
     found = _HEADERS.get(head)
     if found is None:
         found = _json_object(head, "header")
-        if len(_HEADERS) >= _HEADERS_MAX:
-            _HEADERS.clear()
-        _HEADERS[head] = found
+        if len(head) <= _HEADER_KEPT_BYTES:
+            if len(_HEADERS) >= _HEADERS_MAX:
+                _HEADERS.clear()
+            _HEADERS[head] = found
     return dict(found)
 
 
