@@ -138,7 +138,7 @@ def test_a_revocation_sees_the_tokens_issued_before_it_in_its_batch(vault: Vault
     jti = issued.result(30).claims.jti
     assert revoked.result(30) == 1
     with vault.db.read() as session:
-        assert tokens_repo.token_state(session, jti) == tokens_repo.REVOKED
+        assert tokens_repo.token_state(session, jti).state == tokens_repo.REVOKED
 
 
 def test_a_read_only_job_sees_a_change_made_before_it_in_its_batch(vault: Vault) -> None:
@@ -152,7 +152,7 @@ def test_a_read_only_job_sees_a_change_made_before_it_in_its_batch(vault: Vault)
     with pytest.raises(Forbidden):
         after.result(30)
     with vault.db.read() as session:
-        assert tokens_repo.token_state(session, jti) == tokens_repo.REVOKED
+        assert tokens_repo.token_state(session, jti).state == tokens_repo.REVOKED
 
 
 def test_introspections_of_one_batch_each_see_their_own_tokens_state(vault: Vault) -> None:
@@ -165,22 +165,30 @@ def test_introspections_of_one_batch_each_see_their_own_tokens_state(vault: Vaul
     # signed by the vault's key, but never recorded as issued (as if from a lost database)
     claims = replace(live.claims, jti="never-issued-jti-000000")
     unknown = jws.sign(claims, vault.keys.token_signing())
+    # signed by the vault's key with an issued jti, but not as issued (a later exp)
+    stretched = jws.sign(replace(live.claims, exp=live.claims.exp + 60), vault.keys.token_signing())
 
     async def introspect_together() -> list[Any]:
         waiters = []
-        for token in (live.access_token, revoked.access_token, unknown, live.access_token):
+        for token in (
+            live.access_token,
+            revoked.access_token,
+            unknown,
+            stretched,
+            live.access_token,
+        ):
             job, reads = introspection_job(vault, verifier, token, "GET", "/api/v1/chats/")
             assert [(name, key) for name, _load, key in reads] == [("token", token_jti(token))]
             waiters.append(vault.appender.submit_async(job, read_only=True, reads=reads))
         return list(await asyncio.gather(*waiters))
 
     answers = asyncio.run(introspect_together())  # one turn of the loop: one group, one batch
-    assert [answer["active"] for answer in answers] == [True, False, False, True]
+    assert [answer["active"] for answer in answers] == [True, False, False, False, True]
     rejected = [
         e.data["reason"]
         for e in audit_repo.query_entries(vault.db, audit_repo.EntryFilter(type="token.rejected"))
     ]
-    assert rejected == ["revoked_token", "revoked_token"]  # revoked; never issued here
+    assert rejected == ["revoked_token"] * 3  # revoked; never issued here; not as issued
 
 
 def token_jti(token: str) -> str:

@@ -416,9 +416,13 @@ def _still_authorized(
     if int(ctx.now.timestamp()) >= expires:
         return ExpiredToken("token has expired"), None  # expired while its use was queued
     ctx.holds_until(expires)  # an allowed use must be recorded before it expires
-    state = ctx.memoized(
+    state, issued = ctx.memoized(
         ("token", claims.jti), lambda: tokens_repo.token_state(session, claims.jti)
     )
+    if state == tokens_repo.LIVE and issued != tokens_repo.issued_as(claims):
+        # Its jti was issued, but not with these claims: only a holder of a signing key could
+        # have made this token. It was never issued here.
+        state = tokens_repo.UNKNOWN
     if state != tokens_repo.LIVE:
         revoked = state == tokens_repo.REVOKED
         return RevokedToken("token was revoked" if revoked else "token was never issued"), None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlmodel import Session, col, select
 
@@ -33,21 +33,41 @@ def get_token(session: Session, jti: str) -> TokenRow | None:
     return session.get(TokenRow, jti)
 
 
-def token_state(session: Tx, jti: str) -> str:
-    """``live``, ``revoked`` or ``unknown`` (never issued here): one indexed read, no ORM."""
-    found = fetch_first(session, "SELECT revoked_at FROM tokens WHERE jti = ?", (jti,))
-    if found is None:
-        return UNKNOWN
-    return LIVE if found[0] is None else REVOKED
+class TokenState(NamedTuple):
+    """What the vault recorded of a jti: ``live``, ``revoked`` or ``unknown`` (never issued
+    here), and what it was issued as (``issued_as``), to compare with what a token claims."""
+
+    state: str
+    issued: tuple[str, str, str, int, int] | None = None  # subject, actor, scope, iat, exp
 
 
-def token_states(session: Tx, jtis: list[str]) -> dict[str, str]:
+NEVER_ISSUED = TokenState(UNKNOWN)
+_STATE_COLUMNS = "jti, revoked_at, subject_id, actor_id, scope, iat, exp"
+
+
+def issued_as(claims: Claims) -> tuple[str, str, str, int, int]:
+    """What a ``tokens`` row records of a token with these claims (``token_row``)."""
+    return (claims.sub, claims.actor, claims.scope_text, claims.iat, claims.exp)
+
+
+def _state(row: Any) -> TokenState:
+    return TokenState(LIVE if row[1] is None else REVOKED, tuple(row[2:7]))
+
+
+def token_state(session: Tx, jti: str) -> TokenState:
+    """The ``TokenState`` of ``jti``: one indexed read, no ORM."""
+    sql = f"SELECT {_STATE_COLUMNS} FROM tokens WHERE jti = ?"  # noqa: S608 (constants)
+    found = fetch_first(session, sql, (jti,))
+    return NEVER_ISSUED if found is None else _state(found)
+
+
+def token_states(session: Tx, jtis: list[str]) -> dict[str, TokenState]:
     """``token_state`` of each of ``jtis``, in one read (a batch's introspections)."""
-    states = dict.fromkeys(jtis, UNKNOWN)
+    states = dict.fromkeys(jtis, NEVER_ISSUED)
     marks = ", ".join("?" * len(states))
-    sql = f"SELECT jti, revoked_at FROM tokens WHERE jti IN ({marks})"  # noqa: S608 (only ?s)
-    for jti, revoked_at in fetch_all(session, sql, tuple(states)):
-        states[jti] = LIVE if revoked_at is None else REVOKED
+    sql = f"SELECT {_STATE_COLUMNS} FROM tokens WHERE jti IN ({marks})"  # noqa: S608 (only ?s)
+    for row in fetch_all(session, sql, tuple(states)):
+        states[row[0]] = _state(row)
     return states
 
 
