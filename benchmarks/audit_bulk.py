@@ -267,7 +267,7 @@ def _checked(child: Child, entries: int) -> Child:
 def _keys(bench: BenchVault, path: Path) -> None:
     vault = open_vault(bench.settings)
     try:
-        path.write_text(json.dumps(vault.keys.current().audit_jwks), "utf-8")
+        path.write_text(json.dumps(vault.keys.published()[1]), "utf-8")
     finally:
         vault.close()
 

@@ -52,7 +52,7 @@ def _tokens(home: Path, count: int) -> tuple[list[str], dict[str, object], str, 
     vault = open_vault(bench.settings)
     try:
         key = vault.keys.token_signing()
-        jwks = vault.keys.current().token_jwks
+        jwks, _ = vault.keys.published()
         now = int(time.time())
         tokens = [
             jws.sign(

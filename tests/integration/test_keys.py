@@ -17,9 +17,10 @@ from sqlalchemy import create_engine, text
 
 from tests.support import Api, LiveServer, MovableClock, make_settings
 from vault.config import Settings
-from vault.crypto.keys import open_private
+from vault.crypto.keys import TOKEN, open_private
 from vault.crypto.master import parse_master_key
 from vault.errors import MasterKeyError
+from vault.ops.keys import rotate_job
 from vault.ops.runtime import open_vault
 from vault.ops.setup import InitResult
 
@@ -305,3 +306,33 @@ def test_wrong_master_key_fails_loudly(settings: Settings, initialized: InitResu
         assert vault.keys.token_signing().kid == initialized.token_kid
     finally:
         vault.close()
+
+
+def test_a_key_rotated_by_another_process_is_published_before_anyone_signs_with_it(
+    settings: Settings, initialized: InitResult
+) -> None:
+    """Two processes on one database: B's key cache is older than A's rotation. B's published
+    key set has the new key at once (it signs with it only after its cache refreshes), so a
+    verifier that meets the new kid in A's token and fetches B's JWKS finds it."""
+    a, b = open_vault(settings), open_vault(settings)
+    try:
+        assert b.keys.current().token_signing.kid == initialized.token_kid  # B's cache, now
+        rotated = a.appender.run(
+            rotate_job(
+                a.master_key,
+                TOKEN,
+                actor=None,
+                max_ttl=settings.max_ttl,
+                leeway=settings.leeway_seconds,
+            )
+        )
+        a.keys.reload()
+        assert a.keys.token_signing().kid == rotated["kid"]  # A signs with it at once
+        assert b.keys.current().token_signing.kid == initialized.token_kid  # B not yet
+        token_jwks, audit_jwks = b.keys.published()
+        published = {key["kid"] for key in token_jwks["keys"]}
+        assert published == {initialized.token_kid, rotated["kid"]}
+        assert {key["kid"] for key in audit_jwks["keys"]} == {initialized.audit_kid}
+    finally:
+        a.close()
+        b.close()

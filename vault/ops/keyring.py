@@ -36,12 +36,23 @@ class KeySet:
     audit_signing: KeyPair
     token_public: dict[str, Ed25519PublicKey]
     audit_public: dict[str, Ed25519PublicKey]
-    token_jwks: dict[str, Any]
-    audit_jwks: dict[str, Any]
 
 
 def _published(rows: list[KeyRow], now: int) -> list[KeyRow]:
     return [r for r in rows if r.retired_at is None or (r.publish_until or 0) > now]
+
+
+def published_jwks(db: Database, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token and audit key sets (JWKS) as the database holds them now: public keys only,
+    nothing unsealed. A key rotated in by any process is in them as soon as its rotation has
+    committed, which is before any process signs with it."""
+    with db.read() as session:
+        token_rows = keys_repo.keys_for(session, keys.TOKEN)
+        audit_rows = keys_repo.keys_for(session, keys.AUDIT)
+    return (
+        {"keys": [json.loads(r.public_jwk) for r in _published(token_rows, now)]},
+        {"keys": [json.loads(r.public_jwk) for r in audit_rows]},
+    )
 
 
 def load_keyset(db: Database, master_key: bytes, now: int) -> KeySet:
@@ -65,8 +76,6 @@ def load_keyset(db: Database, master_key: bytes, now: int) -> KeySet:
             keys.public_key_from_jwk(json.loads(r.public_jwk)) for r in token_published
         ),
         audit_public=dict(keys.public_key_from_jwk(json.loads(r.public_jwk)) for r in audit_rows),
-        token_jwks={"keys": [json.loads(r.public_jwk) for r in token_published]},
-        audit_jwks={"keys": [json.loads(r.public_jwk) for r in audit_rows]},
     )
 
 
@@ -90,13 +99,15 @@ class KeyManager:
             self._loaded_at = time.monotonic()
         return keyset
 
-    def current(self, max_age: float | None = None) -> KeySet:
-        """The key set, reloaded if older than the refresh interval or ``max_age`` seconds."""
-        limit = self._refresh_seconds if max_age is None else min(max_age, self._refresh_seconds)
+    def current(self) -> KeySet:
         keyset = self._set
-        if keyset is None or time.monotonic() - self._loaded_at > limit:
+        if keyset is None or time.monotonic() - self._loaded_at > self._refresh_seconds:
             return self.reload()
         return keyset
+
+    def published(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``published_jwks`` now (the public endpoints)."""
+        return published_jwks(self._db, int(self._clock.now().timestamp()))
 
     def token_key(self, kid: str) -> Ed25519PublicKey | None:
         found = self.current().token_public.get(kid)

@@ -15,23 +15,24 @@ from vault.ops.runtime import Vault
 
 router = APIRouter(tags=["public"])
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=60"}
-# How old the key sets these endpoints publish may be: a key rotated in by another process (the
-# CLI, another worker) signs there at once, and a verifier that meets its kid fetches the JWKS.
-PUBLISHED_MAX_AGE = 1.0
+# The key sets are read from the database on every request (public keys only, nothing
+# unsealed): a key rotated in by any process (the CLI, another worker, a replica) is published
+# as soon as its rotation commits, before anything signs with it, so a verifier that meets a
+# new kid and fetches the JWKS finds it whichever process answers.
 
 
 @router.get("/.well-known/jwks.json")
 async def jwks(vault: VaultDep) -> JSONResponse:
     """The token-signing public keys (current, and retired ones until their tokens expire)."""
-    keyset = await run_in_threadpool(vault.keys.current, PUBLISHED_MAX_AGE)
-    return JSONResponse(keyset.token_jwks, headers=PUBLIC_CACHE)
+    token_jwks, _ = await run_in_threadpool(vault.keys.published)
+    return JSONResponse(token_jwks, headers=PUBLIC_CACHE)
 
 
 @router.get("/.well-known/audit-keys.json")
 async def audit_keys(vault: VaultDep) -> JSONResponse:
     """The checkpoint-signing public keys, current and past. Never used for tokens."""
-    keyset = await run_in_threadpool(vault.keys.current, PUBLISHED_MAX_AGE)
-    return JSONResponse(keyset.audit_jwks, headers=PUBLIC_CACHE)
+    _, audit_jwks = await run_in_threadpool(vault.keys.published)
+    return JSONResponse(audit_jwks, headers=PUBLIC_CACHE)
 
 
 @router.get("/healthz")
