@@ -334,6 +334,39 @@ def test_bad_policy_is_refused(sqlite_env: dict[str, str]) -> None:
     assert [p["name"] for p in principals(env)] == ["owner"]
 
 
+def test_init_of_a_new_database_sets_another_vaults_checkpoint_log_aside(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    init(env)
+    for n in range(4):  # VAULT_CHECKPOINT_EVERY=3: checkpoints, also in the file
+        ok(dvault(env, "subjects", "put", f"u{n}", "--email", f"u{n}@example.com"))
+    log = home_of(env) / "checkpoints.jsonl"
+    old_lines = log.read_text("utf-8")
+    assert old_lines.count("\n") >= 1
+
+    # A new database under the same VAULT_HOME (a move, say, from SQLite to PostgreSQL).
+    moved = {**env, "VAULT_DATABASE_URL": f"sqlite:///{tmp_path / 'other' / 'vault.db'}"}
+    done = dvault(moved, "init")
+    ok(done)
+    assert "another vault's checkpoints" in done.stderr
+    [aside] = home_of(env).glob("checkpoints.jsonl.*.previous")
+    assert aside.read_text("utf-8") == old_lines  # renamed, nothing lost
+    assert not log.exists() or log.read_text("utf-8") == ""
+    ok(dvault(moved, "subjects", "put", "v1", "--email", "v1@example.com"))
+    ok(dvault(moved, "audit", "verify"))
+
+
+def test_an_unreadable_checkpoint_log_is_left_out_of_verification_with_a_warning(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    init(env)
+    ok(dvault(env, "subjects", "put", "u1", "--email", "u1@example.com"))
+    unreadable = tmp_path / "a-directory"
+    unreadable.mkdir()
+    done = ok(dvault({**env, "VAULT_CHECKPOINT_LOG": str(unreadable)}, "audit", "verify"))
+    assert "checkpoint log" in done.stderr
+
+
 NOT_UTF8 = "\udcff\udcfe"  # the bytes 0xff 0xfe as Python holds them in argv and the environment
 
 
@@ -355,6 +388,13 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(
     before = head_seq(env)
     one_line_error(dvault(env, *args), 2, "not valid UTF-8")
     assert head_seq(env) == before
+
+
+def test_a_file_path_may_be_any_bytes(sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    init(sqlite_env)
+    out = tmp_path / f"export-{NOT_UTF8}.jsonl"
+    ok(dvault(sqlite_env, "audit", "export", "--out", str(out)))
+    assert out.read_text("utf-8").count("\n") >= 1
 
 
 def test_a_credential_that_is_not_utf8_or_not_ascii_is_refused_before_sending(

@@ -4,11 +4,14 @@ treats them as it treats Core's (a refused row fails its job; a broken database,
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from tests.support import kill_connections, next_batch
 from vault.audit.appender import JobContext
@@ -16,7 +19,7 @@ from vault.audit.entry import Draft
 from vault.errors import AuditUnavailable
 from vault.ops.runtime import Vault
 from vault.storage import audit_repo, meta_repo
-from vault.storage.engine import Tx, _give_back, execute_many, fetch_first
+from vault.storage.engine import Database, Tx, _give_back, execute_many, fetch_first
 
 INSERT = "INSERT INTO vault_meta (key, value) VALUES (?, ?)"
 
@@ -177,3 +180,49 @@ def test_kept_connections_are_in_autocommit_and_go_back_to_the_pool_without_it(
     connection = raw.driver_connection
     _give_back(raw)  # what dispose does with the kept ones
     assert connection.autocommit is False
+
+
+def _swallow_an_error_then_commit(vault: Vault) -> None:
+    with vault.db.write_driver() as tx:
+        execute_many(tx, INSERT, [("test.a", "1")])
+        with contextlib.suppress(DBAPIError):  # as a careless job might
+            fetch_first(tx, "SELECT 1 / (SELECT count(*) - count(*) FROM vault_meta)", ())
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_commit_that_the_server_answers_with_rollback_is_an_error(vault: Vault) -> None:
+    with pytest.raises(DBAPIError):
+        _swallow_an_error_then_commit(vault)
+    with vault.db.read() as session:
+        assert fetch_first(session, COUNT, ("test.%",))[0] == 0
+    with vault.db.write_driver() as tx:  # and the next transaction is a clean one
+        execute_many(tx, INSERT, [("test.c", "1")])
+    with vault.db.read() as session:
+        assert fetch_first(session, COUNT, ("test.%",))[0] == 1
+
+
+def test_opening_reads_see_what_the_previous_holder_of_the_lock_committed(vault: Vault) -> None:
+    """The opening reads run once the chain lock is held: a row committed by another holder
+    of the lock (another process's ``Database``) while this one waited is seen."""
+    other = Database(vault.settings.database_url)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_then_commit() -> None:
+        with other.write_driver() as tx:
+            execute_many(tx, INSERT, [("test.late", "1")])
+            holding.set()
+            time.sleep(0.5)  # the other transaction is waiting for the lock meanwhile
+        done.set()
+
+    worker = threading.Thread(target=hold_then_commit)
+    worker.start()
+    try:
+        assert holding.wait(30)
+        late = "SELECT value FROM vault_meta WHERE key = 'test.late'"
+        with vault.db.write_driver((late,)) as tx:  # waits for the lock, then reads
+            assert tx.opened[0] is not None, "read before the other holder committed"
+            assert tuple(tx.opened[0]) == ("1",)
+        assert done.wait(30)
+    finally:
+        worker.join(30)
+        other.dispose()

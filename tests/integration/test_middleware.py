@@ -969,6 +969,23 @@ def test_jwks_refresh_on_unknown_kid_is_rate_limited(api: Api, settings: Setting
         assert stack.jwks_fetches == fetched + 1  # a known kid needs no fetch
 
 
+def test_a_token_refused_by_its_header_alone_causes_no_key_fetch(stack: Stack) -> None:
+    token = stack.issue()
+    assert stack.call("GET", "/api/models", token).status_code == 200
+    fetched = stack.jwks_fetches
+    header_, payload = segments(_unknown_kid(token, {}))  # a kid no one publishes
+    for bad, code in (
+        (f"{encode({**header_, 'alg': 'none'})}.{encode(payload)}.", "disallowed_algorithm"),
+        (f"{encode({**header_, 'crit': ['x']})}.{encode(payload)}.c2ln", "malformed_token"),
+        (
+            f"{encode(header_)}.{encode({**payload, 'pad': 'A' * 9000})}.c2ln",
+            "token_too_large",
+        ),
+    ):
+        assert_refused(stack.call("GET", "/api/models", bad), 401, code)
+    assert stack.jwks_fetches == fetched
+
+
 def test_a_key_rotated_in_by_another_process_is_published_and_accepted_at_once(
     api: Api, settings: Settings
 ) -> None:

@@ -41,3 +41,15 @@ def test_a_skipped_user_is_named_without_secrets_or_control_characters() -> None
     assert credential not in named
     assert "\x1b" not in named
     assert len(_named({"id": "u" * 500})) <= 80
+
+
+def test_a_secret_cut_by_the_shortening_is_still_redacted() -> None:
+    credential = "dv_" + "Q" * 43
+    named = _named({"id": "x" * 62 + credential})  # the cut at 80 falls inside the credential
+    assert "dv_" not in named
+    assert "QQQQ" not in named
+
+
+def test_control_characters_in_a_display_name_become_spaces_not_a_skip() -> None:
+    assert to_subject({**USER, "name": "Ann\tLee\x85"}).name == "Ann Lee"
+    assert to_subject({**USER, "name": "\x1b"}).name == "Ann@Example.com"  # as given

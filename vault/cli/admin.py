@@ -22,6 +22,11 @@ from vault.storage.engine import Database
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     result = init_vault(settings)
+    if result.previous_checkpoint_log is not None:
+        note(
+            f"the checkpoint log {settings.checkpoint_log} held another vault's checkpoints: "
+            f"moved to {result.previous_checkpoint_log}"
+        )
     if args.json:
         emit_json(
             {

@@ -186,12 +186,14 @@ def _command(target: str) -> Command:
     return command
 
 
-def _not_utf8(argv: Sequence[str]) -> str | None:
+def _not_utf8(args: argparse.Namespace) -> str | None:
     """What names an argument or a ``VAULT_`` variable that is not valid UTF-8 (Python holds
-    such bytes as lone surrogates, which nothing downstream can encode), or ``None``."""
-    for number, arg in enumerate(argv, start=1):
-        if not _encodes(arg):
-            return f"argument {number}"
+    such bytes as lone surrogates, which nothing downstream can encode), or ``None``. File
+    paths (``Path`` options) may be any bytes, as the file system allows."""
+    for option, value in vars(args).items():
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and not _encodes(text) for text in texts):
+            return f"the argument {option.replace('_', '-')}"
     for name, value in os.environ.items():
         if name.startswith("VAULT_") and not (_encodes(name) and _encodes(value)):
             return f"the environment variable {name.encode('utf-8', 'replace').decode()}"
@@ -207,11 +209,11 @@ def _encodes(text: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    wrong = _not_utf8(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    wrong = _not_utf8(args)
     if wrong is not None:
         fail(f"{wrong} is not valid UTF-8")
         return USAGE
-    args = build_parser().parse_args(argv)
     # Flags win over the environment; they are put there so that serve's workers see them too.
     if args.home is not None:
         os.environ["VAULT_HOME"] = str(args.home)

@@ -321,9 +321,8 @@ class DelegationMiddleware:
         try:
             if header is None:
                 header = jws.read_header(token)
-            kid = header.get("kid")
-            if isinstance(kid, str):
-                await self.keys.ensure(kid)
+            kid = jws.check_header(token, header)  # refused anyway: no key fetch, no wait
+            await self.keys.ensure(kid)
             claims = jws.verify(
                 token,
                 self.keys.cached,

@@ -106,11 +106,16 @@ def verify_database(
 
 def _logged(checkpoint_log: CheckpointLog | None) -> list[Checkpoint]:
     """The checkpoints of the file outside the database; a line that is not one (torn by a
-    crash in mid-append, or edited) is left out, with a warning: that file is the operator's
-    copy, and the database's own checkpoints are verified whatever it holds."""
+    crash in mid-append, or edited) is left out, and so is a file that cannot be read, with a
+    warning: that file is the operator's copy, and the database's own checkpoints are verified
+    whatever it holds."""
     if checkpoint_log is None:
         return []
-    found, other = checkpoint_log.read()
+    try:
+        found, other = checkpoint_log.read()
+    except OSError as exc:
+        log.warning("checkpoint log %s not read: %s", checkpoint_log.path, exc.strerror or exc)
+        return []
     if other:
         log.warning(
             "%d line(s) of the checkpoint log %s are not checkpoints; left out",

@@ -31,6 +31,7 @@ class InitResult:
     master_key_file: Path | None  # set when init created it
     token_kid: str
     audit_kid: str
+    previous_checkpoint_log: Path | None = None  # where another vault's checkpoint log went
 
 
 def _master_key(settings: Settings) -> tuple[bytes, Path | None]:
@@ -89,7 +90,24 @@ def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         master_key_file=created,
         token_kid=token_kid,
         audit_kid=audit_kid,
+        previous_checkpoint_log=_set_aside(settings.checkpoint_log, clock),
     )
+
+
+def _set_aside(path: Path, clock: Clock) -> Path | None:
+    """A checkpoint log that holds lines when a new vault is initialized is another vault's (a
+    database replaced, or moved from SQLite to PostgreSQL, under the same ``VAULT_HOME``): its
+    checkpoints are signed by keys this vault does not have, and verification reads that file.
+    It is renamed, never deleted; the new name is returned."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    stamp = clock.now().strftime("%Y%m%dT%H%M%S%fZ")
+    aside = path.with_name(f"{path.name}.{stamp}.previous")
+    path.rename(aside)
+    return aside
 
 
 def _no_checkpoint_yet() -> keys.KeyPair:

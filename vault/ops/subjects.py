@@ -70,8 +70,10 @@ def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, str
             owner = subjects_repo.email_owner(session, subject.id)
             if owner is not None and owner != subject.id:
                 raise Conflict("another subject has this id as its email")
-        named = subjects_repo.id_like(session, subject.email)
-        if named is not None and named != subject.id:
+        # Names resolve by exact id first (``find_subject``): only an id equal to this (stored,
+        # lower-case) email would make the email name another subject.
+        named = subjects_repo.get_subject(session, subject.email)
+        if named is not None and named.id != subject.id:
             raise Conflict("this email is another subject's id")
         before = subjects_repo.get_subject(session, subject.id)
         if before == subject:

@@ -238,6 +238,9 @@ class Database:
                 if retry:
                     raise
                 continue
+            except BaseException:  # never keep a connection inside a transaction we left
+                self._drop_held()
+                raise
             deferred: list[tuple[str, list[tuple[Any, ...]]]] | None = (
                 None if self.dialect == "sqlite" else []
             )
@@ -391,16 +394,21 @@ def _send_deferred(tx: DriverTx, *, commit: bool) -> None:
         return
     statement = "COMMIT"
     try:
-        if not deferred:
-            tx.driver.execute(statement).close()
-            return
-        with tx.driver.pipeline(), tx.driver.cursor() as cursor:
-            for statement, rows in deferred:
-                cursor.executemany(statement, rows)
-            deferred.clear()
-            if commit:
-                statement = "COMMIT"
+        with tx.driver.cursor() as cursor:
+            if deferred:
+                with tx.driver.pipeline():
+                    for statement, rows in deferred:
+                        cursor.executemany(statement, rows)
+                    deferred.clear()
+                    if commit:
+                        statement = "COMMIT"
+                        cursor.execute(statement)
+            elif commit:
                 cursor.execute(statement)
+            # PostgreSQL answers COMMIT in a transaction already aborted with ROLLBACK, and no
+            # error: never take that for a commit.
+            if commit and cursor.statusmessage != "COMMIT":
+                raise tx.error(f"the transaction ended with {cursor.statusmessage}, not COMMIT")
     except tx.error as exc:
         raise _as_sqlalchemy(exc, statement, (), tx.error) from exc
 

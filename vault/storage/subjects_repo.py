@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from vault.domain import Subject
 from vault.storage.engine import Tx, fetch_first
@@ -38,12 +38,6 @@ def find_subject(session: Tx, id_or_email: str) -> Subject | None:
 def email_owner(session: Session, email: str) -> str | None:
     row = session.exec(select(SubjectRow.id).where(SubjectRow.email == email.lower())).first()
     return row
-
-
-def id_like(session: Session, email: str) -> str | None:
-    """The id of a subject whose id is ``email``, ignoring case."""
-    row = session.exec(select(SubjectRow.id).where(func.lower(SubjectRow.id) == email.lower()))
-    return row.first()
 
 
 def upsert_subject(session: Session, subject: Subject, *, updated_at: str) -> Subject | None:

@@ -126,22 +126,14 @@ def read_header(token: str) -> dict[str, Any]:
     return dict(found)
 
 
-def verify_signature(
-    token: str, lookup: KeyLookup, *, header: Mapping[str, Any] | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Check size, header and signature; return ``(kid, payload)``. Claims are not checked yet.
-
-    ``header`` spares parsing the header again when the caller already has it: it must be
-    ``read_header(token)`` of this very token (the signature covers the header's bytes, so a
-    header of another token cannot make this one verify; it could only misroute the check).
-    """
+def check_header(token: str, header: Mapping[str, Any], *, parts: int | None = None) -> str:
+    """What needs no key: the token's size and form, and its header (``read_header(token)``);
+    the kid it names, or the exact ``TokenError``. A verifier runs this before fetching keys
+    for an unknown kid, so that a token refused anyway never waits for (or causes) a fetch."""
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenTooLarge(f"token is over {MAX_TOKEN_BYTES} bytes")
-    parts = token.split(".")
-    if len(parts) != 3:
+    if (token.count(".") + 1 if parts is None else parts) != 3:
         raise MalformedToken("not a compact JWS")
-    if header is None:
-        header = _json_object(parts[0], "header")
     if header.get("alg") != ALGORITHM:
         raise DisallowedAlgorithm(f"alg must be {ALGORITHM}")
     typ = header.get("typ")
@@ -152,6 +144,22 @@ def verify_signature(
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise UnknownKey("token has no kid")
+    return kid
+
+
+def verify_signature(
+    token: str, lookup: KeyLookup, *, header: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Check size, header and signature; return ``(kid, payload)``. Claims are not checked yet.
+
+    ``header`` spares parsing the header again when the caller already has it: it must be
+    ``read_header(token)`` of this very token (the signature covers the header's bytes, so a
+    header of another token cannot make this one verify; it could only misroute the check).
+    """
+    parts = token.split(".")
+    if header is None and len(parts) == 3 and len(token) <= MAX_TOKEN_BYTES:
+        header = _json_object(parts[0], "header")
+    kid = check_header(token, header or {}, parts=len(parts))
     public_key = lookup(kid)
     if public_key is None:
         raise UnknownKey("token is signed by a key this vault does not publish")

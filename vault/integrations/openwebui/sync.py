@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from vault.domain import SUBJECT_ROLES, Subject
+from vault.domain import SUBJECT_ROLES, Subject, has_control_characters
 from vault.errors import Conflict, InvalidRequest, Unavailable
 from vault.ops import subjects
 from vault.ops.runtime import Vault
@@ -65,7 +65,10 @@ def to_subject(user: dict[str, Any]) -> Subject:
     role = user.get("role")
     if role not in SUBJECT_ROLES:
         raise InvalidRequest(f"unknown Open WebUI role {role!r}")
-    body = {"email": user.get("email"), "name": user.get("name") or user.get("email"), "role": role}
+    name = user.get("name")
+    if isinstance(name, str):  # a display name is shown, not matched: controls become spaces
+        name = "".join(" " if has_control_characters(ch) else ch for ch in name).strip()
+    body = {"email": user.get("email"), "name": name or user.get("email"), "role": role}
     body["active"] = role != "pending"
     user_id = user.get("id")
     if not isinstance(user_id, str):
@@ -75,7 +78,7 @@ def to_subject(user: dict[str, Any]) -> Subject:
 
 def _named(user: dict[str, Any]) -> str:
     """A skipped user, as the report names it: its id, shortened, with no secret in it."""
-    return redact_secrets(repr(user.get("id"))[:80])
+    return redact_secrets(repr(user.get("id")))[:80]  # redacted first: a cut could split one
 
 
 def sync(vault: Vault, users: list[dict[str, Any]]) -> SyncResult:
