@@ -15,6 +15,7 @@ from vault.audit.chain import GENESIS, Head, link
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict, make_checkpoint
 from vault.audit.entry import GENESIS_HASH, Draft, Entry
 from vault.audit.export import read_entries
+from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Failure, Report, verify_log
 from vault.clock import format_ts
 from vault.crypto.keys import KeyPair, generate
@@ -367,3 +368,30 @@ def test_other_audit_errors_are_reported_where_the_walk_stopped(log):
     assert report.first_error == Failure(4, "storage gave up")
     assert report.entries == 3
     assert report.checkpoints_ok is True
+
+
+def _uses_of_unknown_tokens(n: int) -> list[Entry]:
+    """A chained log whose every entry is a use of a jti never issued: a semantic violation
+    each, on a sound chain."""
+    drafts = [
+        Draft(
+            type="token.used",
+            actor="p_x",
+            subject="u-1",
+            data={"jti": f"j{i}", "method": "GET", "path": "/api/models", "outcome": "allowed"},
+        )
+        for i in range(n)
+    ]
+    return link(GENESIS, drafts, ts_at(0))
+
+
+def test_meaning_is_checked_only_for_entries_the_chain_accepted() -> None:
+    entries = _uses_of_unknown_tokens(6)
+    sound = verify_log(entries, [], lookup_for(), semantics=SemanticChecker())
+    assert [v.seq for v in sound.semantic_errors] == [1, 2, 3, 4, 5, 6]
+
+    broken = [*entries[:3], dataclasses.replace(entries[3], hash="0" * 64), *entries[4:]]
+    report = verify_log(broken, [], lookup_for(), semantics=SemanticChecker())
+    assert report.first_error is not None
+    assert report.first_error.seq == 4
+    assert [v.seq for v in report.semantic_errors] == [1, 2, 3]  # not 4, nor any after it

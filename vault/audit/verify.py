@@ -9,7 +9,7 @@ at the first bad seq. Given a ``SemanticChecker``, the same pass also checks wha
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -106,15 +106,11 @@ def verify_rows(
     anchors, failures = vouched(checkpoints, trusted, lookup)
     checkpoints_ok = not failures
     walker = ChainWalker(anchors=anchors)
-    feed = walker.feed_row
     try:
         if semantics is None:
             walker.feed_rows(row for row, _ in rows)
         else:
-            meaning = semantics.feed_row
-            for row, data in rows:
-                feed(row)
-                meaning(row, data)
+            walker.feed_rows(_meant(rows, semantics.feed_row))
         walker.finish()
     except ChainBroken as exc:
         failures.append(Failure(exc.seq, exc.reason))
@@ -126,6 +122,17 @@ def verify_rows(
         failures.append(Failure(walker.head.seq + 1, exc.description))
 
     return report(walker.count, walker.head, failures, checkpoints_ok, semantics)
+
+
+def _meant(
+    rows: Iterable[ParsedRow], meaning: Callable[[EntryRow, Any], None]
+) -> Iterator[EntryRow]:
+    """The rows for the chain walker; each is checked for meaning once the walker has accepted
+    it, that is, when the walker asks for the next one (or for the end). A row the walker
+    refuses is never asked past, so its meaning is not checked, as in a walk row by row."""
+    for row, data in rows:
+        yield row
+        meaning(row, data)
 
 
 def vouched(
