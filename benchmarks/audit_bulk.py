@@ -295,13 +295,14 @@ def run(*, tmp: Path, entries: int) -> list[Row]:
     rows: list[Row] = []
 
     db = Database(bench.settings.database_url, create=False)
-    helpers = helpers_for(total, None)  # as dvault audit verify chooses for this log
     plan: list[tuple[str, bool, int]] = []
     for semantics in (False, True):
         base = "+ semantics" if semantics else "chain + checkpoints"
         plan.append((base, semantics, 0))
+        # as dvault audit verify chooses for this log
+        helpers = helpers_for(total, None, semantics=semantics)
         if helpers:
-            plan.append((f"{base}, {helpers} helper processes", semantics, helpers))
+            plan.append((f"{base}, {helpers} helper process(es)", semantics, helpers))
     try:
         for label, semantics, count in plan:
             checker = SemanticChecker() if semantics else None

@@ -71,7 +71,7 @@ def drop_triggers(vault: Vault) -> None:
             conn.execute(text("DROP TRIGGER audit_entries_no_change ON audit_entries"))
 
 
-@pytest.mark.parametrize("helpers", [2, 3, 7])
+@pytest.mark.parametrize("helpers", [1, 2, 3, 7])
 @pytest.mark.parametrize("semantics", [False, True])
 def test_a_sound_log_is_verified_by_the_helpers(
     vault: Vault, helpers: int, semantics: bool
@@ -141,10 +141,14 @@ def test_a_broken_log_is_left_to_the_one_walk(vault: Vault, where: str) -> None:
         conn.execute(text("UPDATE audit_entries SET data = '{}' WHERE seq = :s"), {"s": seq})
     for semantics in (None, SemanticChecker()):
         assert in_ranges(vault, 3, semantics) is None
+        assert in_ranges(vault, 1, semantics) is None
     whole = audit.verify_database(vault.db, semantics=SemanticChecker())
     assert whole.first_error is not None
     assert whole.first_error.seq == seq
-    assert audit.verify_database(vault.db, semantics=SemanticChecker(), helpers=3) == whole
+    for helpers in (1, 3):
+        assert (
+            audit.verify_database(vault.db, semantics=SemanticChecker(), helpers=helpers) == whole
+        )
 
 
 def test_a_deleted_entry_at_a_range_boundary_is_left_to_the_one_walk(vault: Vault) -> None:
@@ -167,6 +171,9 @@ def test_helpers_for_a_log() -> None:
     cpus = helpers_for(FROM_ENTRIES, None)
     assert cpus == 0 or cpus >= 2
     assert helpers_for(10, 4) == 4  # asked for: whatever the size
+    # with the semantic checks, this process is busy too: one CPU fewer for helpers
+    assert helpers_for(FROM_ENTRIES, None, semantics=True) == (cpus - 1 if cpus else 0)
+    assert helpers_for(10, 4, semantics=True) == 4
     assert helpers_for(10**7, 1) == 0  # one process: this one
 
 

@@ -121,7 +121,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
                 db,
                 trusted=trusted,
                 semantics=semantics,
-                helpers=_helpers(db, args.jobs),
+                helpers=_helpers(db, args.jobs, semantics=semantics is not None),
                 checkpoint_log=CheckpointLog(settings.checkpoint_log),
             )
         finally:
@@ -139,10 +139,10 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _helpers(db: Database, jobs: int | None) -> int:
+def _helpers(db: Database, jobs: int | None, *, semantics: bool) -> int:
     with db.read() as session:
         head = audit_repo.head(session)
-    return helpers_for(head.seq, jobs)
+    return helpers_for(head.seq, jobs, semantics=semantics)
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:

@@ -78,8 +78,8 @@ def verify_database(
     checkpoint_log: CheckpointLog | None = None,
 ) -> Report:
     """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too. With
-    ``helpers`` > 1, a sound log is verified by that many processes side by side
-    (``verify_parallel``); the report is the same.
+    ``helpers`` > 0, a sound log's chain is walked by that many processes side by side
+    (``verify_parallel``) while this one checks the meaning; the report is the same.
 
     With ``checkpoint_log`` (the file outside the database), its checkpoints count as
     ``trusted`` ones too: entries removed from the tail together with the checkpoint rows that
@@ -132,7 +132,7 @@ def _walked(
     semantics: SemanticChecker | None,
     helpers: int,
 ) -> Report:
-    if helpers > 1:
+    if helpers > 0:
         found = verify_in_ranges(
             db,
             snap.checkpoints,

@@ -39,15 +39,19 @@ TIMEOUT_PER_ENTRY = 50e-6
 MAX_ANSWER = 4096
 
 
-def helpers_for(entries: int, asked: int | None) -> int:
+def helpers_for(entries: int, asked: int | None, *, semantics: bool = False) -> int:
     """How many helpers to start for a log of ``entries``: ``asked`` if given (0 or 1: none),
-    else one per CPU this process may run on, for a log of ``FROM_ENTRIES`` or more."""
+    else, for a log of ``FROM_ENTRIES`` or more, one per CPU this process may run on; with the
+    semantic checks one fewer, since this process is busy with them meanwhile (measured: on two
+    CPUs, one helper beside the semantic pass is faster than two)."""
     if asked is not None:
         return asked if asked > 1 else 0
     if entries < FROM_ENTRIES:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cpus if cpus and cpus > 1 else 0
+    if not cpus or cpus < 2:
+        return 0
+    return cpus - 1 if semantics else cpus
 
 
 def verify_in_ranges(
