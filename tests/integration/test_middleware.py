@@ -621,10 +621,15 @@ def _hs256_with_public_key(token: str, jwks: dict[str, Any]) -> str:
     return f"{signing_input}.{b64(mac)}"
 
 
-def _tampered_payload(token: str, jwks: dict[str, Any]) -> str:
+def _payload_changed(token: str, **members: Any) -> str:
+    """``token`` with members added to its payload, and its signature as it was."""
     head, _, signature = token.split(".")
     _, payload = segments(token)
-    return f"{head}.{encode({**payload, 'scope': 'all'})}.{signature}"
+    return f"{head}.{encode({**payload, **members})}.{signature}"
+
+
+def _tampered_payload(token: str, jwks: dict[str, Any]) -> str:
+    return _payload_changed(token, scope="all")
 
 
 def _flipped_signature_bit(token: str, jwks: dict[str, Any]) -> str:
@@ -647,9 +652,7 @@ def _oversized_header(token: str, jwks: dict[str, Any]) -> str:
 
 
 def _oversized_payload(token: str, jwks: dict[str, Any]) -> str:
-    head, _, signature = token.split(".")
-    _, payload = segments(token)
-    return f"{head}.{encode({**payload, 'pad': 'A' * 9000})}.{signature}"
+    return _payload_changed(token, pad="A" * 9000)
 
 
 @pytest.mark.parametrize(
