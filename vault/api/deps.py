@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from vault.audit.appender import Job, Read
+from vault.crypto.canonical import is_utf8_text
 from vault.domain import Principal
 from vault.errors import Forbidden, InvalidRequest, RequestTooLarge
 from vault.ops.credentials import authenticate
@@ -127,21 +128,13 @@ def _refuse_unstorable(value: Any) -> None:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item or (not item.isascii() and not _encodable(item)):
+            if "\x00" in item or not is_utf8_text(item):
                 raise InvalidRequest("body holds a NUL character or invalid Unicode")
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 async def commit(

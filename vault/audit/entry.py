@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, TypeAlias
 
-from vault.crypto.canonical import canonical_text
+from vault.crypto.canonical import canonical_text, is_utf8_text
 from vault.errors import CorruptEntry
 
 GENESIS_HASH = "0" * 64
@@ -192,16 +192,6 @@ def entry_from_row(row: EntryRow) -> Entry:
     )
 
 
-def _encodable(text: str) -> bool:
-    if text.isascii():  # the usual case, without encoding
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_members(ts: Any, kind: Any, actor: Any, subject: Any, prev: Any, digest: Any) -> None:
     for name, value in (("ts", ts), ("type", kind), ("prev", prev), ("hash", digest)):
         if not isinstance(value, str):
@@ -217,7 +207,7 @@ def _check_members(ts: Any, kind: Any, actor: Any, subject: Any, prev: Any, dige
         ("prev", prev),
         ("hash", digest),
     ):
-        if isinstance(value, str) and not _encodable(value):
+        if isinstance(value, str) and not is_utf8_text(value):
             raise ValueError(f"{name} holds a lone surrogate (not valid Unicode)")
 
 

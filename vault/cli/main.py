@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from vault import __version__
 from vault.cli.output import USAGE, CliError, fail
 from vault.config import Settings, load_settings
+from vault.crypto.canonical import is_utf8_text
 from vault.errors import VaultError
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -192,20 +193,12 @@ def _not_utf8(args: argparse.Namespace) -> str | None:
     paths (``Path`` options) may be any bytes, as the file system allows."""
     for option, value in vars(args).items():
         texts = value if isinstance(value, list) else [value]
-        if any(isinstance(text, str) and not _encodes(text) for text in texts):
+        if any(isinstance(text, str) and not is_utf8_text(text) for text in texts):
             return f"the argument {option.replace('_', '-')}"
     for name, value in os.environ.items():
-        if name.startswith("VAULT_") and not (_encodes(name) and _encodes(value)):
+        if name.startswith("VAULT_") and not (is_utf8_text(name) and is_utf8_text(value)):
             return f"the environment variable {name.encode('utf-8', 'replace').decode()}"
     return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

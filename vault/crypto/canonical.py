@@ -82,12 +82,22 @@ def _check_any(value: Any, depth: int) -> None:
     raise NotCanonicalizable(f"unsupported type {type(value).__name__}")
 
 
-def _check_text(text: str) -> None:
-    # Lone surrogates cannot be encoded as UTF-8: refuse them here with a clear message.
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` has UTF-8 bytes: a lone surrogate (how Python holds bytes that were not
+    valid UTF-8 in argv, the environment or a lenient decode) has none."""
+    if text.isascii():  # the usual case, without encoding
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise NotCanonicalizable("string holds a lone surrogate") from None
+        return False
+    return True
+
+
+def _check_text(text: str) -> None:
+    # Lone surrogates cannot be encoded as UTF-8: refuse them here with a clear message.
+    if not is_utf8_text(text):
+        raise NotCanonicalizable("string holds a lone surrogate")
 
 
 def canonical_json(value: Any) -> bytes:
