@@ -10,11 +10,25 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.export import checkpoint_line
+
+
+def checkpoint_lines(
+    lines: Iterable[str | bytes],
+) -> Iterator[tuple[int, Checkpoint | ValueError]]:
+    """Each non-blank line of a checkpoint log (or a copy of one) with its number: the
+    checkpoint it holds, or why it holds none."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, checkpoint_from_dict(json.loads(line))
+        except (ValueError, RecursionError) as exc:
+            yield number, exc if isinstance(exc, ValueError) else ValueError("nested too deeply")
 
 
 class CheckpointLog:
@@ -64,12 +78,10 @@ class CheckpointLog:
         except FileNotFoundError:
             return found, other
         with handle:
-            for raw in handle:
-                if not raw.strip():
-                    continue
-                try:
-                    found.append(checkpoint_from_dict(json.loads(raw)))
-                except (ValueError, RecursionError):
+            for _number, parsed in checkpoint_lines(handle):
+                if isinstance(parsed, Checkpoint):
+                    found.append(parsed)
+                else:
                     other += 1
         return found, other
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
-from vault.audit.checkpoint_log import CheckpointLog
+from vault.audit.checkpoint_log import CheckpointLog, checkpoint_lines
 from vault.audit.export import read_checkpoints, read_rows
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, verify_rows
@@ -51,13 +51,10 @@ def _trusted(path: Path | None) -> list[Checkpoint]:
     except (ValueError, RecursionError):
         pass  # not one JSON document: JSON lines, each a checkpoint
     found: list[Checkpoint] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            found.append(checkpoint_from_dict(json.loads(line)))
-        except (ValueError, RecursionError) as exc:
-            raise CliError(f"checkpoint file {path}, line {number}: {exc}") from None
+    for number, parsed in checkpoint_lines(text.splitlines()):
+        if not isinstance(parsed, Checkpoint):
+            raise CliError(f"checkpoint file {path}, line {number}: {parsed}")
+        found.append(parsed)
     if not found:
         raise CliError(f"checkpoint file {path} holds no checkpoint")
     return found
