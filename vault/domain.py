@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vault.redact import looks_secret
+
 OWNER = "owner"
 DELEGATOR = "delegator"
 AUDITOR = "auditor"
@@ -14,9 +16,24 @@ ROLES = (OWNER, DELEGATOR, AUDITOR, VERIFIER)
 SUBJECT_ROLES = ("admin", "user", "pending")
 
 
+MAX_SUBJECT_ID_CHARS = 320
+
+
 def has_control_characters(text: str) -> bool:
     """C0 and C1 controls and DEL: a name holding one could rewrite a terminal it is shown on."""
     return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
+
+
+def subject_id_problem(subject_id: str) -> str | None:
+    """Why ``subject_id`` cannot be a subject's id (it is stored, audited and shown as written),
+    or ``None``: wherever an id is written, as a subject or in a delegator's policy."""
+    if not subject_id or len(subject_id) > MAX_SUBJECT_ID_CHARS:
+        return f"must be 1-{MAX_SUBJECT_ID_CHARS} characters"
+    if has_control_characters(subject_id):
+        return "must not hold control characters"
+    if looks_secret(subject_id):
+        return "looks like it holds a credential or token; it was refused"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,13 +42,17 @@ def _published(rows: list[KeyRow], now: int) -> list[KeyRow]:
     return [r for r in rows if r.retired_at is None or (r.publish_until or 0) > now]
 
 
+def _key_rows(db: Database) -> tuple[list[KeyRow], list[KeyRow]]:
+    """The stored token keys and audit keys, oldest first."""
+    with db.read() as session:
+        return keys_repo.keys_for(session, keys.TOKEN), keys_repo.keys_for(session, keys.AUDIT)
+
+
 def published_jwks(db: Database, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The token and audit key sets (JWKS) as the database holds them now: public keys only,
     nothing unsealed. A key rotated in by any process is in them as soon as its rotation has
     committed, which is before any process signs with it."""
-    with db.read() as session:
-        token_rows = keys_repo.keys_for(session, keys.TOKEN)
-        audit_rows = keys_repo.keys_for(session, keys.AUDIT)
+    token_rows, audit_rows = _key_rows(db)
     return (
         {"keys": [json.loads(r.public_jwk) for r in _published(token_rows, now)]},
         {"keys": [json.loads(r.public_jwk) for r in audit_rows]},
@@ -56,9 +60,7 @@ def published_jwks(db: Database, now: int) -> tuple[dict[str, Any], dict[str, An
 
 
 def load_keyset(db: Database, master_key: bytes, now: int) -> KeySet:
-    with db.read() as session:
-        token_rows = keys_repo.keys_for(session, keys.TOKEN)
-        audit_rows = keys_repo.keys_for(session, keys.AUDIT)
+    token_rows, audit_rows = _key_rows(db)
     signing: dict[str, KeyPair] = {}
     for purpose, rows in ((keys.TOKEN, token_rows), (keys.AUDIT, audit_rows)):
         active = [r for r in rows if r.retired_at is None]

@@ -9,7 +9,7 @@ from sqlmodel import Session
 from vault.audit.appender import Job, JobContext
 from vault.audit.entry import SUBJECT_UPSERTED, Draft
 from vault.clock import format_ts
-from vault.domain import SUBJECT_ROLES, Subject, has_control_characters
+from vault.domain import SUBJECT_ROLES, Subject, has_control_characters, subject_id_problem
 from vault.errors import Conflict, InvalidRequest
 from vault.redact import looks_secret
 from vault.storage import subjects_repo
@@ -29,12 +29,11 @@ def _text(body: dict[str, Any], name: str, *, default: str | None = None) -> str
 
 
 def parse_subject(subject_id: str, body: Any) -> Subject:
-    if not subject_id or len(subject_id) > MAX_FIELD_CHARS or subject_id != subject_id.strip():
+    if subject_id != subject_id.strip():
         raise InvalidRequest("subject id must be 1-320 characters without surrounding spaces")
-    if has_control_characters(subject_id):
-        raise InvalidRequest("subject id must not hold control characters")
-    if looks_secret(subject_id):
-        raise InvalidRequest("subject id looks like it holds a credential or token; it was refused")
+    problem = subject_id_problem(subject_id)
+    if problem is not None:
+        raise InvalidRequest(f"subject id {problem}")
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
     extra = sorted(set(body) - {"id", "email", "name", "role", "active"})
