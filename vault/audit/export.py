@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.entry import Entry, EntryRow, entry_from_row, entry_row_from_dict
 from vault.crypto.canonical import canonical_json, parse_json
@@ -44,15 +45,20 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
     return found
 
 
-def read_rows(lines: Iterable[str]) -> Iterator[tuple[EntryRow, dict[str, Any]]]:
+def read_rows(
+    lines: Iterable[str], *, entries_only: bool = False
+) -> Iterator[tuple[EntryRow, dict[str, Any]]]:
     """Second pass: yield ``(row, data)`` in file order, ``data`` the entry's parsed ``data``
     object (so the semantic checker need not parse it again); raise ``MalformedExport`` at the
-    first bad line."""
+    first bad line. With ``entries_only`` (a range of the file that must hold entry lines
+    only), a checkpoint line is a bad line too."""
     seen_checkpoint = False
     for number, line in enumerate(lines, start=1):
         text = line.rstrip("\n")
         obj = _parse(number, text)
         if isinstance(obj, dict) and "kind" in obj:
+            if entries_only:
+                raise MalformedExport(number, "a checkpoint line among the entries")
             if obj["kind"] != CHECKPOINT_KIND:
                 raise MalformedExport(number, f"unknown line kind {obj['kind']!r}")
             try:
@@ -67,6 +73,33 @@ def read_rows(lines: Iterable[str]) -> Iterator[tuple[EntryRow, dict[str, Any]]]
             yield entry_row_from_dict(obj)
         except ValueError as exc:
             raise MalformedExport(number, str(exc)) from None
+
+
+def _line_object(line: str) -> object:
+    try:
+        return parse_json(line.rstrip("\n"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def entry_head(line: str) -> Head:
+    """The seq and hash of one entry line, as written (``ValueError`` if it is not one)."""
+    obj = _line_object(line)
+    if isinstance(obj, dict) and "kind" in obj:
+        raise ValueError("a checkpoint line, not an entry")
+    row, _ = entry_row_from_dict(obj)
+    return Head(row[0], row[7])
+
+
+def checkpoint_of(line: str) -> Checkpoint | None:
+    """The checkpoint of a checkpoint line; ``None`` for an entry line; ``ValueError`` for a
+    line that is neither (as ``read_rows`` would find it)."""
+    obj = _line_object(line)
+    if not isinstance(obj, dict) or "kind" not in obj:
+        return None
+    if obj["kind"] != CHECKPOINT_KIND:
+        raise ValueError("unknown line kind")
+    return checkpoint_from_dict(obj)
 
 
 def read_entries(lines: Iterable[str]) -> Iterator[Entry]:

@@ -98,6 +98,19 @@ def walk(
     return Segment(lo, hi, start, walker.count, walker.head, held=True)
 
 
+def walk_open(
+    start: Head, rows: Iterable[EntryRow], anchors: Mapping[int, Iterable[str]]
+) -> Segment:
+    """``walk`` for a range whose last seq is not known beforehand (a byte range of an export):
+    it begins after ``start`` and ends at the last entry accepted."""
+    walker = ChainWalker(start=start, anchors=anchors)
+    try:
+        walker.feed_rows(rows)
+    except ChainBroken:
+        return Segment(start.seq + 1, walker.head.seq, start, walker.count, walker.head, False)
+    return Segment(start.seq + 1, walker.head.seq, start, walker.count, walker.head, True)
+
+
 def joined(segments: Sequence[Segment], head_seq: int) -> tuple[int, Head] | None:
     """``(entries, head)`` of the whole log if ``segments`` (the ranges of ``split(head_seq,
     ...)``, in order) make one sound chain ending at ``head_seq``; else ``None``."""

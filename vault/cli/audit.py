@@ -6,20 +6,18 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.checkpoint_log import CheckpointLog, checkpoint_lines
-from vault.audit.export import read_checkpoints, read_rows
 from vault.audit.semantics import SemanticChecker
-from vault.audit.verify import Report, verify_rows
+from vault.audit.verify import Report
 from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
 from vault.crypto.keys import public_keys_from_jwks
 from vault.ops import audit
 from vault.ops.runtime import open_database
-from vault.ops.verify_parallel import helpers_for
+from vault.ops.verify_parallel import helpers_for, helpers_for_file
 from vault.policy.scopes import load_table
 from vault.storage import audit_repo
 from vault.storage.engine import Database
@@ -60,36 +58,30 @@ def _trusted(path: Path | None) -> list[Checkpoint]:
     return found
 
 
-def _lines(path: Path) -> Iterator[str]:
-    try:
-        with path.open(encoding="utf-8", newline="\n") as handle:
-            yield from handle
-    except UnicodeDecodeError:
-        yield "\x00 not UTF-8"  # the parser reports this line as malformed
-
-
 def _verify_file(
     path: Path,
     jwks_path: Path | None,
     trusted: list[Checkpoint],
     semantics: SemanticChecker | None,
+    jobs: int | None,
 ) -> Report:
     if jwks_path is None:
         raise CliError(
             "--file needs --jwks AUDIT-KEYS.json (the vault's /.well-known/audit-keys.json)", 2
         )
-    if not path.exists():
-        raise CliError(f"export file {path} does not exist")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CliError(f"export file {path} does not exist") from None
+    except OSError as exc:
+        raise CliError(f"export file {path} is not readable: {exc.strerror or exc}") from None
+    helpers = helpers_for_file(size, jobs, semantics=semantics is not None)
     try:
         keys = public_keys_from_jwks(_load_json(jwks_path, "audit key set"))
     except ValueError as exc:
         raise CliError(f"audit key set {jwks_path}: {exc}") from None
-    return verify_rows(
-        read_rows(_lines(path)),
-        read_checkpoints(_lines(path)),
-        keys.get,
-        trusted=trusted,
-        semantics=semantics,
+    return audit.verify_export(
+        path, keys.get, trusted=trusted, semantics=semantics, helpers=helpers
     )
 
 
@@ -110,7 +102,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         None if args.no_semantics else SemanticChecker(scopes=load_table(settings.scopes_file))
     )
     if args.file is not None:
-        report = _verify_file(args.file, args.jwks, trusted, semantics)
+        report = _verify_file(args.file, args.jwks, trusted, semantics, args.jobs)
     else:
         db = open_database(settings)
         try:

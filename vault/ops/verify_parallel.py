@@ -1,12 +1,14 @@
-"""``dvault audit verify`` of a large stored log on several cores (helper processes).
+"""``dvault audit verify`` of a large log on several cores (helper processes).
 
-The seqs ``1..head`` are cut into one range per helper (``python -m vault.ops.verify_helper``):
-each walks its range of the chain from the stored entry before it, on its own read-only
-connection, while this process reads the whole log once more for the semantic checks, if asked.
-If every range holds and they join into one chain (``vault.audit.segments``), the report is the
-one a single walk would give. Anything else (a range that fails, a helper that cannot run, a
-checkpoint that does not verify) returns ``None``, and the caller walks the whole log in this
-process: only that walk names the first bad seq, and it does so exactly as before.
+The seqs ``1..head`` of the stored log are cut into one range per helper (``python -m
+vault.ops.verify_helper``): each walks its range of the chain from the stored entry before it, on
+its own read-only connection, while this process reads the whole log once more for the semantic
+checks, if asked. An export file (``--file``) is cut likewise into byte ranges of its entry lines
+(``vault.ops.export_ranges``), each walked from the entry line before it. If every range holds
+and they join into one chain (``vault.audit.segments``), the report is the one a single walk
+would give. Anything else (a range that fails, a helper that cannot run, a checkpoint that does
+not verify, a file changed meanwhile) returns ``None``, and the caller walks the whole log in
+this process: only that walk names the first bad seq, and it does so exactly as before.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -25,17 +29,20 @@ from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, report, vouched
+from vault.crypto.canonical import parse_json
+from vault.ops import export_ranges
 from vault.storage import audit_repo
 from vault.storage.engine import Database
-from vault.storage.log_rows import RowSource
 
 # Below this many entries one walk takes well under a second, less than starting helpers.
 FROM_ENTRIES = 100_000
+FROM_BYTES = 32 << 20  # an export of about 100,000 entries
 HELPER = "vault.ops.verify_helper"
 # A helper that has not answered by then is taken as failed (the log is then walked here): far
 # beyond what a range takes (a few microseconds an entry), short of hanging for ever.
 TIMEOUT_SECONDS = 60.0
 TIMEOUT_PER_ENTRY = 50e-6
+TIMEOUT_PER_BYTE = TIMEOUT_PER_ENTRY / 100  # an export line is a few hundred bytes
 MAX_ANSWER = 4096
 
 
@@ -48,6 +55,19 @@ def helpers_for(entries: int, asked: int | None, *, semantics: bool = False) -> 
         return asked if asked > 1 else 0
     if entries < FROM_ENTRIES:
         return 0
+    return _cpus(semantics)
+
+
+def helpers_for_file(size: int, asked: int | None, *, semantics: bool = False) -> int:
+    """``helpers_for`` an export file of ``size`` bytes: from ``FROM_BYTES`` on."""
+    if asked is not None:
+        return asked if asked > 1 else 0
+    if size < FROM_BYTES:
+        return 0
+    return _cpus(semantics)
+
+
+def _cpus(semantics: bool) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if not cpus or cpus < 2:
         return 0
@@ -71,27 +91,22 @@ def verify_in_ranges(
     anchors, failures = vouched(checkpoints, trusted, lookup)
     if failures or any(seq > head.seq for seq in anchors):
         return None
-    source = db.row_source()
-    pairs = [[seq, digest] for seq, hashes in sorted(anchors.items()) for digest in hashes]
-    deadline = time.monotonic() + TIMEOUT_SECONDS + head.seq * TIMEOUT_PER_ENTRY
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for lo, hi in segments.split(head.seq, helpers):
-            procs.append(_start(source, lo, hi, pairs))
-        checker = semantics.blank() if semantics is not None else None
+    rows = db.row_source()
+    source = {"dialect": rows.dialect, "address": rows.address}
+    pairs = _pairs(anchors)
+    requests = [
+        {"source": source, "lo": lo, "hi": hi, "anchors": pairs}
+        for lo, hi in segments.split(head.seq, helpers)
+    ]
+    checker = semantics.blank() if semantics is not None else None
+
+    def meaning() -> None:
         if checker is not None:
             for row in audit_repo.stream_rows(db, upto_seq=head.seq):
                 checker.feed_row(row)
-        found = [_result(proc, deadline) for proc in procs]
-    except OSError:
-        return None
-    finally:
-        for proc in procs:
-            _stop(proc)
-    ranges = [segment for segment in found if segment is not None]
-    if len(ranges) != len(found):
-        return None
-    whole = segments.joined(ranges, head.seq)
+
+    found = _run(requests, head.seq * TIMEOUT_PER_ENTRY, meaning)
+    whole = None if found is None else segments.joined(found, head.seq)
     # The helpers read the same rows as this process: the head they reached is the one read here
     # (another database, or another schema through the connection's options, would differ).
     if whole is None or whole[1] != head:
@@ -99,15 +114,91 @@ def verify_in_ranges(
     return report(whole[0], whole[1], [], True, checker)
 
 
-def _start(
-    source: RowSource, lo: int, hi: int, anchors: list[list[object]]
-) -> subprocess.Popen[bytes]:
-    request = {
-        "source": {"dialect": source.dialect, "address": source.address},
-        "lo": lo,
-        "hi": hi,
-        "anchors": anchors,
-    }
+def verify_file_in_ranges(
+    path: Path,
+    lookup: Callable[[str], Ed25519PublicKey | None],
+    *,
+    trusted: list[Checkpoint],
+    semantics: SemanticChecker | None,
+    helpers: int,
+) -> Report | None:
+    """``verify_in_ranges`` for an export file: the helpers walk byte ranges of its entry lines
+    (``export_ranges``); ``None`` unless the file is sound and was not changed meanwhile."""
+    try:
+        laid = export_ranges.layout(path)
+        ranges = None if laid is None else export_ranges.cuts(path, laid.entries_end, helpers)
+    except OSError:
+        return None
+    if laid is None or not ranges:
+        return None
+    anchors, failures = vouched(laid.checkpoints, trusted, lookup)
+    if failures:
+        return None
+    pairs = _pairs(anchors)
+    requests = [
+        {
+            "file": str(path),
+            "from": part.start,
+            "to": part.end,
+            "start": [part.head.seq, part.head.hash],
+            "anchors": pairs,
+        }
+        for part in ranges
+    ]
+    checker = semantics.blank() if semantics is not None else None
+
+    def meaning() -> None:
+        if checker is not None:
+            for text in export_ranges.lines(path, 0, laid.entries_end):
+                entry_meaning(checker, text)
+
+    found = _run(requests, laid.entries_end * TIMEOUT_PER_BYTE, meaning)
+    whole = None if found is None else segments.joined(found, found[-1].hi)
+    if whole is None or any(seq > whole[1].seq for seq in anchors):
+        return None
+    try:
+        if export_ranges.stamp(path) != laid.stamp:
+            return None  # what the helpers read may not be what this process read
+    except OSError:
+        return None
+    return report(whole[0], whole[1], [], True, checker)
+
+
+def entry_meaning(checker: SemanticChecker, line: str) -> None:
+    """Feed the semantic checker one entry line that a helper's walk accepts (so its members
+    are there, with their types): its meaning needs the parsed line, not its canonical bytes."""
+    obj = parse_json(line)
+    row = (obj["seq"], obj["ts"], obj["type"], obj["actor"], obj["subject"], "", "", "")
+    checker.feed_row(row, obj["data"])
+
+
+def _pairs(anchors: dict[int, list[str]]) -> list[list[object]]:
+    return [[seq, digest] for seq, hashes in sorted(anchors.items()) for digest in hashes]
+
+
+def _run(
+    requests: list[dict[str, Any]], timeout: float, meanwhile: Callable[[], None]
+) -> list[segments.Segment] | None:
+    """Start a helper for each request, run ``meanwhile`` here, then collect their segments;
+    ``None`` if any helper failed, answered nonsense, or ran past the deadline, or if
+    ``meanwhile`` failed (it reads what a sound log holds: anything else is not one)."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS + timeout
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for request in requests:
+            procs.append(_start(request))
+        meanwhile()
+        found = [_result(proc, deadline) for proc in procs]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    finally:
+        for proc in procs:
+            _stop(proc)
+    ranges = [segment for segment in found if segment is not None]
+    return ranges if len(ranges) == len(found) else None
+
+
+def _start(request: dict[str, Any]) -> subprocess.Popen[bytes]:
     # -I: isolated, so nothing in the working directory or the environment can stand in for
     # the helper's modules (``-m`` would put the working directory first on the path).
     proc = subprocess.Popen(  # noqa: S603 (this interpreter, a module of ours, no shell)
