@@ -11,6 +11,7 @@ import re
 
 _SECRET_LIKE = re.compile(
     r"dv_[A-Za-z0-9_-]{20,}"
+    r"|(?<![A-Za-z0-9])(?i:dv)[_-][A-Za-z0-9_-]{20,}"  # as retyped: "DV_", "dv-"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?"
     r"|sk-[A-Za-z0-9]{16,}"
 )

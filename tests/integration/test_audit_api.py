@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support import Api, LiveServer, MovableClock, make_settings
 from vault.config import Settings
-from vault.ops.setup import init_vault
+from vault.ops.setup import InitResult, init_vault
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_KEYS = {"seq", "ts", "type", "actor", "subject", "data", "prev", "hash"}
@@ -362,7 +362,7 @@ def test_audit_endpoints_roles(api: Api, method: str, path: str) -> None:
 # --- GET /v1/audit/export ----------------------------------------------------------------------
 
 
-def test_export_is_the_whole_chain_then_checkpoints(api: Api) -> None:
+def test_export_is_the_whole_chain_then_checkpoints(api: Api, initialized: InitResult) -> None:
     cast = activity(api)
     cp = api.call("POST", "/v1/audit/checkpoint", api.owner).json()
     api.subject("u-3", "carol@example.com")
@@ -374,6 +374,9 @@ def test_export_is_the_whole_chain_then_checkpoints(api: Api) -> None:
     assert [{k: v for k, v in c.items() if k != "kind"} for c in checkpoints] == [cp]
     assert set(checkpoints[0]) == CHECKPOINT_KEYS | {"kind"}
     assert entries[cp["seq"] - 1]["hash"] == cp["hash"]
+    (marker,) = [e for e in entries if e["type"] == "audit.checkpoint"]
+    assert marker["seq"] == cp["seq"] + 1
+    assert marker["actor"] == initialized.owner_id  # the owner who asked for it
     assert "Zoë Łukasz 日本" in raw  # raw UTF-8, as the hash covers it (ensure_ascii=False)
     for secret in (cast.token, cast.delegator, cast.verifier, cast.auditor, api.owner):
         assert secret not in raw

@@ -143,6 +143,7 @@ def test_token_rotation_keeps_old_tokens_valid(
         {"kid": initialized.audit_kid, "purpose": "audit"},
         {"kid": rotated["kid"], "purpose": "token"},
     ]
+    assert [e["actor"] for e in created] == [None, None, initialized.owner_id]  # init: no one
     (event,) = [e for e in entries if e["type"] == "key.rotated"]
     assert event["actor"] == initialized.owner_id
     assert event["data"] == rotated

@@ -169,3 +169,31 @@ def test_a_restart_on_the_same_port_is_not_refused(tmp_path: Path) -> None:
     idle.close()
     with ServedVault(env, "--workers", "2", port=port) as again:
         assert httpx.get(f"{again.url}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_access_log_never_shows_a_secret_put_in_a_path(tmp_path: Path, count: int) -> None:
+    """uvicorn logs each request's path and query as they came: a credential or a token a
+    caller put there is redacted in the access log of every worker, and the line stays."""
+    env = cli_env(tmp_path / "home")
+    _ok(dvault(env, "init"))
+    credential = "dv_" + "Q" * 43
+    jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1LTEifQ.c2lnbmF0dXJlLWJ5dGVz"
+    with ServedVault(env, "--workers", str(count)) as vault:
+        if count > 1:
+            wait_for_workers(vault, count)
+        for _ in range(4 * count):  # over several connections: each worker gets some
+            with httpx.Client(base_url=vault.url, timeout=10) as client:
+                assert client.put(f"/v1/subjects/{credential}", json={}).status_code == 401
+                assert client.get("/v1/audit/entries", params={"jti": jwt}).status_code == 401
+                assert client.get("/healthz", params={"q": "plain"}).status_code == 200
+        deadline = time.monotonic() + 10
+        while vault.stdout().count("[redacted]") < 8 * count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        logged = vault.stdout() + vault.stderr()
+    assert credential not in logged
+    assert "Q" * 20 not in logged
+    assert jwt.split(".")[1] not in logged
+    assert logged.count('"PUT /v1/subjects/[redacted] HTTP/1.1" 401') == 4 * count
+    assert logged.count('"GET /v1/audit/entries?jti=[redacted] HTTP/1.1" 401') == 4 * count
+    assert "/healthz?q=plain" in logged  # the rest of the log is as it was

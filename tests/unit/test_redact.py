@@ -18,8 +18,22 @@ JWT = (
 
 @pytest.mark.parametrize(
     "secret",
-    [new_credential(), JWT, JWT.rsplit(".", 1)[0], "sk-" + secrets.token_hex(16)],
-    ids=["credential", "jwt", "unsigned-jwt", "sk-key"],
+    [
+        new_credential(),
+        "DV_" + new_credential()[3:],
+        "dv-" + new_credential()[3:],
+        JWT,
+        JWT.rsplit(".", 1)[0],
+        "sk-" + secrets.token_hex(16),
+    ],
+    ids=[
+        "credential",
+        "credential-retyped-upper",
+        "credential-retyped-dash",
+        "jwt",
+        "unsigned-jwt",
+        "sk-key",
+    ],
 )
 def test_secret_is_recognized_and_replaced_whole(secret):
     text = f"unknown scope: chat {secret} models:read"
@@ -32,7 +46,14 @@ def test_secret_is_recognized_and_replaced_whole(secret):
 
 @pytest.mark.parametrize(
     "text",
-    ["TICKET-42 user asked for help", "dv_short", "sk-abc", "eyJ alone", "chats:read models:read"],
+    [
+        "TICKET-42 user asked for help",
+        "dv_short",
+        "sk-abc",
+        "eyJ alone",
+        "chats:read models:read",
+        "rdv-meeting-with-the-customer-about-pricing",  # "dv-" inside a word starts nothing
+    ],
 )
 def test_ordinary_text_is_left_alone(text):
     assert not looks_secret(text)

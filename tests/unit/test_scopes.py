@@ -16,6 +16,7 @@ from vault.policy.scopes import (
     ScopeTable,
     default_table,
     load_table,
+    never_forms,
     split_path,
 )
 
@@ -413,3 +414,45 @@ def test_a_scope_file_cannot_lift_the_never_list_but_can_extend_it(tmp_path):
     assert table.allows(["everything"], "GET", "/api/v1/chats/")
     assert not table.allows(["everything"], "DELETE", "/api/v1/chats/x")
     assert not table.allows(["everything"], "GET", "/api/v1/auths/api_key")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/auths/api_key?x=1",  # the request target with its query
+        "/api/v1/auths/api_key#x",
+        "/api/v1/auths/%61pi_key",  # percent-escapes, as a raw target carries them
+        "/api/v1/auths%2Fapi_key",
+        "/api/v1/auths/%2561pi_key",  # escaped twice
+        "/api/v1/auths/api_key%3Fx",
+        "/api/v1/auths/api_key;x",  # a path parameter
+        "/api/v1/auths/API_KEY",  # another case
+        "/API/v1/auths/api_key",
+        "/api/v1/auths/mfa%2Fenroll",
+    ],
+)
+def test_never_delegated_paths_are_refused_in_every_spelling(path):
+    """A verifier other than ours may send the request target as it came: the never-list holds
+    whatever spelling a server might route to the same endpoint."""
+    for scope in ("all", "read"):
+        assert not default_table().allows([scope], "GET", path), (scope, path)
+
+
+@pytest.mark.parametrize(
+    ("scope", "method", "path"),
+    [
+        ("all", "GET", "/api/v1/files/100%25.txt"),
+        ("all", "GET", "/api/v1/chats/ABC-123"),
+        ("all", "GET", "/api/v1/auths/"),
+        ("read", "GET", "/api/v1/models?id=x"),
+        ("chat", "POST", "/api/chat/completions"),
+    ],
+)
+def test_other_spellings_of_other_paths_are_judged_as_before(scope, method, path):
+    assert default_table().allows([scope], method, path)
+
+
+def test_never_forms():
+    assert never_forms("/api/v1/chats/x") == ("/api/v1/chats/x",)  # the usual: nothing to add
+    assert "/api/v1/auths/api_key" in never_forms("/api/v1/auths/%41PI_key;v=1?q#f")
+    assert all(form.startswith("/") for form in never_forms("/a%2F..%3F?b"))

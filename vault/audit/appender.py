@@ -85,6 +85,7 @@ class JobContext:
     refusals: list[Draft] = field(default_factory=list)
     inserts: list[tuple[type[SQLModel], dict[str, Any]]] = field(default_factory=list)
     wants_checkpoint: bool = False
+    checkpoint_actor: str | None = None  # who asked for the checkpoint
     valid_before: float = math.inf
     kept: Mapping[Any, Any] = field(default_factory=dict)  # earlier batches' lasting reads
     lasting: set[Any] = field(default_factory=set)  # keys this batch read to last
@@ -126,9 +127,11 @@ class JobContext:
         """Audit a refusal; kept even though the job raises."""
         self.refusals.append(draft)
 
-    def request_checkpoint(self) -> None:
-        """Sign the head this batch leaves; the job's result becomes that checkpoint."""
+    def request_checkpoint(self, actor: str | None = None) -> None:
+        """Sign the head this batch leaves; the job's result becomes that checkpoint, whose
+        ``audit.checkpoint`` entry names ``actor`` (the principal who asked)."""
         self.wants_checkpoint = True
+        self.checkpoint_actor = actor
 
 
 Job = Callable[[Session, JobContext], T]
@@ -200,6 +203,7 @@ class _Outcome:
     value: Any = None
     error: BaseException | None = None
     wants_checkpoint: bool = False
+    checkpoint_actor: str | None = None  # who asked for the checkpoint
     valid_before: float = math.inf  # JobContext.valid_before
 
 
@@ -439,9 +443,14 @@ class Appender:
                     meta_repo.restamp(session)  # what read-only jobs read may change now
                     self._run_mixed_jobs(session, batch, now, outcomes, drafts)
                 _insert_rows(session, rows)
-                forced = any(outcome.wants_checkpoint for outcome in outcomes)
+                asked = [outcome for outcome in outcomes if outcome.wants_checkpoint]
                 checkpoint, appended = self._append(
-                    session, drafts, format_ts(now), forced=forced, before=before
+                    session,
+                    drafts,
+                    format_ts(now),
+                    forced=bool(asked),
+                    by=next((o.checkpoint_actor for o in asked if o.checkpoint_actor), None),
+                    before=before,
                 )
         except Exception as exc:
             # The transaction is gone: nothing of this batch exists. Fail every caller closed.
@@ -578,6 +587,7 @@ class Appender:
             pending,
             value=value,
             wants_checkpoint=ctx.wants_checkpoint,
+            checkpoint_actor=ctx.checkpoint_actor,
             valid_before=ctx.valid_before,
         )
         return outcome, linked
@@ -612,7 +622,12 @@ class Appender:
             log.exception("audit job failed")
             return _Outcome(pending, error=exc), []
         savepoint.commit()
-        outcome = _Outcome(pending, value=value, wants_checkpoint=ctx.wants_checkpoint)
+        outcome = _Outcome(
+            pending,
+            value=value,
+            wants_checkpoint=ctx.wants_checkpoint,
+            checkpoint_actor=ctx.checkpoint_actor,
+        )
         return outcome, linked
 
     @property
@@ -636,10 +651,18 @@ class Appender:
         self._last_seq = after
 
     def _append(
-        self, session: Tx, drafts: Linked, ts: str, *, forced: bool, before: Head | None
+        self,
+        session: Tx,
+        drafts: Linked,
+        ts: str,
+        *,
+        forced: bool,
+        before: Head | None,
+        by: str | None = None,
     ) -> tuple[Checkpoint | None, tuple[int, int] | None]:
-        """Link and insert ``drafts`` (and a checkpoint when one is due) after ``before``, the
-        head (read now if ``None``); the checkpoint, and the seqs before and after."""
+        """Link and insert ``drafts`` (and a checkpoint when one is due or ``forced``, asked
+        for by ``by``) after ``before``, the head (read now if ``None``); the checkpoint, and
+        the seqs before and after."""
         if not drafts and not forced:
             return None, None
         if before is None:
@@ -649,22 +672,23 @@ class Appender:
         checkpoint = None
         every = self._checkpoint_every
         if forced or before.seq // every != after.seq // every:
-            checkpoint, marker = self._checkpoint(after, ts)
+            checkpoint, marker = self._checkpoint(after, ts, by if forced else None)
             entries.append(marker)
             audit_repo.insert_checkpoint(session, checkpoint)
         audit_repo.insert_entries(session, entries)
         return checkpoint, (before.seq, entries[-1].seq if entries else before.seq)
 
-    def _checkpoint(self, head: Head, ts: str) -> tuple[Checkpoint, Entry]:
+    def _checkpoint(self, head: Head, ts: str, actor: str | None) -> tuple[Checkpoint, Entry]:
         checkpoint = make_checkpoint(head, ts, self._audit_key())
-        (marker,) = link(head, [checkpoint_draft(checkpoint)], ts)
+        (marker,) = link(head, [checkpoint_draft(checkpoint, actor)], ts)
         return checkpoint, marker
 
-    def checkpoint_now(self) -> Checkpoint:
-        """Sign the head now (``POST /v1/audit/checkpoint``), through the same queue."""
+    def checkpoint_now(self, actor: str | None = None) -> Checkpoint:
+        """Sign the head now (``POST /v1/audit/checkpoint`` by ``actor``), through the same
+        queue."""
 
         def job(_session: Session, ctx: JobContext) -> Checkpoint | None:
-            ctx.request_checkpoint()
+            ctx.request_checkpoint(actor)
             return None  # the appender answers with the checkpoint it made
 
         checkpoint = self.run(job)
@@ -748,10 +772,12 @@ def _auditable(drafts: list[Draft]) -> Linked:
         return []
 
 
-def checkpoint_draft(checkpoint: Checkpoint) -> Draft:
+def checkpoint_draft(checkpoint: Checkpoint, actor: str | None = None) -> Draft:
+    """The ``audit.checkpoint`` entry of ``checkpoint``: ``actor`` is who asked for it (none
+    for one made every ``VAULT_CHECKPOINT_EVERY`` entries)."""
     return Draft(
         type=AUDIT_CHECKPOINT,
-        actor=None,
+        actor=actor,
         subject=None,
         data={"seq": checkpoint.seq, "hash": checkpoint.hash, "kid": checkpoint.kid},
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from vault.api.access_log import log_config
 from vault.cli import workers
 from vault.cli.admin import cmd_init
 from vault.cli.output import CliError, note
@@ -56,6 +57,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         "proxy_headers": bool(forwarded),
         "forwarded_allow_ips": forwarded or None,
         "server_header": False,
+        "log_config": log_config(),  # the access log with secrets in paths redacted
     }
     if settings.workers == 1:
         _serve_here(options)

@@ -13,7 +13,9 @@ from vault.errors import InvalidRequest
 from vault.storage import keys_repo
 
 
-def create_key(session: Session, ctx: JobContext, master_key: bytes, purpose: str) -> str:
+def create_key(
+    session: Session, ctx: JobContext, master_key: bytes, purpose: str, actor: str | None = None
+) -> str:
     pair = keys.generate(purpose)
     keys_repo.insert_key(
         session,
@@ -25,7 +27,7 @@ def create_key(session: Session, ctx: JobContext, master_key: bytes, purpose: st
     )
     ctx.record(
         Draft(
-            type=KEY_CREATED, actor=None, subject=None, data={"kid": pair.kid, "purpose": purpose}
+            type=KEY_CREATED, actor=actor, subject=None, data={"kid": pair.kid, "purpose": purpose}
         )
     )
     return pair.kid
@@ -47,7 +49,7 @@ def rotate_job(
     def job(session: Session, ctx: JobContext) -> dict[str, object]:
         now = int(ctx.now.timestamp())
         old = keys_repo.active_key(session, purpose)
-        new_kid = create_key(session, ctx, master_key, purpose)
+        new_kid = create_key(session, ctx, master_key, purpose, actor)
         publish_until: int | None = None
         if old is not None:
             last_exp = keys_repo.latest_exp_signed_by(session, old.kid) or 0

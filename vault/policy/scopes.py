@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from vault.errors import ConfigError, InvalidScope
 
@@ -75,6 +77,25 @@ def split_path(path: str) -> tuple[str, ...] | None:
     return segments
 
 
+_OTHER_SPELLING = re.compile(r"[?#%;A-Z]")
+
+
+def never_forms(path: str) -> tuple[str, ...]:
+    """``path`` and the other paths a server might take it for, against which never-rules are
+    checked too: a verifier other than ours may send the request target as it came (with its
+    query, fragment, percent-escapes or ``;`` parameters, in another case). Our middleware sends
+    the path its app routes on, so this only ever refuses more."""
+    if not _OTHER_SPELLING.search(path):
+        return (path,)
+    forms = {path}
+    for _ in range(2):  # what decoding once more shows: a query in "%3F", say
+        forms |= {form.split("?", 1)[0].split("#", 1)[0] for form in forms}
+        forms |= {unquote(form) for form in forms}
+        forms |= {"/".join(part.split(";", 1)[0] for part in form.split("/")) for form in forms}
+        forms |= {form.lower() for form in forms}
+    return tuple(sorted(form for form in forms if form.startswith("/")))
+
+
 @dataclass(frozen=True, slots=True)
 class ScopeTable:
     scopes: Mapping[str, tuple[Rule, ...]]
@@ -102,10 +123,11 @@ class ScopeTable:
             return False
         method = method.upper()
         # Never-rules cover everything below them, and empty segments ("//", a trailing "/")
-        # cannot slip past them.
-        solid = tuple(segment for segment in segments if segment)
-        if any(rule.matches(method, solid) for rule in self.never):
-            return False
+        # cannot slip past them; nor can another spelling of a never-delegated path.
+        for form in never_forms(path):
+            solid = tuple(segment for segment in form[1:].split("/") if segment)
+            if any(rule.matches(method, solid) for rule in self.never):
+                return False
         if (method, path) in ALWAYS_ALLOWED:
             return True
         return any(

@@ -100,7 +100,7 @@ async def latest_checkpoint(vault: VaultDep, caller: CallerDep) -> dict[str, Any
 async def make_checkpoint(vault: VaultDep, caller: CallerDep) -> JSONResponse:
     """Sign the head of the log now."""
     require(caller, OWNER)
-    checkpoint = await run_in_threadpool(vault.appender.checkpoint_now)
+    checkpoint = await run_in_threadpool(vault.appender.checkpoint_now, caller.id)
     return JSONResponse(checkpoint.to_dict(), status_code=201)
 
 
