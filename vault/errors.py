@@ -165,6 +165,13 @@ class RevokedToken(SignedTokenError):
     code = "revoked_token"
 
 
+class UnknownToken(SignedTokenError):
+    """Signed by a key of the vault, but never issued as it is: only a holder of a signing key
+    (a leaked one, say) could have made it, so the audit says so rather than "revoked"."""
+
+    code = "unknown_token"
+
+
 class PolicyChanged(SignedTokenError):
     """The subject or the delegator's policy no longer allows what the token carries."""
 

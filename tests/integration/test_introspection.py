@@ -313,7 +313,8 @@ def vault_key(settings: Settings, api: Api) -> Iterator[Any]:
     [
         ({"aud": "another-app"}, "wrong_audience"),
         ({"iss": "https://elsewhere.example"}, "wrong_issuer"),
-        ({"jti": "never-issued-" + "x" * 22}, "revoked_token"),
+        ({"jti": "never-issued-" + "x" * 22}, "unknown_token"),
+        ({"exp": 2**31}, "unknown_token"),  # an issued jti, not as issued
         ({"client_id": "p_someone_else"}, "invalid_claim"),
         ({"scope": None}, "missing_claim"),
         ({"exp": None}, "missing_claim"),

@@ -30,7 +30,13 @@ VaultDep = Annotated[Vault, Depends(get_vault)]
 
 
 def bearer(request: Request) -> str | None:
-    return bearer_value(request.headers.get("authorization"))
+    return bearer_value(sole_authorization(request.headers.getlist("authorization")))
+
+
+def sole_authorization(values: list[str]) -> str | None:
+    """The ``Authorization`` header, if the request has exactly one: with two, which one
+    counts would depend on who reads them (a proxy, a framework), so neither does (401)."""
+    return values[0] if len(values) == 1 else None
 
 
 def bearer_value(header: str | None) -> str | None:
@@ -67,7 +73,8 @@ def request_call(request: Request) -> Call:
         declared = request.headers.get("content-length")
         return await read_limited(request.stream(), declared, limit)
 
-    return Call(request.headers.get("authorization"), client_ip(request), read_body)
+    authorization = sole_authorization(request.headers.getlist("authorization"))
+    return Call(authorization, client_ip(request), read_body)
 
 
 async def hot_caller(vault: Vault, authorization: str | None) -> Principal:
@@ -108,12 +115,35 @@ async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit
     return bytes(body)
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _DuplicateMember
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# ``json.loads`` with hooks would build a decoder per call: one for every body.
+_BODY_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_no_constant)
+
+
 def decode_json(body: bytes) -> Any:
-    """A request body as JSON: 400 if it is empty, not JSON, or holds text nothing can store."""
+    """A request body as JSON: 400 if it is empty, not JSON (NaN and Infinity are not), names
+    a member twice (which one counts would depend on the parser: a proxy's, a logger's, ours),
+    or holds text nothing can store."""
     if not body:
         raise InvalidRequest("a JSON body is required")
-    try:
-        value = json.loads(body)
+    try:  # the text as ``json.loads`` finds it in bytes (UTF-8, -16 or -32; a BOM is dropped)
+        value = _BODY_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except _DuplicateMember:
+        raise InvalidRequest("body names a member more than once") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("body is not valid JSON") from None
     _refuse_unstorable(value)

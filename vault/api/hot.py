@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from vault.api.deps import Call, read_limited
+from vault.api.deps import Call, read_limited, sole_authorization
 from vault.api.errors import classify, error_body, error_headers
 from vault.api.routes.tokens import NO_STORE, answer_exchange, answer_introspect
 from vault.ops.runtime import Vault
@@ -65,12 +65,14 @@ async def serve(vault: Vault, answer: Answer, scope: Scope, receive: Receive, se
 
 
 def call_of(scope: Scope, receive: Receive) -> Call:
-    authorization = declared = None
+    authorizations: list[str] = []
+    declared = None
     for name, value in scope["headers"]:
         if name == b"authorization":
-            authorization = value.decode("latin-1")
+            authorizations.append(value.decode("latin-1"))
         elif name == b"content-length":
             declared = value.decode("latin-1")
+    authorization = sole_authorization(authorizations)
     client = scope.get("client")
 
     async def read_body(limit: int) -> bytes:

@@ -29,6 +29,7 @@ from vault.errors import (
     SignedTokenError,
     Unauthenticated,
     UnknownSubject,
+    UnknownToken,
     VaultError,
 )
 from vault.ops.keyring import KeyManager
@@ -109,6 +110,9 @@ class TokenRequest:
 
 
 def parse_token_request(body: Any) -> TokenRequest:
+    """``body`` is the request's JSON, or the ``InvalidRequest`` that says why it had none."""
+    if isinstance(body, InvalidRequest):
+        raise body
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
     extra = sorted(set(body) - TOKEN_REQUEST_MEMBERS)
@@ -423,9 +427,10 @@ def _still_authorized(
         # Its jti was issued, but not with these claims: only a holder of a signing key could
         # have made this token. It was never issued here.
         state = tokens_repo.UNKNOWN
+    if state == tokens_repo.REVOKED:
+        return RevokedToken("token was revoked"), None
     if state != tokens_repo.LIVE:
-        revoked = state == tokens_repo.REVOKED
-        return RevokedToken("token was revoked" if revoked else "token was never issued"), None
+        return UnknownToken("token was never issued"), None
     delegator = _principal(session, ctx, claims.actor)
     if delegator is None or delegator.disabled or not delegator.has(DELEGATOR):
         return RevokedToken("the delegator is disabled"), None

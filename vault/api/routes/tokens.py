@@ -66,8 +66,8 @@ async def answer_exchange(vault: Vault, call: Call) -> dict[str, Any]:
         payload: Any = await call.json(vault)
     except RequestTooLarge:
         raise
-    except InvalidRequest:
-        payload = None  # not JSON: still refused through the job, so the denial is audited
+    except InvalidRequest as exc:
+        payload = exc  # refused through the job, with what was wrong, so the denial is audited
     job = tokens.issue_job(
         vault.settings, vault.scopes, vault.keys, caller, payload, call.client_ip
     )
