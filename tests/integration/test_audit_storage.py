@@ -19,12 +19,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.support import PG_ADMIN, Api, verify_cli, verify_report
+from tests.support import PG_ADMIN, Api, cli_env, dvault, verify_cli, verify_report
+from vault.audit.chain import Head
+from vault.audit.checkpoint import make_checkpoint
 from vault.config import Settings
+from vault.crypto.canonical import canonical_text
+from vault.crypto.keys import KeyPair, public_jwk, thumbprint
 
 ROOT = Path(__file__).resolve().parents[2]
 ZERO = "0" * 64
@@ -625,3 +630,143 @@ def test_a_checkpoint_file_with_a_line_that_is_not_a_checkpoint_is_refused(
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "line 2" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- trust in the audit keys -------------------------------------------------------------------
+
+
+def forge_with_own_key(dba: Dba, settings: Settings, *, change_seq: int) -> str:
+    """What one who can write the database (not the master key) can do: change an entry,
+    re-hash the rest (the checkpoint markers included), add an audit key of their own to
+    ``signing_keys``, and re-sign every checkpoint (in the database and in the checkpoint log)
+    with it. Returns the added kid."""
+    key = Ed25519PrivateKey.generate()
+    kid = thumbprint(key.public_key())
+    dba.drop_triggers()
+    dba.run(
+        "INSERT INTO signing_keys (kid, purpose, public_jwk, private_sealed, created_at) "
+        "VALUES (:kid, 'audit', :jwk, 'dv1.garbage', :at)",
+        kid=kid,
+        jwk=canonical_text(public_jwk(key.public_key(), kid)),
+        at="2026-11-27T17:00:00.000000Z",
+    )
+    rows = dba.rows()
+    rows[change_seq - 1]["data"] = '{"forged":true}'
+    prev = ZERO if change_seq == 1 else rows[change_seq - 2]["hash"]
+    for row in rows[change_seq - 1 :]:
+        if row["type"] == "audit.checkpoint":  # the marker names the head it signed
+            before = rows[row["seq"] - 2]
+            row["data"] = canonical_text({"hash": before["hash"], "kid": kid, "seq": before["seq"]})
+        row["prev"] = prev
+        row["hash"] = prev = digest(row)
+        dba.rewrite(row)
+    forged = []
+    for old in dba.rows("audit_checkpoints"):
+        head = Head(old["seq"], rows[old["seq"] - 1]["hash"])
+        forged.append(
+            make_checkpoint(head, old["ts"], KeyPair(kid=kid, purpose="audit", private_key=key))
+        )
+    dba.run("DELETE FROM audit_checkpoints")
+    for cp in forged:
+        dba.run(
+            "INSERT INTO audit_checkpoints (seq, hash, ts, kid, sig) "
+            "VALUES (:seq, :hash, :ts, :kid, :sig)",
+            **cp.to_dict(),
+        )
+    settings.checkpoint_log.write_text(
+        "".join(canonical_text(cp.to_dict()) + "\n" for cp in forged), encoding="utf-8"
+    )
+    return kid
+
+
+def test_an_audit_key_added_by_a_database_writer_is_not_believed(
+    api: Api, settings: Settings, dba: Dba, tmp_path: Path
+) -> None:
+    """The vault trusts only the keys it made (their private keys open with the master key):
+    the API's verification and published key set leave the added key out; a reviewer who saved
+    audit-keys.json checks the database against it (--jwks); one without either still learns
+    that a stored key was never recorded in the log."""
+    populate(api, 6)
+    checkpoint(api)
+    populate(api, 3, "b")
+    first = checkpoint(api)
+    published = api.call("GET", "/.well-known/audit-keys.json")
+    saved = tmp_path / "audit-keys.json"
+    saved.write_text(published.text, encoding="utf-8")
+    assert_healthy(api, settings)
+
+    kid = forge_with_own_key(dba, settings, change_seq=4)
+
+    report = verify_report(api)
+    assert report["ok"] is False, report
+    assert report["checkpoints_ok"] is False
+    assert report["first_error"]["reason"].endswith(f"unknown audit key {kid!r}")
+    assert report["first_error"]["seq"] < first["seq"]
+    keys = api.call("GET", "/.well-known/audit-keys.json").json()["keys"]
+    assert kid not in {k["kid"] for k in keys}
+    assert keys == published.json()["keys"]
+
+    against_saved = verify_cli(settings, "--jwks", str(saved))
+    assert against_saved.returncode == 1, against_saved.stderr
+    assert json.loads(against_saved.stdout) == report
+
+    alone = verify_cli(settings)  # no master key, no saved keys: the database's own keys
+    assert "checkpoints are checked with the audit keys stored in the database" in alone.stderr
+    assert alone.returncode == 1, alone.stdout
+    found = json.loads(alone.stdout)
+    assert found["checkpoints_ok"] is True  # signed by a key the database holds...
+    assert found["first_error"]["seq"] == found["head_seq"] + 1
+    assert "is stored, but no key.created entry" in found["first_error"]["reason"]  # ...unlogged
+
+    with_master_key = dvault(
+        cli_env(
+            settings.home,
+            VAULT_DATABASE_URL=settings.database_url,
+            VAULT_MASTER_KEY=settings.master_key or "",
+        ),
+        "audit",
+        "verify",
+        "--json",
+    )
+    assert with_master_key.returncode == 1
+    assert json.loads(with_master_key.stdout) == report
+
+
+def test_a_log_emptied_with_its_checkpoints_is_not_sound(
+    api: Api, settings: Settings, dba: Dba
+) -> None:
+    """Every stored key has the key.created entry that recorded it: a log deleted whole (with
+    its checkpoints and the checkpoint log) is not an empty, sound log."""
+    populate(api, 3)
+    checkpoint(api)
+    dba.drop_triggers()
+    dba.run("DELETE FROM audit_entries")
+    dba.run("DELETE FROM audit_checkpoints")
+    settings.checkpoint_log.write_text("", encoding="utf-8")
+    report = verify_report(api)
+    assert report["ok"] is False
+    assert report["entries"] == 0
+    assert report["first_error"]["seq"] == 1
+    assert "no key.created entry up to seq 0 records it" in report["first_error"]["reason"]
+    done = verify_cli(settings)
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == report
+
+
+def test_a_stored_key_that_is_not_a_key_is_one_clear_line(
+    api: Api, settings: Settings, dba: Dba
+) -> None:
+    """A public JWK changed by hand (another x, the same kid) is left out with a warning,
+    never a traceback; the checkpoints it signed no longer verify."""
+    populate(api, 3)
+    checkpoint(api)
+    other = Ed25519PrivateKey.generate().public_key()
+    row = dba.scalar("SELECT public_jwk FROM signing_keys WHERE purpose = 'audit'")
+    jwk = json.loads(row)
+    jwk["x"] = public_jwk(other, "x")["x"]
+    dba.run("UPDATE signing_keys SET public_jwk = :j WHERE purpose = 'audit'", j=json.dumps(jwk))
+    done = verify_cli(settings)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "left out" in done.stderr
+    assert json.loads(done.stdout)["checkpoints_ok"] is False

@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.checkpoint_log import CheckpointLog, checkpoint_lines
@@ -15,8 +18,10 @@ from vault.audit.verify import Report
 from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
 from vault.crypto.keys import public_keys_from_jwks
+from vault.errors import MasterKeyError
 from vault.ops import audit
-from vault.ops.runtime import open_database
+from vault.ops.keyring import trusted_audit_keys
+from vault.ops.runtime import check_master_key, open_database, resolve_master_key
 from vault.ops.verify_parallel import helpers_for, helpers_for_file
 from vault.policy.scopes import load_table
 from vault.storage import audit_repo
@@ -76,10 +81,7 @@ def _verify_file(
     except OSError as exc:
         raise CliError(f"export file {path} is not readable: {exc.strerror or exc}") from None
     helpers = helpers_for_file(size, jobs, semantics=semantics is not None)
-    try:
-        keys = public_keys_from_jwks(_load_json(jwks_path, "audit key set"))
-    except ValueError as exc:
-        raise CliError(f"audit key set {jwks_path}: {exc}") from None
+    keys = _audit_keys(jwks_path)
     return audit.verify_export(
         path, keys.get, trusted=trusted, semantics=semantics, helpers=helpers
     )
@@ -112,6 +114,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
                 semantics=semantics,
                 helpers=_helpers(db, args.jobs, semantics=semantics is not None),
                 checkpoint_log=CheckpointLog(settings.checkpoint_log),
+                keys=_database_keys(settings, db, args.jwks),
             )
         finally:
             db.dispose()
@@ -126,6 +129,34 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         sys.stderr.write(f"dvault: verification failed at seq {error.seq}: {error.reason}\n")
         return 1
     return 0
+
+
+def _database_keys(
+    settings: Settings, db: Database, jwks_path: Path | None
+) -> Callable[[str], Ed25519PublicKey | None] | None:
+    """The audit keys that checkpoints in the database are checked with: the reviewer's saved
+    key set (``--jwks``); else, with the master key at hand, the keys this vault made; else
+    (``None``) the keys stored in the database, which its writers could have added to."""
+    if jwks_path is not None:
+        return _audit_keys(jwks_path).get
+    try:
+        master_key = resolve_master_key(settings)
+    except MasterKeyError:
+        note(
+            "dvault: note: checkpoints are checked with the audit keys stored in the database; "
+            "give --jwks with the vault's audit-keys.json, kept where the database's writers "
+            "cannot change it, to check them against keys you trust"
+        )
+        return None
+    check_master_key(db, master_key)
+    return trusted_audit_keys(db, master_key).get
+
+
+def _audit_keys(jwks_path: Path) -> dict[str, Ed25519PublicKey]:
+    try:
+        return public_keys_from_jwks(_load_json(jwks_path, "audit key set"))
+    except ValueError as exc:
+        raise CliError(f"audit key set {jwks_path}: {exc}") from None
 
 
 def _helpers(db: Database, jobs: int | None, *, semantics: bool) -> int:

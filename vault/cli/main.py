@@ -113,7 +113,12 @@ def build_parser() -> Parser:
         "verify", help="verify the chain, checkpoints and meaning; exit 1 if bad"
     )
     p.add_argument("--file", type=Path, help="verify this NDJSON export instead of the database")
-    p.add_argument("--jwks", type=Path, help="audit keys (audit-keys.json) for --file")
+    p.add_argument(
+        "--jwks",
+        type=Path,
+        help="the audit keys checkpoints must be signed with (the vault's audit-keys.json, "
+        "saved where the database's writers cannot change it); needed with --file",
+    )
     p.add_argument("--checkpoint", type=Path, help="a checkpoint saved earlier by a reviewer")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(

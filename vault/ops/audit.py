@@ -64,9 +64,19 @@ def export_lines(db: Database, *, chunk: int = 1000) -> Iterator[str]:
 
 
 def audit_public_keys(db: Database) -> Callable[[str], Ed25519PublicKey | None]:
+    """The audit keys as the database holds them, unvetted: what a reviewer without the master
+    key has (``keyring.trusted_audit_keys`` is what the vault made; ``--jwks``, what the
+    reviewer saved). A row that is not a public key at all is left out, with a warning."""
     with db.read() as session:
         rows = keys_repo.keys_for(session, AUDIT)
-    found = dict(public_key_from_jwk(json.loads(row.public_jwk)) for row in rows)
+    found: dict[str, Ed25519PublicKey] = {}
+    for row in rows:
+        try:
+            kid, public_key = public_key_from_jwk(json.loads(row.public_jwk))
+        except (ValueError, TypeError, RecursionError) as exc:
+            log.warning("stored audit key %.60r left out: %s", row.kid, exc)
+            continue
+        found[kid] = public_key
     return found.get
 
 
@@ -77,32 +87,65 @@ def verify_database(
     semantics: SemanticChecker | None = None,
     helpers: int = 0,
     checkpoint_log: CheckpointLog | None = None,
+    keys: Callable[[str], Ed25519PublicKey | None] | None = None,
 ) -> Report:
     """Verify the stored log; with ``semantics`` (a fresh checker) its meaning too. With
     ``helpers`` > 0, a sound log's chain is walked by that many processes side by side
     (``verify_parallel``) while this one checks the meaning; the report is the same.
 
+    Checkpoints are believed if signed by one of ``keys``: the audit keys the caller trusts
+    (the vault's own, vetted with the master key; or a reviewer's saved ``audit-keys.json``).
+    Without them, the keys stored in the database are used, which whoever can write the
+    database could have added to.
+
     With ``checkpoint_log`` (the file outside the database), its checkpoints count as
     ``trusted`` ones too: entries removed from the tail together with the checkpoint rows that
     covered them are still caught by the file's copy. The file is read before the log, so every
-    checkpoint in it was committed before the head that is read."""
+    checkpoint in it was committed before the head that is read.
+
+    The stored signing keys are checked against the log too: each must have the ``key.created``
+    entry that recorded it. A key added to the database by hand, or a log emptied or cut back
+    before the keys' creation, fails."""
     logged = _logged(checkpoint_log)
     snap = snapshot(db)
     stored = set(snap.checkpoints)
     trusted = [*(trusted or []), *(cp for cp in logged if cp not in stored)]
-    report = _walked(db, snap, trusted, semantics, helpers)
-    stray = audit_repo.stray_row(db, snap.head_seq)
-    if stray is None:
-        return report
+    lookup = keys if keys is not None else audit_public_keys(db)
+    report = _walked(db, snap, trusted, semantics, helpers, lookup)
     # Rows the walk never read: the log is not what the walk saw. That is the chain's failure,
     # ahead of any semantic one.
-    value, reason = stray
-    seq = value if type(value) is int else snap.head_seq + 1
+    stray = audit_repo.stray_row(db, snap.head_seq)
+    if stray is not None:
+        value, reason = stray
+        report = _failed(report, value if type(value) is int else snap.head_seq + 1, reason)
+    unrecorded = _unrecorded_key(db, snap.head_seq)
+    if unrecorded is not None:
+        report = _failed(report, snap.head_seq + 1, unrecorded)
+    return report
+
+
+def _failed(report: Report, seq: int, reason: str) -> Report:
+    """``report`` with a failure of the stored log at ``seq``: first if it comes first, or if
+    what was first is a semantic violation (the log is not even what the walk saw)."""
     first = report.first_error
     semantic = report.semantic_errors and first == semantic_failure(report.semantic_errors[0])
     if first is None or semantic or seq <= first.seq:
         first = Failure(seq, reason)
     return dataclasses.replace(report, ok=False, first_error=first)
+
+
+def _unrecorded_key(db: Database, head_seq: int) -> str | None:
+    """What is wrong if a stored signing key has no ``key.created`` entry up to ``head_seq``."""
+    with db.read() as session:
+        stored = keys_repo.all_keys(session)
+    recorded = audit_repo.recorded_kids(db, head_seq)
+    for kid, purpose in stored:
+        if kid not in recorded:
+            return (
+                f"signing key {kid[:60]!r} ({purpose[:20]}) is stored, but no key.created entry "
+                f"up to seq {head_seq} records it: it was not made through the vault"
+            )
+    return None
 
 
 def export_file_lines(path: Path) -> Iterator[str]:
@@ -169,13 +212,14 @@ def _walked(
     trusted: list[Checkpoint],
     semantics: SemanticChecker | None,
     helpers: int,
+    lookup: Callable[[str], Ed25519PublicKey | None],
 ) -> Report:
     if helpers > 0:
         found = verify_in_ranges(
             db,
             snap.checkpoints,
             Head(snap.head_seq, snap.head_hash),
-            audit_public_keys(db),
+            lookup,
             trusted=trusted,
             semantics=semantics,
             helpers=helpers,
@@ -185,7 +229,7 @@ def _walked(
     return verify_rows(
         ((row, None) for row in audit_repo.stream_rows(db, upto_seq=snap.head_seq)),
         snap.checkpoints,
-        audit_public_keys(db),
+        lookup,
         trusted=trusted,
         semantics=semantics,
     )

@@ -3,11 +3,18 @@
 Sign with the newest active key; verify with any key still published. Keys rotated by another
 process (``dvault keys rotate`` beside a running server) are seen within ``refresh_seconds``, and
 at once when a token names a kid this process has not seen (rate-limited reload).
+
+Only a key the vault made is trusted: its private key, sealed under the master key, must open
+and be the key its public JWK publishes (``trusted_rows``). Anyone who can write the database
+but lacks the master key could otherwise add a key of their own, sign checkpoints over a log
+they rewrote (or tokens), and have the vault publish and believe them. Such a row is left out of
+everything, with an error in the log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,12 +25,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vault.clock import Clock
 from vault.crypto import keys
 from vault.crypto.keys import KeyPair
-from vault.errors import NotInitialized
+from vault.errors import MasterKeyError, NotInitialized
 from vault.storage import keys_repo
 from vault.storage.engine import Database
 from vault.storage.tables import KeyRow
 
 MIN_RELOAD_INTERVAL = 1.0  # seconds between reloads forced by unknown kids
+
+log = logging.getLogger("vault.keys")
+
+# A stored key row as far as trusting it goes: once vetted, the same row is not opened again.
+_Mark = tuple[str, str, str, str]
 
 
 class KeysNotHeld(Exception):
@@ -48,19 +60,61 @@ def _key_rows(db: Database) -> tuple[list[KeyRow], list[KeyRow]]:
         return keys_repo.keys_for(session, keys.TOKEN), keys_repo.keys_for(session, keys.AUDIT)
 
 
-def published_jwks(db: Database, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The token and audit key sets (JWKS) as the database holds them now: public keys only,
-    nothing unsealed. A key rotated in by any process is in them as soon as its rotation has
-    committed, which is before any process signs with it."""
-    token_rows, audit_rows = _key_rows(db)
-    return (
-        {"keys": [json.loads(r.public_jwk) for r in _published(token_rows, now)]},
-        {"keys": [json.loads(r.public_jwk) for r in audit_rows]},
-    )
+def trusted_rows(
+    rows: list[KeyRow], master_key: bytes, vetted: dict[_Mark, bool] | None = None
+) -> list[KeyRow]:
+    """``rows`` but those the vault did not make: a row is kept if its sealed private key opens
+    with ``master_key`` (the seal binds the kid and the purpose) and is the key of its public
+    JWK. ``vetted`` remembers rows already judged (a row is logged once)."""
+    found = []
+    for row in rows:
+        mark = (row.kid, row.purpose, row.private_sealed, row.public_jwk)
+        ok = None if vetted is None else vetted.get(mark)
+        if ok is None:
+            ok = _made_here(row, master_key)
+            if vetted is not None:
+                vetted[mark] = ok
+            if not ok:
+                log.error(
+                    "stored %s key %s was not made by this vault (its private key does not "
+                    "open with the master key as the key it publishes): not trusted",
+                    str(row.purpose)[:20],
+                    str(row.kid)[:60],
+                )
+        if ok:
+            found.append(row)
+    return found
 
 
-def load_keyset(db: Database, master_key: bytes, now: int) -> KeySet:
-    token_rows, audit_rows = _key_rows(db)
+def _made_here(row: KeyRow, master_key: bytes) -> bool:
+    try:
+        pair = keys.open_private(
+            master_key, kid=row.kid, purpose=row.purpose, sealed=row.private_sealed
+        )
+        kid, public = keys.public_key_from_jwk(json.loads(row.public_jwk))
+    except (MasterKeyError, ValueError, TypeError, RecursionError):
+        return False
+    return kid == row.kid and keys.raw_public(public) == keys.raw_public(pair.public_key)
+
+
+def trusted_audit_keys(db: Database, master_key: bytes) -> dict[str, Ed25519PublicKey]:
+    """The audit keys this vault made, by kid (what verification may believe a checkpoint of)."""
+    _, audit_rows = _key_rows(db)
+    return _public(trusted_rows(audit_rows, master_key))
+
+
+def _public(rows: list[KeyRow]) -> dict[str, Ed25519PublicKey]:
+    return dict(keys.public_key_from_jwk(json.loads(r.public_jwk)) for r in rows)
+
+
+def _jwks(rows: list[KeyRow]) -> dict[str, Any]:
+    return {"keys": [json.loads(r.public_jwk) for r in rows]}
+
+
+def load_keyset(
+    db: Database, master_key: bytes, now: int, vetted: dict[_Mark, bool] | None = None
+) -> KeySet:
+    token_rows, audit_rows = (trusted_rows(rows, master_key, vetted) for rows in _key_rows(db))
     signing: dict[str, KeyPair] = {}
     for purpose, rows in ((keys.TOKEN, token_rows), (keys.AUDIT, audit_rows)):
         active = [r for r in rows if r.retired_at is None]
@@ -74,10 +128,8 @@ def load_keyset(db: Database, master_key: bytes, now: int) -> KeySet:
     return KeySet(
         token_signing=signing[keys.TOKEN],
         audit_signing=signing[keys.AUDIT],
-        token_public=dict(
-            keys.public_key_from_jwk(json.loads(r.public_jwk)) for r in token_published
-        ),
-        audit_public=dict(keys.public_key_from_jwk(json.loads(r.public_jwk)) for r in audit_rows),
+        token_public=_public(token_published),
+        audit_public=_public(audit_rows),
     )
 
 
@@ -93,9 +145,11 @@ class KeyManager:
         self._set: KeySet | None = None
         self._loaded_at = 0.0
         self._forced_at = 0.0
+        self._vetted: dict[_Mark, bool] = {}
 
     def reload(self) -> KeySet:
-        keyset = load_keyset(self._db, self._master_key, int(self._clock.now().timestamp()))
+        now = int(self._clock.now().timestamp())
+        keyset = load_keyset(self._db, self._master_key, now, self._vetted)
         with self._lock:
             self._set = keyset
             self._loaded_at = time.monotonic()
@@ -108,8 +162,14 @@ class KeyManager:
         return keyset
 
     def published(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``published_jwks`` now (the public endpoints)."""
-        return published_jwks(self._db, int(self._clock.now().timestamp()))
+        """The token and audit key sets (JWKS) as the database holds them now, the keys this
+        vault made only: public keys only. A key rotated in by any process is in them as soon
+        as its rotation has committed, which is before any process signs with it."""
+        token_rows, audit_rows = (
+            trusted_rows(rows, self._master_key, self._vetted) for rows in _key_rows(self._db)
+        )
+        now = int(self._clock.now().timestamp())
+        return _jwks(_published(token_rows, now)), _jwks(audit_rows)
 
     def token_key(self, kid: str) -> Ed25519PublicKey | None:
         found = self.current().token_public.get(kid)

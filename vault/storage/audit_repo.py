@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,24 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
         select(CheckpointRow).order_by(col(CheckpointRow.seq).desc()).limit(1)
     ).first()
     return None if row is None else _checkpoint(row)
+
+
+def recorded_kids(db: Database, head_seq: int) -> set[str]:
+    """The kids that ``key.created`` entries up to ``head_seq`` record."""
+    found: set[str] = set()
+    with db.read() as session:
+        rows = session.execute(
+            text("SELECT data FROM audit_entries WHERE type = 'key.created' AND seq <= :head"),
+            {"head": head_seq},
+        )
+        for (data,) in rows:
+            try:
+                kid = json.loads(data).get("kid") if isinstance(data, str) else None
+            except (ValueError, AttributeError, RecursionError):
+                continue
+            if isinstance(kid, str):
+                found.add(kid)
+    return found
 
 
 def stray_row(db: Database, head_seq: int) -> tuple[object, str] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from vault.storage.tables import KeyRow, TokenRow
@@ -27,6 +27,12 @@ def insert_key(
         )
     )
     session.flush()
+
+
+def all_keys(session: Session) -> list[tuple[str, str]]:
+    """``(kid, purpose)`` of every stored key, as stored (whatever a hand-edit left there)."""
+    rows = session.execute(text("SELECT kid, purpose FROM signing_keys ORDER BY created_at"))
+    return [(str(kid), str(purpose)) for kid, purpose in rows]
 
 
 def keys_for(session: Session, purpose: str) -> list[KeyRow]:

@@ -113,5 +113,6 @@ async def verify(vault: VaultDep, caller: CallerDep) -> dict[str, Any]:
         vault.db,
         semantics=SemanticChecker(scopes=vault.scopes),
         checkpoint_log=vault.checkpoint_log,
+        keys=vault.keys.audit_key,  # the audit keys this vault made, not any row in its tables
     )
     return report.to_dict()
