@@ -15,6 +15,9 @@ from vault.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
+# More worker processes than this is a mistake on any machine the vault runs on (each holds a
+# database connection pool and the chain lock is one): refused before any is started.
+MAX_WORKERS = 64
 DEFAULT_ISSUER = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # SPEC §2: it does not follow --port
 
 
@@ -60,7 +63,9 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -70,6 +75,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -112,7 +119,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ).expanduser(),
         scopes_file=Path(scopes_file).expanduser() if scopes_file else None,
         host=env.get("VAULT_HOST") or DEFAULT_HOST,
-        port=_int(env, "VAULT_PORT", DEFAULT_PORT),
-        workers=_int(env, "VAULT_WORKERS", 1),
+        port=_int(env, "VAULT_PORT", DEFAULT_PORT, maximum=65535),
+        workers=_int(env, "VAULT_WORKERS", 1, maximum=MAX_WORKERS),
         commit_batch_max=_int(env, "VAULT_COMMIT_BATCH_MAX", 256),
     )

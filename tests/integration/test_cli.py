@@ -514,6 +514,10 @@ def test_a_hand_edited_sqlite_file_gets_one_line_errors_not_a_traceback(
         ["audit", "tail", "-n", "many"],
         ["audit", "tail", "-n", "-3"],
         ["audit", "verify", "--jobs", "0"],
+        ["serve", "--workers", "0"],
+        ["serve", "--workers", "100000"],
+        ["serve", "--port", "0"],
+        ["serve", "--port", "65536"],
     ],
     ids=[
         "no-command",
@@ -528,6 +532,10 @@ def test_a_hand_edited_sqlite_file_gets_one_line_errors_not_a_traceback(
         "lines-not-int",
         "lines-negative",
         "jobs-zero",
+        "workers-zero",
+        "workers-too-many",
+        "port-zero",
+        "port-too-high",
     ],
 )
 def test_usage_errors_exit_2_with_one_line(sqlite_env: dict[str, str], args: list[str]) -> None:

@@ -184,3 +184,19 @@ def test_the_cli_reports_the_same_with_jobs(tmp_path: Path, bad: bool, semantics
         assert "verification failed at seq 1: log meaning broken" in runs[0].stderr
     else:
         assert runs[0].stdout.startswith("ok: 60 entries")
+
+
+def test_a_line_that_is_not_utf8_is_named_at_its_own_seq(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 in line 21 fails entry 21, not the block the file was read in."""
+    entries, checkpoints = build_log(60)
+    data = "".join(export_lines(entries, checkpoints)).encode("utf-8")
+    lines = data.split(b"\n")
+    lines[20] = lines[20].replace(b'"n":', b'"n\xff":', 1)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    for helpers in (0, 3):
+        report = verify_export(path, lookup, trusted=[], helpers=helpers)
+        assert report.entries == 20
+        assert report.first_error is not None
+        assert report.first_error.seq == 21
+        assert "line 21" in report.first_error.reason

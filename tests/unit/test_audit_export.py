@@ -400,6 +400,23 @@ def _lone_surrogate_actor(lines: list[str]) -> list[str]:
 BAD_VECTORS["lone-surrogate-actor"] = BadVector(_lone_surrogate_actor, 2, 2)
 
 
+def _twice(index: int, before: str, inserted: str) -> Callable[[list[str]], list[str]]:
+    """Name a member a second time in line ``index``: ``inserted`` goes before ``before``."""
+
+    def mutate(lines: list[str]) -> list[str]:
+        assert before in lines[index]
+        lines[index] = lines[index].replace(before, inserted + before, 1)
+        return lines
+
+    return mutate
+
+
+# A reader that keeps the first of two members and one that keeps the last see two entries.
+BAD_VECTORS["member-twice"] = BadVector(_twice(1, '"actor":', '"type":"token.issued",'), 2, 2)
+BAD_VECTORS["member-twice-in-data"] = BadVector(_twice(1, '"jti":', '"n":0,'), 2, 2)
+BAD_VECTORS["member-twice-in-checkpoint"] = BadVector(_twice(N, '"seq":', '"seq":1,'), N + 1, N + 1)
+
+
 @pytest.mark.parametrize("name", BAD_VECTORS.keys())
 def test_bad_vector(name):
     vector = BAD_VECTORS[name]
@@ -428,6 +445,7 @@ def test_malformed_reasons_say_what_is_wrong():
         "an entry follows the checkpoints": _entry_after_checkpoints,
         "not a JSON object": _set(1, "[1,2]\n"),
         "nested too deeply": _set(1, "[" * 100_000 + "]" * 100_000 + "\n"),
+        "names a member twice": _twice(2, '"actor":', '"actor":null,'),
     }
     for needle, mutate in cases.items():
         assert needle in malformed(mutate(list(good))).reason

@@ -459,3 +459,23 @@ def test_a_chain_failure_stays_the_first_error() -> None:
     assert report.first_error.seq == 4
     assert "checkpoint" in report.first_error.reason
     assert [v.seq for v in report.semantic_errors] == [3]  # the walk stopped at seq 4
+
+
+def test_data_naming_a_member_twice_is_a_violation() -> None:
+    """A stored ``data`` text with a member twice (only a hand-edit writes one): which one
+    counts would depend on the reader, so the checker believes neither."""
+    row = (
+        1,
+        format_ts(T0),
+        "token.revoked",
+        OWNER,
+        None,
+        '{"jti":"j1","jti":"j2"}',
+        "0" * 64,
+        "0" * 64,
+    )
+    checker = SemanticChecker()
+    checker.feed_row(row)
+    violation = only(checker.finish())
+    assert (violation.seq, violation.rule) == (1, semantics.MALFORMED)
+    assert violation.reason == "token.revoked data names a member twice"

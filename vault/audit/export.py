@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
 from vault.audit.entry import Entry, EntryRow, entry_from_row, entry_row_from_dict
-from vault.crypto.canonical import canonical_json, parse_json
+from vault.crypto.canonical import DuplicateMember, canonical_json, parse_unique_json
 from vault.errors import MalformedExport
 
 CHECKPOINT_KIND = "checkpoint"
@@ -23,7 +22,9 @@ def _parse(number: int, line: str) -> object:
     if not line.strip():
         raise MalformedExport(number, "empty line")
     try:
-        return parse_json(line)
+        return parse_unique_json(line)
+    except DuplicateMember:
+        raise MalformedExport(number, "an object names a member twice") from None
     except ValueError:
         raise MalformedExport(number, "not a JSON object (garbage in the export?)") from None
     except RecursionError:  # json refuses deep nesting this way, not with ValueError
@@ -37,7 +38,7 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
         if '"kind"' not in line:
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_unique_json(line)
             if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND:
                 found.append(checkpoint_from_dict(obj))
         except (ValueError, RecursionError):
@@ -77,7 +78,7 @@ def read_rows(
 
 def _line_object(line: str) -> object:
     try:
-        return parse_json(line.rstrip("\n"))
+        return parse_unique_json(line.rstrip("\n"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

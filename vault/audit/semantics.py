@@ -33,7 +33,7 @@ from vault.audit.entry import (
 )
 from vault.audit.tokenbook import Token, TokenBook
 from vault.clock import parse_ts
-from vault.crypto.canonical import parse_json
+from vault.crypto.canonical import DuplicateMember, parse_unique_json
 from vault.policy.scopes import ScopeTable, default_table
 from vault.redact import PLACEHOLDER
 
@@ -136,7 +136,10 @@ class SemanticChecker:
             return
         if data is None:
             try:
-                data = parse_json(row[5])
+                data = parse_unique_json(row[5])
+            except DuplicateMember:
+                self._flag(row[0], MALFORMED, f"{kind} data names a member twice")
+                return
             except (ValueError, RecursionError):
                 self._flag(row[0], MALFORMED, f"{kind} data is not JSON")
                 return

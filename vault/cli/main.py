@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from vault import __version__
 from vault.cli.output import USAGE, CliError, fail
-from vault.config import Settings, load_settings
+from vault.config import MAX_WORKERS, Settings, load_settings
 from vault.crypto.canonical import is_utf8_text
 from vault.errors import VaultError
 
@@ -45,8 +45,10 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("serve", help="run the HTTP API (migrates first)")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="listen port (default 8787)")
-    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--port", type=_port, help="listen port (default 8787)")
+    p.add_argument(
+        "--workers", type=_workers, help=f"worker processes, 1 to {MAX_WORKERS} (default 1)"
+    )
     p.add_argument("--init", action="store_true", help="initialize first if this vault is new")
     p.set_defaults(run="serve:cmd_serve")
 
@@ -171,6 +173,20 @@ def _jobs(text: str) -> int:
     value = _count(text)
     if not 1 <= value <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"--jobs is 1 to {MAX_JOBS}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = _count(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"--workers is 1 to {MAX_WORKERS}, not {value}")
     return value
 
 

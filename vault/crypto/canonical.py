@@ -126,6 +126,37 @@ def canonical_text(value: Any) -> str:
 _raw_decode = json.JSONDecoder().raw_decode
 
 
+class DuplicateMember(ValueError):
+    """An object names a member twice: I-JSON (RFC 7493, which RFC 8785 builds on) forbids it,
+    and which one counts would depend on the reader."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise DuplicateMember("an object names a member twice")
+    return found
+
+
+_unique_raw_decode = json.JSONDecoder(object_pairs_hook=_unique_members).raw_decode
+_UNIQUE = json.JSONDecoder(object_pairs_hook=_unique_members)
+
+
+def parse_unique_json(text: str) -> Any:
+    """``parse_json`` refusing an object that names a member twice (``DuplicateMember``): for
+    what is read back as evidence (an export), where a reader that keeps the first of two
+    members and one that keeps the last must not see different entries."""
+    try:
+        value, end = _unique_raw_decode(text)
+    except DuplicateMember:
+        raise
+    except ValueError:
+        return _UNIQUE.decode(text)
+    if end != len(text):
+        return _UNIQUE.decode(text)
+    return value
+
+
 def parse_json(text: str) -> Any:
     """``json.loads(text)``: the same value, or the same exception.
 

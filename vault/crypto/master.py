@@ -17,7 +17,8 @@ def parse_master_key(text: str, *, source: str) -> bytes:
     """Base64url of 32 bytes; its ``=`` padding may be kept (``base64.urlsafe_b64encode`` and
     ``openssl rand -base64`` style tools write it). The bytes are what count."""
     stripped = text.strip()
-    unpadded = stripped[:-1] if stripped.endswith("=") and len(stripped) % 4 == 0 else stripped
+    padding = len(stripped) - len(stripped.rstrip("="))
+    unpadded = stripped[:-padding] if 0 < padding <= 2 and len(stripped) % 4 == 0 else stripped
     try:
         raw = b64url_decode(unpadded)
     except ValueError:

@@ -149,13 +149,15 @@ def _unrecorded_key(db: Database, head_seq: int) -> str | None:
 
 
 def export_file_lines(path: Path) -> Iterator[str]:
-    """The lines of an export file; from a line that is not UTF-8 on, one line that the reader
-    reports as malformed."""
-    with path.open(encoding="utf-8", newline="\n") as handle:
-        try:
-            yield from handle
-        except UnicodeDecodeError:
-            yield "\x00 not UTF-8"
+    """The lines of an export file, each decoded on its own: a line that is not UTF-8 becomes
+    one the reader reports as malformed, at its own line number (a text-mode read would fail at
+    the start of the block holding it)."""
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield "\x00 not UTF-8\n"
 
 
 def verify_export(

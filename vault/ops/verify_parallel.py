@@ -29,7 +29,7 @@ from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, report, vouched
-from vault.crypto.canonical import parse_json
+from vault.crypto.canonical import parse_unique_json
 from vault.ops import export_ranges
 from vault.storage import audit_repo
 from vault.storage.engine import Database
@@ -167,7 +167,7 @@ def verify_file_in_ranges(
 def entry_meaning(checker: SemanticChecker, line: str) -> None:
     """Feed the semantic checker one entry line that a helper's walk accepts (so its members
     are there, with their types): its meaning needs the parsed line, not its canonical bytes."""
-    obj = parse_json(line)
+    obj = parse_unique_json(line)
     row = (obj["seq"], obj["ts"], obj["type"], obj["actor"], obj["subject"], "", "", "")
     checker.feed_row(row, obj["data"])
 
