@@ -607,7 +607,7 @@ def test_automatic_checkpoints_every_n_entries(
     for cp in stored:
         verify_signature(cp, audit_keys)
         assert entries[cp["seq"] - 1]["hash"] == cp["hash"]
-        marker = entries[cp["seq"]]  # the entry right after it
+        marker = entries[cp["seq"]]  # right after it: here every batch holds one entry
         assert marker["type"] == "audit.checkpoint"
         assert marker["data"] == {"seq": cp["seq"], "hash": cp["hash"], "kid": cp["kid"]}
     assert sum(e["type"] == "audit.checkpoint" for e in entries) == len(stored)

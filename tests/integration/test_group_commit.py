@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from tests.support import next_batch
+from tests.support import make_settings, next_batch
 from vault.audit.appender import JobContext
+from vault.audit.checkpoint_log import CheckpointLog
 from vault.audit.entry import Draft
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest
-from vault.ops.runtime import Vault
+from vault.ops import audit
+from vault.ops.runtime import Vault, open_vault
+from vault.ops.setup import init_vault
 from vault.storage import audit_repo
 
 
@@ -198,3 +202,44 @@ def test_a_coroutine_on_a_loop_that_is_gone_does_not_stop_the_appender(vault: Va
     with next_batch(vault):
         asyncio.run(submit_and_leave())
     assert vault.appender.run(recording(2)) == 2
+
+
+def test_a_long_batch_is_signed_at_every_multiple_it_passes(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Checkpoints come at least every VAULT_CHECKPOINT_EVERY entries, also when one batch
+    passes several multiples (a revocation of many tokens, say): each multiple is signed, then
+    the batch's end, and a marker entry for each follows the batch."""
+    settings = make_settings(tmp_path / "home", database_url, VAULT_CHECKPOINT_EVERY="5")
+    init_vault(settings)
+    vault = open_vault(settings, background=True)
+    try:
+        before = head_seq(vault)
+
+        def many(_session: Session, ctx: JobContext) -> None:
+            for n in range(23):
+                ctx.record(note(n))
+
+        vault.appender.run(many)
+        with vault.db.read() as session:
+            stored = audit_repo.checkpoints(session)
+        new = entries_after(vault, before)
+        logged, _ = CheckpointLog(settings.checkpoint_log).read()
+        report = audit.verify_database(
+            vault.db, checkpoint_log=CheckpointLog(settings.checkpoint_log)
+        )
+    finally:
+        vault.close()
+    end = before + 23
+    multiples = list(range((before // 5 + 1) * 5, end, 5))
+    ours = [cp for cp in stored if cp.seq > before]
+    assert [cp.seq for cp in ours] == [*multiples, end]
+    by_seq = {e.seq: e for e in new}
+    assert all(cp.hash == by_seq[cp.seq].hash for cp in ours)
+    markers = new[23:]
+    assert [e.type for e in markers] == ["audit.checkpoint"] * len(ours)
+    assert [e.data["seq"] for e in markers] == [cp.seq for cp in ours]
+    assert [cp for cp in logged if cp.seq > before] == ours  # the file outside has them all
+    assert report.ok, report.to_dict()
+    seqs = [cp.seq for cp in stored]
+    assert all(b - a <= 5 for a, b in zip(seqs[-len(ours) - 1 :], seqs[-len(ours) :], strict=True))

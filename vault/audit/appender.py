@@ -61,7 +61,7 @@ from sqlmodel import Session, SQLModel
 from vault.audit.chain import Head, link
 from vault.audit.checkpoint import Checkpoint, make_checkpoint
 from vault.audit.checkpoint_log import CheckpointLog
-from vault.audit.entry import AUDIT_CHECKPOINT, Draft, Entry
+from vault.audit.entry import AUDIT_CHECKPOINT, Draft
 from vault.clock import Clock, format_ts
 from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
@@ -444,7 +444,7 @@ class Appender:
                     self._run_mixed_jobs(session, batch, now, outcomes, drafts)
                 _insert_rows(session, rows)
                 asked = [outcome for outcome in outcomes if outcome.wants_checkpoint]
-                checkpoint, appended = self._append(
+                signed, appended = self._append(
                     session,
                     drafts,
                     format_ts(now),
@@ -465,9 +465,10 @@ class Appender:
         self._keep(reads)
         if self._after_change is not None and not read_only:
             self._after_change()
-        if checkpoint is not None:
+        checkpoint = signed[-1] if signed else None  # the head this batch left
+        if signed:
             try:
-                self._checkpoint_log.append([checkpoint])
+                self._checkpoint_log.append(signed)
             except OSError as exc:  # the database holds it; catch_up writes it at next start
                 log.error("checkpoint log %s not written: %s", self._checkpoint_log.path, exc)
         self._answer(
@@ -659,29 +660,32 @@ class Appender:
         forced: bool,
         before: Head | None,
         by: str | None = None,
-    ) -> tuple[Checkpoint | None, tuple[int, int] | None]:
-        """Link and insert ``drafts`` (and a checkpoint when one is due or ``forced``, asked
-        for by ``by``) after ``before``, the head (read now if ``None``); the checkpoint, and
-        the seqs before and after."""
+    ) -> tuple[list[Checkpoint], tuple[int, int] | None]:
+        """Link and insert ``drafts`` (and checkpoints when one is due or ``forced``, asked
+        for by ``by``) after ``before``, the head (read now if ``None``); the checkpoints made
+        (the last one signs the head the batch leaves), and the seqs before and after."""
         if not drafts and not forced:
-            return None, None
+            return [], None
         if before is None:
             before = audit_repo.head(session)
         entries = link(before, [d for d, _ in drafts], ts, texts=[t for _, t in drafts])
         after = Head(entries[-1].seq, entries[-1].hash) if entries else before
-        checkpoint = None
+        signed: list[Checkpoint] = []
         every = self._checkpoint_every
         if forced or before.seq // every != after.seq // every:
-            checkpoint, marker = self._checkpoint(after, ts, by if forced else None)
-            entries.append(marker)
-            audit_repo.insert_checkpoint(session, checkpoint)
+            # Each multiple of ``every`` the batch passes is signed (a batch can be long: a
+            # revocation of many tokens), then the batch's end; a marker entry for each follows.
+            heads = [
+                Head(seq, entries[seq - before.seq - 1].hash)
+                for seq in range((before.seq // every + 1) * every, after.seq, every)
+            ]
+            signed = [make_checkpoint(head, ts, self._audit_key()) for head in (*heads, after)]
+            actor = by if forced else None
+            entries.extend(link(after, [checkpoint_draft(cp, actor) for cp in signed], ts))
+            for made in signed:
+                audit_repo.insert_checkpoint(session, made)
         audit_repo.insert_entries(session, entries)
-        return checkpoint, (before.seq, entries[-1].seq if entries else before.seq)
-
-    def _checkpoint(self, head: Head, ts: str, actor: str | None) -> tuple[Checkpoint, Entry]:
-        checkpoint = make_checkpoint(head, ts, self._audit_key())
-        (marker,) = link(head, [checkpoint_draft(checkpoint, actor)], ts)
-        return checkpoint, marker
+        return signed, (before.seq, entries[-1].seq if entries else before.seq)
 
     def checkpoint_now(self, actor: str | None = None) -> Checkpoint:
         """Sign the head now (``POST /v1/audit/checkpoint`` by ``actor``), through the same
