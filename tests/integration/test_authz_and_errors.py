@@ -238,6 +238,20 @@ def test_an_email_and_an_id_never_name_two_subjects(cast: Cast) -> None:
         ("POST", "/v1/introspect", "verifier", {"content": b" " * OVER_LIMIT}, 413, None),
         ("POST", "/v1/revoke", "owner", {"content": _chunks}, 413, None),
         ("POST", "/v1/token", "delegator", {"content": _chunks}, 413, None),
+        # a trailing slash is not one of the vault's paths: 404, no redirect built from Host
+        ("POST", "/v1/token/", "delegator", {"json": {}}, 404, "not_found"),
+        ("GET", "/v1/subjects/", "owner", {}, 404, "not_found"),
+        # a path the server can only decode with U+FFFD in it would name another subject
+        ("PUT", "/v1/subjects/%FF", "owner", {"json": {"email": "x@example.com"}}, 400, None),
+        (
+            "PUT",
+            "/v1/subjects/u%ED%A0%80",
+            "owner",
+            {"json": {"email": "x@example.com"}},
+            400,
+            None,
+        ),
+        ("POST", "/v1/token%C0", "delegator", {"json": {}}, 400, "invalid_request"),
     ],
 )
 def test_errors_are_json_with_a_code(
@@ -520,3 +534,32 @@ def test_no_secret_in_the_operational_log(
 
 def records_of(records: list[logging.LogRecord], name: str) -> list[str]:
     return [r.getMessage() for r in records if r.name == name]
+
+
+def test_a_method_not_allowed_says_which_are(api: Api) -> None:
+    r = api.call("DELETE", "/healthz")
+    assert_error_body(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET"
+    r = api.call("PUT", "/v1/token", api.owner)
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+
+
+def test_a_path_in_utf8_is_taken_as_it_is(cast: Cast) -> None:
+    r = cast.api.call("PUT", "/v1/subjects/%C3%A9-1", cast.api.owner, json={"email": "e@x.io"})
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == "é-1"
+
+
+def test_the_last_enabled_owner_cannot_be_disabled(cast: Cast) -> None:
+    """A vault without an enabled owner could never be administered again."""
+    api, owner = cast.api, cast.ids["owner"]
+    refused = api.call("POST", f"/v1/principals/{owner}/disable", api.owner)
+    assert_error_body(refused, 409, "conflict")
+    assert "last enabled owner" in refused.json()["error_description"]
+    assert api.call("GET", "/v1/principals", api.owner).status_code == 200  # still an owner
+    second, credential = api.principal("second-owner", "owner")
+    done = api.call("POST", f"/v1/principals/{owner}/disable", credential)
+    assert done.status_code == 200, done.text
+    again = api.call("POST", f"/v1/principals/{second}/disable", credential)
+    assert_error_body(again, 409, "conflict")

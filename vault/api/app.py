@@ -49,6 +49,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A path with a trailing slash is not one of the vault's: 404, not a redirect to a URL
+        # built from the Host header (before any authentication).
+        redirect_slashes=False,
     )
     errors.install(app)
     for module in (wellknown, tokens, principals, subjects, keys, audit):

@@ -104,7 +104,10 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else code
-        return error_response(exc.status_code, code, detail)
+        answer = error_response(exc.status_code, code, detail)
+        if exc.headers and "Allow" in exc.headers:  # a 405 says which methods are (RFC 9110)
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
 
     for kind in (errors.VaultError, DBAPIError, Exception):  # DataError is a DBAPIError
         app.add_exception_handler(kind, _classified)

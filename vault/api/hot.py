@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI
 
@@ -35,15 +36,32 @@ class ClientGone(Exception):
 
 
 class VaultApp(FastAPI):
-    """The vault's FastAPI app, with its two hot paths answered without FastAPI in the way."""
+    """The vault's FastAPI app, with its two hot paths answered without FastAPI in the way
+    (and a path that is not UTF-8 refused before any route sees it)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            answer = HOT.get(route_path(scope))
-            if answer is not None:
-                await serve(self.state.vault, answer, scope, receive, send)
+        if scope["type"] == "http":
+            raw = scope.get("raw_path")
+            if raw and b"%" in raw and not _utf8_path(raw):
+                # the server decoded it with U+FFFD in place of what is not UTF-8: an id, say,
+                # would be stored as another one
+                body = error_body("invalid_request", "the path is not valid UTF-8")
+                await respond(send, 400, body, {})
                 return
+            if scope["method"] == "POST":
+                answer = HOT.get(route_path(scope))
+                if answer is not None:
+                    await serve(self.state.vault, answer, scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
+
+
+def _utf8_path(raw: bytes) -> bool:
+    try:
+        unquote_to_bytes(raw.split(b"?", 1)[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def route_path(scope: Scope) -> str:

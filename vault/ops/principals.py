@@ -17,8 +17,8 @@ from vault.audit.entry import (
     Draft,
 )
 from vault.clock import format_ts
-from vault.domain import ROLES, Principal, has_control_characters
-from vault.errors import InvalidRequest, NotFound
+from vault.domain import OWNER, ROLES, Principal, has_control_characters
+from vault.errors import Conflict, InvalidRequest, NotFound
 from vault.ops.credentials import new_credential, secret_hash
 from vault.ops.revocation import revoke_rows
 from vault.policy.delegation import parse_policy
@@ -168,6 +168,11 @@ def disable_job(principal_id: str, *, actor: str | None) -> Job[dict[str, Any]]:
         principal = _existing(session, principal_id)
         if principal.disabled:
             return {"principal": principal.to_public(), "revoked": 0}
+        if principal.has(OWNER) and not any(
+            other.has(OWNER) and not other.disabled and other.id != principal_id
+            for other in principals_repo.list_principals(session)
+        ):
+            raise Conflict("the last enabled owner cannot be disabled: make another owner first")
         principals_repo.set_disabled(session, principal_id)
         rows = tokens_repo.live_tokens(session, now=int(ctx.now.timestamp()), actor_id=principal_id)
         ctx.record(
