@@ -70,7 +70,17 @@ async def entries(
     }
 
 
-@router.get("/export", responses=ERRORS)
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "Every entry, then the checkpoints: one JSON object per line.",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        },
+    },
+)
 async def export(vault: VaultDep, caller: CallerDep) -> StreamingResponse:
     """Every entry in order, then the checkpoints; NDJSON, streamed."""
     require(caller, AUDITOR, OWNER)
