@@ -209,7 +209,8 @@ def test_a_long_batch_is_signed_at_every_multiple_it_passes(
 ) -> None:
     """Checkpoints come at least every VAULT_CHECKPOINT_EVERY entries, also when one batch
     passes several multiples (a revocation of many tokens, say): each multiple is signed, then
-    the batch's end, and a marker entry for each follows the batch."""
+    the batch's end, and a marker entry for each follows the batch. Only the marker of a head
+    someone asked for names them."""
     settings = make_settings(tmp_path / "home", database_url, VAULT_CHECKPOINT_EVERY="5")
     init_vault(settings)
     vault = open_vault(settings, background=True)
@@ -228,6 +229,18 @@ def test_a_long_batch_is_signed_at_every_multiple_it_passes(
         report = audit.verify_database(
             vault.db, checkpoint_log=CheckpointLog(settings.checkpoint_log)
         )
+
+        forced_at = head_seq(vault)
+
+        def many_then_asked(_session: Session, ctx: JobContext) -> None:
+            for n in range(12):
+                ctx.record(note(n))
+            ctx.request_checkpoint("p_asker")
+
+        asked = vault.appender.run(many_then_asked)
+        with vault.db.read() as session:
+            later = [cp for cp in audit_repo.checkpoints(session) if cp.seq > forced_at]
+        markers_asked = entries_after(vault, forced_at + 12)
     finally:
         vault.close()
     end = before + 23
@@ -239,7 +252,13 @@ def test_a_long_batch_is_signed_at_every_multiple_it_passes(
     markers = new[23:]
     assert [e.type for e in markers] == ["audit.checkpoint"] * len(ours)
     assert [e.data["seq"] for e in markers] == [cp.seq for cp in ours]
+    assert all(e.actor is None for e in markers)  # made every N entries: nobody asked
     assert [cp for cp in logged if cp.seq > before] == ours  # the file outside has them all
     assert report.ok, report.to_dict()
-    seqs = [cp.seq for cp in stored]
-    assert all(b - a <= 5 for a, b in zip(seqs[-len(ours) - 1 :], seqs[-len(ours) :], strict=True))
+    assert all(b - a <= 5 for a, b in zip(multiples, [*multiples[1:], end], strict=True))
+
+    assert asked.seq == forced_at + 12
+    assert later[-1] == asked
+    assert len(later) >= 3  # the multiples the batch passed, then the head asked for
+    assert [e.type for e in markers_asked] == ["audit.checkpoint"] * len(later)
+    assert [e.actor for e in markers_asked] == [None] * (len(later) - 1) + ["p_asker"]

@@ -16,12 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import create_engine, text
 
 from tests.support import Api, LiveServer, MovableClock, make_settings
+from vault.audit.semantics import SemanticChecker
 from vault.config import Settings
 from vault.crypto.keys import TOKEN, open_private
 from vault.crypto.master import parse_master_key
 from vault.errors import MasterKeyError
+from vault.ops import audit
 from vault.ops.keys import rotate_job
-from vault.ops.runtime import open_vault
+from vault.ops.runtime import Vault, open_vault
 from vault.ops.setup import InitResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,3 +339,82 @@ def test_a_key_rotated_by_another_process_is_published_before_anyone_signs_with_
     finally:
         a.close()
         b.close()
+
+
+class _RotatesDuringTheWalk(SemanticChecker):
+    """A checker that, at the first entry of the walk, has another process's appender rotate
+    the audit key and sign a checkpoint with the new one: a rotation that commits while a
+    verification reads the log, as an owner may run one at any time."""
+
+    def __init__(self, other: Vault) -> None:
+        super().__init__()
+        self.other = other
+        self.rotated = False
+
+    def blank(self) -> SemanticChecker:
+        return _RotatesDuringTheWalk(self.other)
+
+    def feed_row(self, row: Any, data: Any = None) -> None:
+        if not self.rotated:
+            self.rotated = True
+            job = rotate_job(
+                self.other.master_key,
+                "audit",
+                actor=None,
+                max_ttl=self.other.settings.max_ttl,
+                leeway=self.other.settings.leeway_seconds,
+            )
+            self.other.appender.run(job)
+            self.other.keys.reload()
+            self.other.appender.checkpoint_now()
+        super().feed_row(row, data)
+
+
+@pytest.mark.parametrize("keys_from", ["vault", "stored"])
+def test_a_rotation_during_a_verification_is_no_tampering(
+    settings: Settings, initialized: InitResult, keys_from: str
+) -> None:
+    """A key rotated in after the head was read has its key.created entry after that head: it
+    is not held against the log the verification read; nor is a checkpoint signed with it."""
+    reader = open_vault(settings, background=True)
+    other = open_vault(settings, background=True)
+    try:
+        reader.appender.checkpoint_now()
+        keys = reader.keys.audit_key if keys_from == "vault" else None
+        report = audit.verify_database(reader.db, semantics=_RotatesDuringTheWalk(other), keys=keys)
+        after = audit.verify_database(reader.db, semantics=SemanticChecker(), keys=keys)
+    finally:
+        other.close()
+        reader.close()
+    assert report.ok, report.to_dict()
+    assert after.ok, after.to_dict()
+    assert after.head_seq > report.head_seq
+
+
+def test_a_key_row_holding_a_blob_is_not_trusted_and_no_traceback(
+    settings: Settings, initialized: InitResult
+) -> None:
+    """SQLite keeps a blob in a text column: such a row is not a key the vault made."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("only SQLite keeps a blob in a text column")
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO signing_keys (kid, purpose, public_jwk, private_sealed, "
+                    "created_at) VALUES (:kid, 'audit', '{}', :sealed, '2026-11-27')"
+                ),
+                {"kid": b"\x01" * 43, "sealed": "dv1." + "A" * 60},
+            )
+    finally:
+        engine.dispose()
+    vault = open_vault(settings)
+    try:
+        published = vault.keys.published()[1]["keys"]
+        assert [key["kid"] for key in published] == [initialized.audit_kid]
+        report = audit.verify_database(vault.db, keys=vault.keys.audit_key)
+    finally:
+        vault.close()
+    assert not report.ok  # a key the log never recorded
+    assert "is stored, but no key.created entry" in report.first_error.reason

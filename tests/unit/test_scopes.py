@@ -429,6 +429,11 @@ def test_a_scope_file_cannot_lift_the_never_list_but_can_extend_it(tmp_path):
         "/api/v1/auths/API_KEY",  # another case
         "/API/v1/auths/api_key",
         "/api/v1/auths/mfa%2Fenroll",
+        "/api/v1/auths/x/%2e%2e/api_key",  # a dot segment once decoded, as a proxy resolves it
+        "/api/v1/auths/x/%2E%2E/api_key",
+        "/api/v1/auths/.%2e/auths/api_key",
+        "/api/v1/auths/%252561pi_key",  # escaped three times
+        "/api/v1/auths/%" + "25" * 20 + "61pi_key",  # escaped more often than is decoded
     ],
 )
 def test_never_delegated_paths_are_refused_in_every_spelling(path):
@@ -454,5 +459,7 @@ def test_other_spellings_of_other_paths_are_judged_as_before(scope, method, path
 
 def test_never_forms():
     assert never_forms("/api/v1/chats/x") == ("/api/v1/chats/x",)  # the usual: nothing to add
+    assert never_forms("/x/%" + "25" * 20 + "41") is None  # has not settled: refused
+    assert default_table().allows(["all"], "GET", "/x/%%%41")  # settles: "/x/%%a"
     assert "/api/v1/auths/api_key" in never_forms("/api/v1/auths/%41PI_key;v=1?q#f")
     assert all(form.startswith("/") for form in never_forms("/a%2F..%3F?b"))

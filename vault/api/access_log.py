@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 from uvicorn.config import LOGGING_CONFIG
 
@@ -25,8 +26,14 @@ class RedactSecrets(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) > _PATH:
             path = args[_PATH]
-            if isinstance(path, str) and looks_secret(path):
-                record.args = (*args[:_PATH], redact_secrets(path), *args[_PATH + 1 :])
+            if isinstance(path, str):
+                shown = path
+                if "%" in path and looks_secret(unquote(path)):  # escaped: "dv%5F...", say
+                    shown = redact_secrets(unquote(path))
+                elif looks_secret(path):
+                    shown = redact_secrets(path)
+                if shown is not path:
+                    record.args = (*args[:_PATH], shown, *args[_PATH + 1 :])
         return True
 
 

@@ -680,8 +680,9 @@ class Appender:
                 for seq in range((before.seq // every + 1) * every, after.seq, every)
             ]
             signed = [make_checkpoint(head, ts, self._audit_key()) for head in (*heads, after)]
-            actor = by if forced else None
-            entries.extend(link(after, [checkpoint_draft(cp, actor) for cp in signed], ts))
+            asker = by if forced else None  # named on the marker of the head it asked for
+            markers = [checkpoint_draft(cp, asker if cp is signed[-1] else None) for cp in signed]
+            entries.extend(link(after, markers, ts))
             for made in signed:
                 audit_repo.insert_checkpoint(session, made)
         audit_repo.insert_entries(session, entries)

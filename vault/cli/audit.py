@@ -141,15 +141,16 @@ def _database_keys(
         return _audit_keys(jwks_path).get
     try:
         master_key = resolve_master_key(settings)
-    except MasterKeyError:
+    except MasterKeyError as exc:
         note(
-            "dvault: note: checkpoints are checked with the audit keys stored in the database; "
-            "give --jwks with the vault's audit-keys.json, kept where the database's writers "
-            "cannot change it, to check them against keys you trust"
+            "dvault: note: checkpoints are checked with the audit keys stored in the database "
+            f"(no master key: {exc.description}); give --jwks with the vault's audit-keys.json, "
+            "kept where the database's writers cannot change it, to check them against keys "
+            "you trust"
         )
         return None
     check_master_key(db, master_key)
-    return trusted_audit_keys(db, master_key).get
+    return audit.reloading(lambda: trusted_audit_keys(db, master_key))
 
 
 def _audit_keys(jwks_path: Path) -> dict[str, Ed25519PublicKey]:

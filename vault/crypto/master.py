@@ -14,8 +14,8 @@ MASTER_KEY_BYTES = 32
 
 
 def parse_master_key(text: str, *, source: str) -> bytes:
-    """Base64url of 32 bytes; its ``=`` padding may be kept (``base64.urlsafe_b64encode`` and
-    ``openssl rand -base64`` style tools write it). The bytes are what count."""
+    """Base64url of 32 bytes; its ``=`` padding may be kept (``base64.urlsafe_b64encode``
+    writes it). The bytes are what count."""
     stripped = text.strip()
     padding = len(stripped) - len(stripped.rstrip("="))
     unpadded = stripped[:-padding] if 0 < padding <= 2 and len(stripped) % 4 == 0 else stripped

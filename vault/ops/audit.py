@@ -67,6 +67,27 @@ def audit_public_keys(db: Database) -> Callable[[str], Ed25519PublicKey | None]:
     """The audit keys as the database holds them, unvetted: what a reviewer without the master
     key has (``keyring.trusted_audit_keys`` is what the vault made; ``--jwks``, what the
     reviewer saved). A row that is not a public key at all is left out, with a warning."""
+    return reloading(lambda: _stored_audit_keys(db))
+
+
+def reloading(
+    load: Callable[[], dict[str, Ed25519PublicKey]],
+) -> Callable[[str], Ed25519PublicKey | None]:
+    """A lookup of ``load()``'s keys that loads them again, once per kid, for a kid it does not
+    know: an audit key rotated in (and a checkpoint signed with it) after the first load."""
+    found = load()
+    missed: set[str] = set()
+
+    def lookup(kid: str) -> Ed25519PublicKey | None:
+        if kid not in found and kid not in missed:
+            missed.add(kid)
+            found.update(load())
+        return found.get(kid)
+
+    return lookup
+
+
+def _stored_audit_keys(db: Database) -> dict[str, Ed25519PublicKey]:
     with db.read() as session:
         rows = keys_repo.keys_for(session, AUDIT)
     found: dict[str, Ed25519PublicKey] = {}
@@ -77,7 +98,7 @@ def audit_public_keys(db: Database) -> Callable[[str], Ed25519PublicKey | None]:
             log.warning("stored audit key %.60r left out: %s", row.kid, exc)
             continue
         found[kid] = public_key
-    return found.get
+    return found
 
 
 def verify_database(
@@ -107,6 +128,8 @@ def verify_database(
     entry that recorded it. A key added to the database by hand, or a log emptied or cut back
     before the keys' creation, fails."""
     logged = _logged(checkpoint_log)
+    with db.read() as session:  # before the head: each key's key.created entry is below it
+        stored_keys = keys_repo.all_keys(session)
     snap = snapshot(db)
     stored = set(snap.checkpoints)
     trusted = [*(trusted or []), *(cp for cp in logged if cp not in stored)]
@@ -118,7 +141,7 @@ def verify_database(
     if stray is not None:
         value, reason = stray
         report = _failed(report, value if type(value) is int else snap.head_seq + 1, reason)
-    unrecorded = _unrecorded_key(db, snap.head_seq)
+    unrecorded = _unrecorded_key(db, stored_keys, snap.head_seq)
     if unrecorded is not None:
         report = _failed(report, snap.head_seq + 1, unrecorded)
     return report
@@ -134,10 +157,9 @@ def _failed(report: Report, seq: int, reason: str) -> Report:
     return dataclasses.replace(report, ok=False, first_error=first)
 
 
-def _unrecorded_key(db: Database, head_seq: int) -> str | None:
-    """What is wrong if a stored signing key has no ``key.created`` entry up to ``head_seq``."""
-    with db.read() as session:
-        stored = keys_repo.all_keys(session)
+def _unrecorded_key(db: Database, stored: list[tuple[str, str]], head_seq: int) -> str | None:
+    """What is wrong if one of the ``stored`` signing keys (read before the head: a key rotated
+    in since then is not among them) has no ``key.created`` entry up to ``head_seq``."""
     recorded = audit_repo.recorded_kids(db, head_seq)
     for kid, purpose in stored:
         if kid not in recorded:

@@ -87,6 +87,9 @@ def trusted_rows(
 
 
 def _made_here(row: KeyRow, master_key: bytes) -> bool:
+    fields = (row.kid, row.purpose, row.private_sealed, row.public_jwk)
+    if not all(isinstance(value, str) for value in fields):  # SQLite keeps a blob if given one
+        return False
     try:
         pair = keys.open_private(
             master_key, kid=row.kid, purpose=row.purpose, sealed=row.private_sealed

@@ -78,22 +78,30 @@ def split_path(path: str) -> tuple[str, ...] | None:
 
 
 _OTHER_SPELLING = re.compile(r"[?#%;A-Z]")
+MAX_DECODINGS = 8  # a path still changing after this many rounds of decoding is refused
+MAX_FORMS = 64
 
 
-def never_forms(path: str) -> tuple[str, ...]:
+def never_forms(path: str) -> tuple[str, ...] | None:
     """``path`` and the other paths a server might take it for, against which never-rules are
     checked too: a verifier other than ours may send the request target as it came (with its
     query, fragment, percent-escapes or ``;`` parameters, in another case). Our middleware sends
-    the path its app routes on, so this only ever refuses more."""
+    the path its app routes on, so this only ever refuses more. ``None`` (refused) for a path
+    whose spellings have not settled after ``MAX_DECODINGS`` rounds or are too many."""
     if not _OTHER_SPELLING.search(path):
         return (path,)
     forms = {path}
-    for _ in range(2):  # what decoding once more shows: a query in "%3F", say
+    for _ in range(MAX_DECODINGS):  # decoding again may show more: a query in "%3F", say
+        before = len(forms)
         forms |= {form.split("?", 1)[0].split("#", 1)[0] for form in forms}
         forms |= {unquote(form) for form in forms}
         forms |= {"/".join(part.split(";", 1)[0] for part in form.split("/")) for form in forms}
         forms |= {form.lower() for form in forms}
-    return tuple(sorted(form for form in forms if form.startswith("/")))
+        if len(forms) == before:
+            return tuple(sorted(form for form in forms if form.startswith("/")))
+        if len(forms) > MAX_FORMS:
+            break
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +132,14 @@ class ScopeTable:
         method = method.upper()
         # Never-rules cover everything below them, and empty segments ("//", a trailing "/")
         # cannot slip past them; nor can another spelling of a never-delegated path.
-        for form in never_forms(path):
-            solid = tuple(segment for segment in form[1:].split("/") if segment)
+        forms = never_forms(path)
+        if forms is None:
+            return False  # still escaped after MAX_DECODINGS: nothing routes that honestly
+        for form in forms:
+            parts = split_path(form)
+            if parts is None:  # "%2e%2e": a dot segment once decoded, as a proxy may resolve it
+                return False
+            solid = tuple(segment for segment in parts if segment)
             if any(rule.matches(method, solid) for rule in self.never):
                 return False
         if (method, path) in ALWAYS_ALLOWED:
