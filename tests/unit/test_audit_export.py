@@ -411,6 +411,21 @@ def _twice(index: int, before: str, inserted: str) -> Callable[[list[str]], list
     return mutate
 
 
+def _escaped_kind(mutate: Callable[[list[str]], list[str]]) -> Callable[[list[str]], list[str]]:
+    """``mutate``, then spell the checkpoint lines' ``"kind"`` with a JSON escape: the same
+    member, which no reader may overlook."""
+
+    def both(lines: list[str]) -> list[str]:
+        return [line.replace('"kind"', '"\\u006bind"') for line in mutate(lines)]
+
+    return both
+
+
+BAD_VECTORS["checkpoint-wrong-key-escaped-kind"] = BadVector(
+    _escaped_kind(_wrong_key_checkpoint(N, claim_right_kid=False)), None, 3, checkpoints_ok=False
+)
+
+
 # A reader that keeps the first of two members and one that keeps the last see two entries.
 BAD_VECTORS["member-twice"] = BadVector(_twice(1, '"actor":', '"type":"token.issued",'), 2, 2)
 BAD_VECTORS["member-twice-in-data"] = BadVector(_twice(1, '"jti":', '"n":0,'), 2, 2)

@@ -35,7 +35,7 @@ def read_checkpoints(lines: Iterable[str]) -> list[Checkpoint]:
     """First pass over an export: collect its well-formed checkpoint lines."""
     found: list[Checkpoint] = []
     for line in lines:
-        if '"kind"' not in line:
+        if '"kind"' not in line and "\\u" not in line:  # "\u006bind" is "kind" too
             continue
         try:
             obj = parse_unique_json(line)
