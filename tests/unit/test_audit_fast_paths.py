@@ -12,6 +12,7 @@ integers, deep nesting, subclasses, whitespace and garbage around JSON).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -40,7 +41,8 @@ from vault.crypto.canonical import (
     MAX_SAFE_INTEGER,
     NotCanonicalizable,
     canonical_text,
-    parse_json,
+    parse_unique_json,
+    unique_members,
 )
 from vault.errors import ChainBroken
 
@@ -265,17 +267,20 @@ around = st.sampled_from(["", " ", "\n", "\t", "\ufeff", "x", "]", "{}", '"', "0
 @example(text='{"a":1', before="", after="")
 @example(text="NaN", before="", after="")
 @example(text='{"a":"\\ud800"}', before="", after="")
-def test_parse_json_is_json_loads(text: str, before: str, after: str) -> None:
+@example(text='{"a":1,"a":2}', before="", after="")
+@example(text='[{"a":1,"a":2}]', before=" ", after="")
+def test_parse_unique_json_is_json_loads(text: str, before: str, after: str) -> None:
     source = before + text + after
-    assert outcome(parse_json, source) == outcome(json.loads, source)
+    reference = functools.partial(json.loads, object_pairs_hook=unique_members)
+    assert outcome(parse_unique_json, source) == outcome(reference, source)
 
 
-def test_parse_json_deep_nesting_raises_like_json_loads() -> None:
+def test_parse_unique_json_deep_nesting_raises_like_json_loads() -> None:
     source = "[" * 100_000 + "]" * 100_000
     with pytest.raises(RecursionError):
         json.loads(source)
     with pytest.raises(RecursionError):
-        parse_json(source)
+        parse_unique_json(source)
 
 
 # --- checking one entry against the head ------------------------------------------------------

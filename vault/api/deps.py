@@ -11,7 +11,12 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from vault.audit.appender import Job, Read
-from vault.crypto.canonical import is_utf8_text
+from vault.crypto.canonical import (
+    DuplicateMember,
+    is_utf8_text,
+    refuse_constant,
+    unique_members,
+)
 from vault.domain import Principal
 from vault.errors import Forbidden, InvalidRequest, RequestTooLarge
 from vault.ops.credentials import authenticate
@@ -115,23 +120,8 @@ async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit
     return bytes(body)
 
 
-class _DuplicateMember(ValueError):
-    pass
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        raise _DuplicateMember
-    return found
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 # ``json.loads`` with hooks would build a decoder per call: one for every body.
-_BODY_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_no_constant)
+_BODY_DECODER = json.JSONDecoder(object_pairs_hook=unique_members, parse_constant=refuse_constant)
 
 
 def decode_json(body: bytes) -> Any:
@@ -142,7 +132,7 @@ def decode_json(body: bytes) -> Any:
         raise InvalidRequest("a JSON body is required")
     try:  # the text as ``json.loads`` finds it in bytes (UTF-8, -16 or -32; a BOM is dropped)
         value = _BODY_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
-    except _DuplicateMember:
+    except DuplicateMember:
         raise InvalidRequest("body names a member more than once") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("body is not valid JSON") from None

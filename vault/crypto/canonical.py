@@ -123,42 +123,32 @@ def canonical_text(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-_raw_decode = json.JSONDecoder().raw_decode
-
-
 class DuplicateMember(ValueError):
     """An object names a member twice: I-JSON (RFC 7493, which RFC 8785 builds on) forbids it,
     and which one counts would depend on the reader."""
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing an object that names a member twice."""
     found = dict(pairs)
     if len(found) != len(pairs):
         raise DuplicateMember("an object names a member twice")
     return found
 
 
-_unique_raw_decode = json.JSONDecoder(object_pairs_hook=_unique_members).raw_decode
-_UNIQUE = json.JSONDecoder(object_pairs_hook=_unique_members)
+def refuse_constant(name: str) -> Any:
+    """``parse_constant`` refusing ``NaN`` and ``Infinity``, which are not JSON (RFC 8259)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+_unique_raw_decode = json.JSONDecoder(object_pairs_hook=unique_members).raw_decode
 
 
 def parse_unique_json(text: str) -> Any:
-    """``parse_json`` refusing an object that names a member twice (``DuplicateMember``): for
-    what is read back as evidence (an export), where a reader that keeps the first of two
-    members and one that keeps the last must not see different entries."""
-    try:
-        value, end = _unique_raw_decode(text)
-    except DuplicateMember:
-        raise
-    except ValueError:
-        return _UNIQUE.decode(text)
-    if end != len(text):
-        return _UNIQUE.decode(text)
-    return value
-
-
-def parse_json(text: str) -> Any:
-    """``json.loads(text)``: the same value, or the same exception.
+    """``json.loads(text, object_pairs_hook=unique_members)``: the same value, or the same
+    exception (``DuplicateMember`` for an object that names a member twice). For what is read
+    back as evidence (an export, a stored ``data``), where a reader that keeps the first of two
+    members and one that keeps the last must not see different entries.
 
     Faster on the usual input, one JSON value with nothing around it: that goes straight to
     the decoder's ``raw_decode`` (its C scanner), which ``json.loads`` reaches through another
@@ -167,9 +157,11 @@ def parse_json(text: str) -> Any:
     value or its exact error.
     """
     try:
-        value, end = _raw_decode(text)
+        value, end = _unique_raw_decode(text)
+    except DuplicateMember:
+        raise
     except ValueError:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_members)
     if end != len(text):
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_members)
     return value

@@ -102,7 +102,8 @@ def _made_here(row: KeyRow, master_key: bytes) -> bool:
 
 def trusted_audit_keys(db: Database, master_key: bytes) -> dict[str, Ed25519PublicKey]:
     """The audit keys this vault made, by kid (what verification may believe a checkpoint of)."""
-    _, audit_rows = _key_rows(db)
+    with db.read() as session:
+        audit_rows = keys_repo.keys_for(session, keys.AUDIT)
     return _public(trusted_rows(audit_rows, master_key))
 
 

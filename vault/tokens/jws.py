@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.crypto.b64 import b64url_decode, b64url_encode
+from vault.crypto.canonical import refuse_constant
 from vault.crypto.keys import KeyPair
 from vault.errors import (
     BadSignature,
@@ -72,13 +73,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 # One decoder for every header and payload: ``json.loads`` with these hooks would build a new
 # one per call, a few µs each on the middleware's path.
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=refuse_constant)
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
