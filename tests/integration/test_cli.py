@@ -496,6 +496,68 @@ def test_a_hand_edited_sqlite_file_gets_one_line_errors_not_a_traceback(
     assert database.read_bytes() == before
 
 
+def _append_raw_rows(database: Path, first: int, last: int, *, odd: int) -> None:
+    """Rows seq ``first..last`` written straight into the table (inserts are allowed; the chain
+    is not kept, export does not check it), the one at ``odd`` holding a blob for ``actor``."""
+    conn = sqlite3.connect(database)
+    try:
+        conn.executemany(
+            "INSERT INTO audit_entries (seq, ts, type, actor, subject, data, prev, hash)"
+            " VALUES (?, '2026-11-28T00:00:00.000000Z', 'subject.upserted', ?, NULL, '{}', ?, ?)",
+            [
+                (seq, b"A" if seq == odd else None, "0" * 64, "0" * 64)
+                for seq in range(first, last + 1)
+            ],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_the_http_export_of_a_hand_edited_file_fails_openly_not_with_a_traceback(
+    sqlite_env: dict[str, str],
+) -> None:
+    """Over HTTP, an entry of the wrong type near the start is a JSON error answer; one met after
+    the answer has started cuts the stream (a broken transfer, never a shorter log that looks
+    whole). The server logs one line each time, no traceback."""
+    owner = init(sqlite_env)
+    database = home_of(sqlite_env) / "vault.db"
+    head = len(exported(sqlite_env)[0])
+    headers = {"Authorization": f"Bearer {owner}"}
+    _append_raw_rows(database, head + 1, 2500, odd=2400)  # far past the first lines sent
+    with ServedVault(sqlite_env) as vault:
+        with httpx.Client(base_url=vault.url, headers=headers, timeout=30) as http:
+            received = bytearray()
+            with pytest.raises(httpx.RemoteProtocolError):
+                with http.stream("GET", "/v1/audit/export") as answer:
+                    assert answer.status_code == 200
+                    for part in answer.iter_bytes():
+                        received += part
+            lines = received.decode("utf-8").splitlines()
+            assert 0 < len(lines) < 2399, "the stream went on past the entry it cannot show"
+            assert all(json.loads(line)["seq"] <= 2399 for line in lines)
+
+            conn = sqlite3.connect(database)  # now one among the first lines
+            try:
+                conn.execute("DROP TRIGGER audit_entries_no_update")
+                conn.execute("UPDATE audit_entries SET ts = x'42' WHERE seq = 2")
+                conn.commit()
+            finally:
+                conn.close()
+            refused = http.get("/v1/audit/export")
+            assert refused.status_code == 500, refused.text
+            assert refused.json()["error"] == "corrupt_entry"
+            assert "seq 2" in refused.json()["error_description"]
+            report = http.get("/v1/audit/verify")
+            assert report.status_code == 200, report.text
+            assert report.json()["ok"] is False
+            assert report.json()["first_error"]["seq"] == 2
+        log = vault.stderr()
+    assert log.count("audit export cut short: corrupt_entry") == 1, log
+    assert "entry seq 2400" in log and "entry seq 2:" in log, log
+    assert "Traceback" not in log, log
+
+
 # --- usage errors ------------------------------------------------------------------------------
 
 

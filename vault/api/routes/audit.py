@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Send
 
 from vault.api.deps import CallerDep, VaultDep, require
+from vault.api.errors import classify
 from vault.api.schemas import ERRORS
 from vault.audit.semantics import SemanticChecker
 from vault.clock import format_ts
@@ -17,6 +21,8 @@ from vault.domain import AUDITOR, OWNER
 from vault.errors import InvalidRequest, NotFound
 from vault.ops import audit
 from vault.storage import audit_repo
+
+log = logging.getLogger("vault.api")
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -84,11 +90,38 @@ async def entries(
 async def export(vault: VaultDep, caller: CallerDep) -> StreamingResponse:
     """Every entry in order, then the checkpoints; NDJSON, streamed."""
     require(caller, AUDITOR, OWNER)
-    return StreamingResponse(
-        audit.export_lines(vault.db),
+    lines = audit.export_lines(vault.db)
+    # The first lines are read before the answer starts, so a log that cannot be read from its
+    # start (an entry of the wrong type, the database down) is an error answer, not a 200.
+    first = await run_in_threadpool(next, lines, "")
+    return _Export(
+        chain((first,), lines),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": 'attachment; filename="audit-export.jsonl"'},
     )
+
+
+class _Export(StreamingResponse):
+    """A stream that is never ended as if it were whole. Once the status line has gone, an
+    entry that cannot be read (a hand-edited row, the database gone) is logged in one line and
+    the connection is closed without the last chunk: the client sees a broken transfer (curl
+    exits 18), never a shorter log that looks complete, and the log holds no traceback."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            async for chunk in self.body_iterator:
+                body = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        except OSError:
+            raise  # the client went away: Starlette's own handling
+        except Exception as exc:  # logged, then the stream is cut
+            _status, code, _description = classify(exc)  # logs what went wrong, in one line
+            log.error("audit export cut short: %s; the client sees a broken transfer", code)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _latest(vault: Any) -> dict[str, Any]:
