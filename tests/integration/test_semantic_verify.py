@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import Api, verify_cli, verify_report
+from tests.support import Api, LiveServer, MovableClock, make_settings, verify_cli, verify_report
 from vault.audit.chain import Head, link
 from vault.audit.entry import Draft, Entry
 from vault.clock import format_ts
 from vault.config import Settings
+from vault.ops.setup import init_vault
 
 ROOT = Path(__file__).resolve().parents[2]
 PINNED = {"ok", "entries", "head_seq", "head_hash", "checkpoints_ok", "first_error"}
@@ -283,3 +284,68 @@ def test_a_forged_use_of_a_real_token_fails_on_meaning(
     done = verify_cli(settings)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert json.loads(done.stdout) == report
+
+
+# --- the scope table a vault decided with is in its log (scopes.loaded) ------------------------
+
+TICKETS = '[scopes.tickets]\nallow = ["GET /api/tickets/**"]\n'
+NARROWED = '[scopes.tickets]\nallow = ["GET /api/tickets/open"]\n'
+
+
+def test_uses_under_a_scope_file_verify_without_it(
+    tmp_path: Path, database_url: str, clock: MovableClock
+) -> None:
+    """A vault serving with its own scope file records the table at start (once while it stays
+    the same, again when it changes). A reviewer without that file (the CLI's built-in table)
+    still verifies the log, the uses allowed under the wider table included."""
+    scopes = tmp_path / "scopes.toml"
+    scopes.write_text(TICKETS)
+    settings = make_settings(tmp_path / "home", database_url, VAULT_SCOPES_FILE=str(scopes))
+    owner = init_vault(settings).credential
+
+    def served(use: str) -> tuple[str, list[dict[str, Any]]]:
+        with LiveServer(settings, clock) as server:
+            api = Api(server.url, owner)
+            try:
+                return _ticket_use(api, use), api.entries()
+            finally:
+                api.close()
+
+    assert served("/api/tickets/7")[0] == "allowed"
+    outcome, entries = served("/api/tickets/7")  # the same table: not recorded again
+    assert outcome == "allowed"
+    recorded = [e for e in entries if e["type"] == "scopes.loaded"]
+    assert len(recorded) == 1
+    assert recorded[0]["data"]["scopes"] == {"tickets": ["GET /api/tickets/**"]}
+    assert recorded[0]["actor"] is None
+
+    scopes.write_text(NARROWED)
+    outcome, entries = served("/api/tickets/7")
+    assert outcome == "denied_scope"
+    recorded = [e for e in entries if e["type"] == "scopes.loaded"]
+    assert [r["data"]["scopes"]["tickets"] for r in recorded] == [
+        ["GET /api/tickets/**"],
+        ["GET /api/tickets/open"],
+    ]
+
+    done = verify_cli(settings)  # built-in table: knows no "tickets"
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    assert "semantic_errors" not in report
+
+
+def _ticket_use(api: Api, path: str) -> str:
+    """Issue a "tickets" token and introspect one GET of ``path``; the outcome recorded."""
+    api.subject("u-1", "alice@example.com")
+    _, delegator = api.principal("bot", "delegator", policy={"scopes": ["tickets"]})
+    _, verifier = api.principal("owui", "verifier")
+    r = api.token(delegator, "u-1", scope="tickets")
+    assert r.status_code == 200, r.text
+    body = {"token": r.json()["access_token"], "method": "GET", "path": path}
+    r = api.call("POST", "/v1/introspect", verifier, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] is True
+    (use,) = [e for e in api.entries(type="token.used") if e["data"]["jti"] == r.json()["jti"]]
+    outcome: str = use["data"]["outcome"]
+    return outcome

@@ -21,7 +21,7 @@ from vault.audit.semantics import SemanticChecker, Violation
 from vault.audit.verify import verify_log
 from vault.clock import format_ts
 from vault.crypto.keys import generate
-from vault.policy.scopes import Rule, ScopeTable
+from vault.policy.scopes import Rule, ScopeTable, default_table
 
 T0 = datetime(2026, 11, 27, 17, 0, 0, tzinfo=UTC)
 EPOCH0 = int(T0.timestamp())
@@ -312,6 +312,100 @@ def test_the_scope_table_is_a_parameter() -> None:
 def test_a_scope_the_table_does_not_know_allows_nothing() -> None:
     entries = build([(0, issued("j1", scope="no-such-scope")), (1, used("j1"))])
     assert only(check(entries)).rule == semantics.USED_OUTSIDE_SCOPE
+
+
+def scopes_loaded(table: ScopeTable) -> Draft:
+    """What a serving vault records at start (vault.ops.scope_record)."""
+    return Draft(type="scopes.loaded", actor=None, subject=None, data=table.record())
+
+
+TICKETS = ScopeTable({"tickets": (Rule.parse("GET /api/tickets/**"),)})
+NARROWER = ScopeTable({"tickets": (Rule.parse("GET /api/tickets/open"),)})
+
+
+def test_uses_are_judged_by_the_table_the_log_recorded() -> None:
+    """A scope of the vault's own file: an offline reviewer with only the built-in table (or
+    another file) judges the uses by the table the log says the vault used."""
+    entries = build(
+        [
+            (0, scopes_loaded(TICKETS)),
+            (1, issued("j1", scope="tickets")),
+            (2, used("j1", method="GET", path="/api/tickets/7")),
+        ]
+    )
+    assert check(entries) == []
+    assert check(entries[1:]) != []  # without the record: the built-in table knows no tickets
+
+
+def test_a_table_recorded_later_judges_only_what_follows_it() -> None:
+    """A scope narrowed between two starts: the uses allowed before stay allowed; after the new
+    record, the narrower table applies."""
+    entries = build(
+        [
+            (0, scopes_loaded(TICKETS)),
+            (1, issued("j1", scope="tickets")),
+            (2, used("j1", method="GET", path="/api/tickets/7")),
+            (3, scopes_loaded(NARROWER)),
+            (4, used("j1", method="GET", path="/api/tickets/open")),
+            (5, used("j1", method="GET", path="/api/tickets/7")),
+        ]
+    )
+    violation = only(check(entries))
+    assert (violation.seq, violation.rule) == (6, semantics.USED_OUTSIDE_SCOPE)
+    assert check(entries[:3]) == []
+
+
+def test_the_recorded_never_rules_hold_whatever_the_scopes_say() -> None:
+    entries = build(
+        [
+            (0, scopes_loaded(ScopeTable({"wide": (Rule.parse("* /**"),)}, never=()))),
+            (1, issued("j1", scope="wide")),
+            (2, used("j1", method="GET", path="/api/v1/auths/api_key")),
+        ]
+    )
+    assert check(entries) == []  # that table had no never-rules: the vault allowed it so
+    entries = build(
+        [
+            (0, scopes_loaded(load_default_with_wide())),
+            (1, issued("j1", scope="wide")),
+            (2, used("j1", method="GET", path="/api/v1/auths/api_key")),
+        ]
+    )
+    assert only(check(entries)).rule == semantics.USED_OUTSIDE_SCOPE
+
+
+def load_default_with_wide() -> ScopeTable:
+    never = default_table().never
+    return ScopeTable({"wide": (Rule.parse("* /**"),)}, never=never)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"scopes": {}, "never": [], "extra": 1},
+        {"scopes": [], "never": []},
+        {"scopes": {"chat": "GET /x"}, "never": []},
+        {"scopes": {"chat": ["FETCH /x"]}, "never": []},
+        {"scopes": {"chat": [7]}, "never": []},
+        {"scopes": {"two words": ["GET /x"]}, "never": []},
+        {"scopes": {"chat": ["GET /**/x"]}, "never": []},
+        {"scopes": {}, "never": "* /**"},
+    ],
+)
+def test_a_record_that_is_not_a_scope_table_is_a_violation_and_changes_nothing(
+    data: dict[str, Any],
+) -> None:
+    entries = build(
+        [
+            (0, scopes_loaded(TICKETS)),
+            (1, Draft(type="scopes.loaded", actor=None, subject=None, data=data)),
+            (2, issued("j1", scope="tickets")),
+            (3, used("j1", method="GET", path="/api/tickets/7")),
+        ]
+    )
+    violation = only(check(entries))
+    assert (violation.seq, violation.rule) == (2, semantics.MALFORMED)
 
 
 # --- rule 5: no token issued by a disabled principal -----------------------------------------

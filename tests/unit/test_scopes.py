@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,14 @@ from vault.errors import ConfigError, InvalidScope
 from vault.policy.scopes import (
     ALL,
     DEFAULT_REQUEST_SCOPE,
+    MAX_RECORDED_RULES,
     Rule,
     ScopeTable,
     default_table,
     load_table,
     never_forms,
     split_path,
+    table_from_record,
 )
 
 TABLE = default_table()
@@ -463,3 +466,30 @@ def test_never_forms():
     assert default_table().allows(["all"], "GET", "/x/%%%41")  # settles: "/x/%%a"
     assert "/api/v1/auths/api_key" in never_forms("/api/v1/auths/%41PI_key;v=1?q#f")
     assert all(form.startswith("/") for form in never_forms("/a%2F..%3F?b"))
+
+
+# --- the table as the audit log records it (scopes.loaded) -------------------------------------
+
+
+def test_a_table_read_back_from_its_record_is_the_same_table(tmp_path: Path) -> None:
+    custom = tmp_path / "scopes.toml"
+    custom.write_text(
+        '[scopes.tickets]\nallow = ["GET /api/tickets/**", "POST /api/tickets"]\n'
+        '[scopes.root]\nallow = ["GET /"]\n[never]\ndeny = ["DELETE /api/tickets/**"]\n'
+    )
+    for table in (default_table(), load_table(custom)):
+        record = table.record()
+        assert json.loads(json.dumps(record)) == record  # plain JSON, as the log stores it
+        assert table_from_record(record) == table
+
+
+def test_a_record_keeps_the_never_rules_in_force() -> None:
+    record = default_table().record()
+    assert "* /api/v1/auths/api_key/**" in record["never"]
+    assert table_from_record(record).never == default_table().never
+
+
+def test_a_record_too_large_is_not_believed() -> None:
+    record = {"scopes": {"x": ["GET /a"] * (MAX_RECORDED_RULES + 1)}, "never": []}
+    with pytest.raises(ValueError, match="more than"):
+        table_from_record(record)

@@ -18,6 +18,7 @@ from vault.api.routes import audit, keys, principals, subjects, tokens, wellknow
 from vault.clock import Clock
 from vault.config import Settings, load_settings
 from vault.ops.runtime import open_vault
+from vault.ops.scope_record import record_job
 
 log = logging.getLogger("vault")
 
@@ -32,6 +33,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         vault = await run_in_threadpool(open_vault, settings, clock=clock, background=True)
+        try:
+            # Uses are decided with this table: the log says which (vault.ops.scope_record).
+            if await run_in_threadpool(vault.appender.run, record_job(vault.scopes)):
+                log.info("scope table recorded in the audit log (scopes.loaded)")
+        except BaseException:
+            await run_in_threadpool(vault.close)
+            raise
         app.state.vault = vault
         log.info("vault ready: issuer %s, audience %s", settings.issuer, settings.audience)
         previous = sys.getswitchinterval()

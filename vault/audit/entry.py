@@ -34,6 +34,7 @@ TOKEN_USED = "token.used"
 TOKEN_REJECTED = "token.rejected"
 TOKEN_REVOKED = "token.revoked"
 AUDIT_CHECKPOINT = "audit.checkpoint"
+SCOPES_LOADED = "scopes.loaded"  # the scope table a serving vault decides with
 
 
 # An entry as the table stores it, in this column order: the bulk paths (export, verification)

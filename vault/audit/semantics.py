@@ -25,6 +25,7 @@ from typing import Any, TypeGuard
 
 from vault.audit.entry import (
     PRINCIPAL_DISABLED,
+    SCOPES_LOADED,
     TOKEN_ISSUED,
     TOKEN_REVOKED,
     TOKEN_USED,
@@ -34,7 +35,7 @@ from vault.audit.entry import (
 from vault.audit.tokenbook import Token, TokenBook
 from vault.clock import parse_ts
 from vault.crypto.canonical import DuplicateMember, parse_unique_json
-from vault.policy.scopes import ScopeTable, default_table
+from vault.policy.scopes import ScopeTable, default_table, table_from_record
 from vault.redact import PLACEHOLDER
 
 DEFAULT_LEEWAY_SECONDS = 30
@@ -51,7 +52,7 @@ MALFORMED = "malformed_entry"
 
 ALLOWED = "allowed"
 OUTCOMES = frozenset({ALLOWED, "denied_scope"})
-READ_TYPES = frozenset({TOKEN_ISSUED, TOKEN_USED, TOKEN_REVOKED, PRINCIPAL_DISABLED})
+READ_TYPES = frozenset({TOKEN_ISSUED, TOKEN_USED, TOKEN_REVOKED, PRINCIPAL_DISABLED, SCOPES_LOADED})
 SCOPE_CACHE_SIZE = 4096  # (scope, method, path) answers kept; cleared when full
 
 _EPOCH = datetime(1970, 1, 1)
@@ -95,7 +96,10 @@ class SemanticChecker:
             raise ValueError("leeway_seconds must be a non-negative integer")
         if not _int(limit) or limit < 1:
             raise ValueError("limit must be a positive integer")
-        self._scopes = scopes if scopes is not None else default_table()
+        # The table for uses before the log's first scopes.loaded entry (logs written before
+        # vaults recorded theirs); each scopes.loaded entry replaces it from there on.
+        self._given = scopes if scopes is not None else default_table()
+        self._scopes = self._given
         self._leeway = leeway_seconds
         self._limit = limit
         self._tokens = TokenBook()
@@ -107,7 +111,7 @@ class SemanticChecker:
 
     def blank(self) -> SemanticChecker:
         """A new checker with this one's settings that has seen nothing."""
-        return SemanticChecker(scopes=self._scopes, leeway_seconds=self._leeway, limit=self._limit)
+        return SemanticChecker(scopes=self._given, leeway_seconds=self._leeway, limit=self._limit)
 
     @property
     def known_tokens(self) -> int:
@@ -152,8 +156,20 @@ class SemanticChecker:
             self._used(row, data)
         elif kind == TOKEN_REVOKED:
             self._revoked(row, data)
+        elif kind == SCOPES_LOADED:
+            self._scopes_loaded(row[0], data)
         else:
             self._principal_disabled(row, data)
+
+    def _scopes_loaded(self, seq: int, data: dict[str, Any]) -> None:
+        """The vault decides uses with this table from here on (``vault.ops.scope_record``)."""
+        try:
+            table = table_from_record(data)
+        except ValueError as exc:
+            self._flag(seq, MALFORMED, f"scopes.loaded does not hold a scope table: {exc}")
+            return
+        self._scopes = table
+        self._allows.clear()
 
     def _issued(self, row: EntryRow, data: dict[str, Any]) -> None:
         seq, actor = row[0], row[3]

@@ -51,6 +51,11 @@ class Rule:
             raise ValueError(f"rule {text!r}: '**' may only end a pattern")
         return cls(method, segments)
 
+    @property
+    def text(self) -> str:
+        """The rule as a scope file spells it: ``METHOD /path``."""
+        return f"{self.method} /{'/'.join(self.segments)}"
+
     def matches(self, method: str, path_segments: tuple[str, ...]) -> bool:
         if self.method != "*" and self.method != method:
             return False
@@ -112,6 +117,14 @@ class ScopeTable:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.scopes)
+
+    def record(self) -> dict[str, Any]:
+        """The table as the audit log records it (``scopes.loaded``): every rule in force, the
+        never-rules included, as ``METHOD /path`` text; ``table_from_record`` reads it back."""
+        return {
+            "scopes": {name: [rule.text for rule in rules] for name, rules in self.scopes.items()},
+            "never": [rule.text for rule in self.never],
+        }
 
     def parse_request(self, text: str | None) -> tuple[str, ...]:
         """A requested ``scope`` string → known names, in order, without repeats."""
@@ -181,6 +194,35 @@ def _table_from_toml(document: Mapping[str, Any], source: str) -> ScopeTable:
     except ValueError as exc:
         raise ConfigError(f"{source}: [never]: {exc}") from None
     return ScopeTable(scopes, never)
+
+
+MAX_RECORDED_RULES = 10_000  # a recorded table larger than this is not believed to be one
+
+
+def table_from_record(data: object) -> ScopeTable:
+    """The table a ``scopes.loaded`` entry recorded (``ScopeTable.record``); ``ValueError`` for
+    anything else. Its never-rules are taken as recorded: they are the ones that were in force
+    (``NEVER_DELEGATED`` of the vault that wrote them, and its file's)."""
+    if not isinstance(data, dict) or set(data) != {"scopes", "never"}:
+        raise ValueError("a recorded scope table has members scopes and never, and no other")
+    raw, never = data["scopes"], data["never"]
+    if not isinstance(raw, dict) or not isinstance(never, list):
+        raise ValueError("scopes must be an object, never a list")
+    count = len(never) + sum(len(rules) for rules in raw.values() if isinstance(rules, list))
+    if count > MAX_RECORDED_RULES:
+        raise ValueError(f"more than {MAX_RECORDED_RULES} rules")
+    scopes: dict[str, tuple[Rule, ...]] = {}
+    for name, rules in raw.items():
+        if not name or " " in name or not isinstance(rules, list):
+            raise ValueError(f"scope {name!r} is not a name with a list of rules")
+        scopes[name] = _rules(rules)
+    return ScopeTable(scopes, tuple(_subtree(rule) for rule in _rules(never)))
+
+
+def _rules(texts: list[Any]) -> tuple[Rule, ...]:
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("a rule is a string 'METHOD /path'")
+    return tuple(Rule.parse(text) for text in texts)
 
 
 def default_table() -> ScopeTable:

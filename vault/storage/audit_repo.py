@@ -58,6 +58,15 @@ def head_of(row: Any) -> Head:
     return Head(row[0], row[1])
 
 
+_LATEST_DATA = "SELECT data FROM audit_entries WHERE type = ? ORDER BY seq DESC LIMIT 1"
+
+
+def latest_data(session: Tx, type: str) -> str | None:
+    """The stored ``data`` text of the last entry of ``type``, if there is one."""
+    row = fetch_first(session, _LATEST_DATA, (type,))
+    return None if row is None else row[0]
+
+
 _INSERT_ENTRY = (
     "INSERT INTO audit_entries (seq, ts, type, actor, subject, data, prev, hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
