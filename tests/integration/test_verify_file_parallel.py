@@ -18,7 +18,7 @@ from tests.unit.test_audit_export import BAD_VECTORS, KEY, build_log, export_lin
 from vault.audit.entry import EntryRow
 from vault.audit.semantics import SemanticChecker
 from vault.crypto.keys import public_jwk
-from vault.ops.audit import verify_export
+from vault.ops.audit import verify_export, verify_open_export
 from vault.ops.verify_parallel import FROM_BYTES, helpers_for_file, verify_file_in_ranges
 
 
@@ -34,13 +34,14 @@ def one_pass(path: Path, semantics: bool = False) -> Any:
 
 
 def in_ranges(path: Path, helpers: int, semantics: bool = False) -> Any:
-    return verify_file_in_ranges(
-        path,
-        lookup,
-        trusted=[],
-        semantics=SemanticChecker() if semantics else None,
-        helpers=helpers,
-    )
+    with path.open("rb") as handle:
+        return verify_file_in_ranges(
+            handle.fileno(),
+            lookup,
+            trusted=[],
+            semantics=SemanticChecker() if semantics else None,
+            helpers=helpers,
+        )
 
 
 @pytest.mark.parametrize("helpers", [1, 2, 3, 7])
@@ -145,8 +146,31 @@ class _Rewriter(SemanticChecker):
 def test_a_file_changed_during_the_walk_is_left_to_the_one_pass(tmp_path: Path) -> None:
     entries, checkpoints = build_log(20)
     path = write(tmp_path / "export.jsonl", export_lines(entries, checkpoints))
-    found = verify_file_in_ranges(path, lookup, trusted=[], semantics=_Rewriter(path), helpers=2)
+    with path.open("rb") as handle:
+        found = verify_file_in_ranges(
+            handle.fileno(), lookup, trusted=[], semantics=_Rewriter(path), helpers=2
+        )
     assert found is None
+
+
+@pytest.mark.parametrize("helpers", [0, 2])
+def test_the_file_opened_is_the_file_verified_whatever_its_name_points_to(
+    tmp_path: Path, helpers: int
+) -> None:
+    """Once open, the export is read through that open file by every pass and every helper: a
+    name made to point at another file meanwhile (here, before the walk) changes nothing."""
+    entries, checkpoints = build_log(60)
+    path = write(tmp_path / "export.jsonl", export_lines(entries, checkpoints))
+    sound = one_pass(path)
+    assert sound.ok
+    other = write(
+        tmp_path / "other.jsonl", BAD_VECTORS["deleted"].mutate(export_lines(entries, checkpoints))
+    )
+    with path.open("rb") as handle:
+        os.replace(other, path)
+        assert not one_pass(path).ok  # the name now says another story
+        found = verify_open_export(handle.fileno(), lookup, trusted=[], helpers=helpers)
+    assert found == sound
 
 
 def test_helpers_for_an_export() -> None:
@@ -200,3 +224,18 @@ def test_a_line_that_is_not_utf8_is_named_at_its_own_seq(tmp_path: Path) -> None
         assert report.first_error is not None
         assert report.first_error.seq == 21
         assert "line 21" in report.first_error.reason
+
+
+def test_an_export_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The export is read at offsets and more than once: a pipe (here a FIFO no one writes to,
+    which would block an open for ever) is refused before it is opened."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [public_jwk(KEY.public_key, KEY.kid)]}))
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    run = dvault(
+        cli_env(tmp_path / "home"), "audit", "verify", "--file", str(fifo), "--jwks", str(keys)
+    )
+    assert run.returncode == 1, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert "is not a regular file" in line

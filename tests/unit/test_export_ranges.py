@@ -6,6 +6,8 @@ Real files in a temporary folder; the exports are those of ``test_audit_export``
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,21 @@ from vault.audit.entry import Draft
 from vault.ops import export_ranges
 from vault.ops.export_ranges import Layout, Range
 
+_OPEN: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_opened() -> Iterator[None]:
+    yield
+    while _OPEN:
+        os.close(_OPEN.pop())
+
+
+def opened(path: Path) -> int:
+    """``path`` open for reading (``export_ranges`` reads open files), closed after the test."""
+    _OPEN.append(os.open(path, os.O_RDONLY))
+    return _OPEN[-1]
+
 
 def write(path: Path, lines: list[str]) -> Path:
     path.write_bytes("".join(lines).encode("utf-8"))
@@ -29,7 +46,7 @@ def size_of(lines: list[str]) -> int:
 
 
 def laid_out(path: Path) -> Layout:
-    found = export_ranges.layout(path)
+    found = export_ranges.layout(opened(path))
     assert found is not None
     return found
 
@@ -41,7 +58,7 @@ def test_layout_finds_the_checkpoints_after_the_entries(tmp_path: Path) -> None:
     found = laid_out(path)
     assert found.checkpoints == checkpoints
     assert found.entries_end == size_of(lines[:40])
-    assert found.stamp == export_ranges.stamp(path)
+    assert found.stamp == export_ranges.stamp(opened(path))
 
 
 def test_layout_reads_back_beyond_its_first_block(
@@ -93,7 +110,7 @@ def test_a_tail_that_is_not_plainly_checkpoints_is_left_to_the_one_pass(
     path = tmp_path / "x"
     data = "".join(export_lines(entries, checkpoints)).encode("utf-8")
     path.write_bytes(data + (b"\xff\n" if tail == "\xff\n" else tail.encode("utf-8")))
-    assert export_ranges.layout(path) is None
+    assert export_ranges.layout(opened(path)) is None
 
 
 def test_cuts_partition_the_entry_lines_at_line_starts(tmp_path: Path) -> None:
@@ -107,7 +124,7 @@ def test_cuts_partition_the_entry_lines_at_line_starts(tmp_path: Path) -> None:
         at += len(line.encode("utf-8"))
         starts.add(at)
     for parts in (1, 2, 3, 7, 49, 50, 200):
-        ranges = export_ranges.cuts(path, end, parts)
+        ranges = export_ranges.cuts(opened(path), end, parts)
         assert ranges is not None
         assert 1 <= len(ranges) <= min(parts, 50)
         assert ranges[0].start == 0
@@ -119,7 +136,7 @@ def test_cuts_partition_the_entry_lines_at_line_starts(tmp_path: Path) -> None:
         for part in ranges:
             assert part.start in starts
             assert part.start < part.end
-            got = list(export_ranges.lines(path, part.start, part.end))
+            got = list(export_ranges.lines(opened(path), part.start, part.end))
             if part.start:
                 seq = walked[-1][0]
                 assert part.head == Head(seq, entries[seq - 1].hash)
@@ -129,10 +146,10 @@ def test_cuts_partition_the_entry_lines_at_line_starts(tmp_path: Path) -> None:
 
 def test_cuts_of_nothing(tmp_path: Path) -> None:
     path = write(tmp_path / "x", [])
-    assert export_ranges.cuts(path, 0, 3) is None
+    assert export_ranges.cuts(opened(path), 0, 3) is None
     entries, _ = build_log(5)
     path = write(tmp_path / "y", export_lines(entries, []))
-    assert export_ranges.cuts(path, path.stat().st_size, 0) is None
+    assert export_ranges.cuts(opened(path), path.stat().st_size, 0) is None
 
 
 def test_a_cut_after_a_line_that_is_not_an_entry_is_refused(tmp_path: Path) -> None:
@@ -141,7 +158,7 @@ def test_a_cut_after_a_line_that_is_not_an_entry_is_refused(tmp_path: Path) -> N
     lines[10] = "garbage\n"
     path = write(tmp_path / "x", lines)
     size = path.stat().st_size
-    found = [export_ranges.cuts(path, size, parts) for parts in range(2, 21)]
+    found = [export_ranges.cuts(opened(path), size, parts) for parts in range(2, 21)]
     assert None in found  # a cut fell after the garbage line
     assert all(ranges is None or all(isinstance(r, Range) for r in ranges) for ranges in found)
 
@@ -150,8 +167,8 @@ def test_lines_refuses_text_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "x"
     path.write_bytes(b'{"a":1}\n\xff\xfe\n')
     with pytest.raises(UnicodeDecodeError):
-        list(export_ranges.lines(path, 0, path.stat().st_size))
-    assert list(export_ranges.lines(path, 0, 8)) == ['{"a":1}\n']
+        list(export_ranges.lines(opened(path), 0, path.stat().st_size))
+    assert list(export_ranges.lines(opened(path), 0, 8)) == ['{"a":1}\n']
 
 
 @settings(max_examples=60, deadline=None)
@@ -167,13 +184,13 @@ def test_lines_of_the_cut_ranges_are_the_file_property(
     entries = link(GENESIS, drafts, "2026-11-27T17:00:00.000000Z")
     lines = [entry.to_line() + "\n" for entry in entries]
     path = write(tmp_path_factory.mktemp("ranges") / "x", lines)
-    ranges = export_ranges.cuts(path, path.stat().st_size, parts)
+    ranges = export_ranges.cuts(opened(path), path.stat().st_size, parts)
     assert ranges is not None
     assert len(ranges) <= parts
-    got = [line for r in ranges for line in export_ranges.lines(path, r.start, r.end)]
+    got = [line for r in ranges for line in export_ranges.lines(opened(path), r.start, r.end)]
     assert got == lines
     heads = [GENESIS]
     for r in ranges[:-1]:
-        last = list(export_ranges.lines(path, r.start, r.end))[-1]
+        last = list(export_ranges.lines(opened(path), r.start, r.end))[-1]
         heads.append(next(Head(e.seq, e.hash) for e in entries if e.to_line() + "\n" == last))
     assert [r.head for r in ranges] == heads

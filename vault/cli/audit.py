@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -75,12 +76,14 @@ def _verify_file(
             "--file needs --jwks AUDIT-KEYS.json (the vault's /.well-known/audit-keys.json)", 2
         )
     try:
-        size = path.stat().st_size
+        found = path.stat()
     except FileNotFoundError:
         raise CliError(f"export file {path} does not exist") from None
     except OSError as exc:
         raise CliError(f"export file {path} is not readable: {exc.strerror or exc}") from None
-    helpers = helpers_for_file(size, jobs, semantics=semantics is not None)
+    if not stat.S_ISREG(found.st_mode):  # read at offsets, more than once: save a stream first
+        raise CliError(f"export file {path} is not a regular file; save the export to one first")
+    helpers = helpers_for_file(found.st_size, jobs, semantics=semantics is not None)
     keys = _audit_keys(jwks_path)
     return audit.verify_export(
         path, keys.get, trusted=trusted, semantics=semantics, helpers=helpers

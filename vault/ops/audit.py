@@ -23,6 +23,7 @@ from vault.audit.export import checkpoint_line, read_checkpoints, read_rows
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Failure, Report, semantic_failure, verify_rows
 from vault.crypto.keys import AUDIT, public_key_from_jwk
+from vault.ops import export_ranges
 from vault.ops.verify_parallel import verify_file_in_ranges, verify_in_ranges
 from vault.storage import audit_repo, keys_repo
 from vault.storage.engine import Database
@@ -170,11 +171,11 @@ def _unrecorded_key(db: Database, stored: list[tuple[str, str]], head_seq: int) 
     return None
 
 
-def export_file_lines(path: Path) -> Iterator[str]:
-    """The lines of an export file, each decoded on its own: a line that is not UTF-8 becomes
-    one the reader reports as malformed, at its own line number (a text-mode read would fail at
-    the start of the block holding it)."""
-    with path.open("rb") as handle:
+def export_file_lines(fd: int) -> Iterator[str]:
+    """The lines of an open export file, each decoded on its own: a line that is not UTF-8
+    becomes one the reader reports as malformed, at its own line number (a text-mode read would
+    fail at the start of the block holding it)."""
+    with export_ranges.reader(fd) as handle:
         for line in handle:
             try:
                 yield line.decode("utf-8")
@@ -190,19 +191,36 @@ def verify_export(
     semantics: SemanticChecker | None = None,
     helpers: int = 0,
 ) -> Report:
-    """Verify an export file (``dvault audit verify --file``) with the audit keys of ``lookup``:
-    in two passes over its lines (checkpoints, then entries), or, with ``helpers`` > 0, in byte
-    ranges side by side (``verify_parallel``), which gives the same report for a sound file
-    and leaves any other to the two passes."""
+    """Verify an export file (``dvault audit verify --file``) with the audit keys of ``lookup``.
+    The file is opened once: every pass and every helper reads that open file, whatever its
+    name points to meanwhile (``verify_open_export``)."""
+    with path.open("rb") as handle:
+        return verify_open_export(
+            handle.fileno(), lookup, trusted=trusted, semantics=semantics, helpers=helpers
+        )
+
+
+def verify_open_export(
+    fd: int,
+    lookup: Callable[[str], Ed25519PublicKey | None],
+    *,
+    trusted: list[Checkpoint],
+    semantics: SemanticChecker | None = None,
+    helpers: int = 0,
+) -> Report:
+    """``verify_export`` of the export file open as ``fd`` (a regular file: it is read at
+    offsets): in two passes over its lines (checkpoints, then entries), or, with ``helpers`` >
+    0, in byte ranges side by side (``verify_parallel``), which gives the same report for a sound
+    file and leaves any other to the two passes."""
     if helpers > 0:
         found = verify_file_in_ranges(
-            path, lookup, trusted=trusted, semantics=semantics, helpers=helpers
+            fd, lookup, trusted=trusted, semantics=semantics, helpers=helpers
         )
         if found is not None:
             return found
     return verify_rows(
-        read_rows(export_file_lines(path)),
-        read_checkpoints(export_file_lines(path)),
+        read_rows(export_file_lines(fd)),
+        read_checkpoints(export_file_lines(fd)),
         lookup,
         trusted=trusted,
         semantics=semantics,

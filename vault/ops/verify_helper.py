@@ -6,11 +6,11 @@ the stored log::
     {"source": {"dialect": "sqlite" | "postgresql", "address": ...},
      "lo": 1, "hi": 500000, "anchors": [[seq, hash], ...]}
 
-or for a byte range of an export file (``vault.ops.export_ranges``), ``start`` being the entry
-line before it (its seq and hash as written)::
+or for a byte range of an export file (``vault.ops.export_ranges``) that the parent opened and
+this process inherited as file descriptor ``fd``, ``start`` being the entry line before the
+range (its seq and hash as written)::
 
-    {"file": "/path/export.jsonl", "from": 0, "to": 123456, "start": [0, "000..."],
-     "anchors": [[seq, hash], ...]}
+    {"fd": 3, "from": 0, "to": 123456, "start": [0, "000..."], "anchors": [[seq, hash], ...]}
 
 and writes one JSON line on standard output: the ``Segment`` it found (``segments.walk``), or
 ``{"error": "<exception class>"}`` if it could not read the rows. Nothing else is printed, and
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from vault.audit import segments
@@ -36,9 +35,9 @@ def run(request: dict[str, Any]) -> dict[str, object]:
     anchors: dict[int, list[str]] = defaultdict(list)
     for seq, digest in request["anchors"]:
         anchors[int(seq)].append(str(digest))
-    if "file" in request:
-        path, seq, digest = Path(request["file"]), request["start"][0], request["start"][1]
-        lines = export_ranges.lines(path, int(request["from"]), int(request["to"]))
+    if "fd" in request:
+        fd, seq, digest = int(request["fd"]), request["start"][0], request["start"][1]
+        lines = export_ranges.lines(fd, int(request["from"]), int(request["to"]))
         rows = (row for row, _ in read_rows(lines, entries_only=True))
         return segments.walk_open(Head(int(seq), str(digest)), rows, anchors).to_dict()
     source = RowSource(**request["source"])

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -115,18 +114,19 @@ def verify_in_ranges(
 
 
 def verify_file_in_ranges(
-    path: Path,
+    fd: int,
     lookup: Callable[[str], Ed25519PublicKey | None],
     *,
     trusted: list[Checkpoint],
     semantics: SemanticChecker | None,
     helpers: int,
 ) -> Report | None:
-    """``verify_in_ranges`` for an export file: the helpers walk byte ranges of its entry lines
-    (``export_ranges``); ``None`` unless the file is sound and was not changed meanwhile."""
+    """``verify_in_ranges`` for an export file open as ``fd``, which the helpers inherit: they
+    walk byte ranges of its entry lines (``export_ranges``); ``None`` unless the file is sound
+    and was not written to meanwhile."""
     try:
-        laid = export_ranges.layout(path)
-        ranges = None if laid is None else export_ranges.cuts(path, laid.entries_end, helpers)
+        laid = export_ranges.layout(fd)
+        ranges = None if laid is None else export_ranges.cuts(fd, laid.entries_end, helpers)
     except OSError:
         return None
     if laid is None or not ranges:
@@ -137,7 +137,7 @@ def verify_file_in_ranges(
     pairs = _pairs(anchors)
     requests = [
         {
-            "file": str(path),
+            "fd": fd,
             "from": part.start,
             "to": part.end,
             "start": [part.head.seq, part.head.hash],
@@ -149,16 +149,16 @@ def verify_file_in_ranges(
 
     def meaning() -> None:
         if checker is not None:
-            for text in export_ranges.lines(path, 0, laid.entries_end):
+            for text in export_ranges.lines(fd, 0, laid.entries_end):
                 entry_meaning(checker, text)
 
-    found = _run(requests, laid.entries_end * TIMEOUT_PER_BYTE, meaning)
+    found = _run(requests, laid.entries_end * TIMEOUT_PER_BYTE, meaning, keep=(fd,))
     whole = None if found is None else segments.joined(found, found[-1].hi)
     if whole is None or any(seq > whole[1].seq for seq in anchors):
         return None
     try:
-        if export_ranges.stamp(path) != laid.stamp:
-            return None  # what the helpers read may not be what this process read
+        if export_ranges.stamp(fd) != laid.stamp:
+            return None  # written to meanwhile: the helpers may have read other bytes
     except OSError:
         return None
     return report(whole[0], whole[1], [], True, checker)
@@ -177,16 +177,20 @@ def _pairs(anchors: dict[int, list[str]]) -> list[list[object]]:
 
 
 def _run(
-    requests: list[dict[str, Any]], timeout: float, meanwhile: Callable[[], None]
+    requests: list[dict[str, Any]],
+    timeout: float,
+    meanwhile: Callable[[], None],
+    keep: tuple[int, ...] = (),
 ) -> list[segments.Segment] | None:
-    """Start a helper for each request, run ``meanwhile`` here, then collect their segments;
-    ``None`` if any helper failed, answered nonsense, or ran past the deadline, or if
-    ``meanwhile`` failed (it reads what a sound log holds: anything else is not one)."""
+    """Start a helper for each request (with the file descriptors ``keep`` open in it), run
+    ``meanwhile`` here, then collect their segments; ``None`` if any helper failed, answered
+    nonsense, or ran past the deadline, or if ``meanwhile`` failed (it reads what a sound log
+    holds: anything else is not one)."""
     deadline = time.monotonic() + TIMEOUT_SECONDS + timeout
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for request in requests:
-            procs.append(_start(request))
+            procs.append(_start(request, keep))
         meanwhile()
         found = [_result(proc, deadline) for proc in procs]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
@@ -198,7 +202,7 @@ def _run(
     return ranges if len(ranges) == len(found) else None
 
 
-def _start(request: dict[str, Any]) -> subprocess.Popen[bytes]:
+def _start(request: dict[str, Any], keep: tuple[int, ...]) -> subprocess.Popen[bytes]:
     # -I: isolated, so nothing in the working directory or the environment can stand in for
     # the helper's modules (``-m`` would put the working directory first on the path).
     proc = subprocess.Popen(  # noqa: S603 (this interpreter, a module of ours, no shell)
@@ -206,6 +210,7 @@ def _start(request: dict[str, Any]) -> subprocess.Popen[bytes]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        pass_fds=keep,
     )
     assert proc.stdin is not None
     try:
