@@ -91,7 +91,6 @@ def test_an_export_without_entries_is_left_to_the_one_pass(tmp_path: Path) -> No
     assert in_ranges(path, 2) is None
     assert write(tmp_path / "empty", []).stat().st_size == 0
     assert in_ranges(tmp_path / "empty", 2) is None
-    assert in_ranges(tmp_path / "missing", 2) is None
 
 
 @pytest.mark.parametrize("name", BAD_VECTORS.keys())
