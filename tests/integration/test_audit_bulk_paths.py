@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
 from vault.audit.chain import Head, link
@@ -93,6 +95,19 @@ def test_stream_rows_stops_at_the_head_it_was_given(vault: Vault) -> None:
     append(vault, notes(4))  # the log grows meanwhile
     rest = list(stream)
     assert [first[0], *(row[0] for row in rest)] == list(range(1, head + 1))
+
+
+def test_a_read_that_fails_mid_stream_is_a_database_error_not_a_driver_one(vault: Vault) -> None:
+    """A page that cannot be read (here the table is gone) fails as every other read does, with
+    SQLAlchemy's ``DBAPIError`` (503 over HTTP, one line in the log), not the driver's own."""
+    append(vault, notes(5))
+    head = orm_entries(vault)[-1].seq
+    stream = audit_repo.stream_rows(vault.db, upto_seq=head, page=2)
+    assert next(stream)[0] == 1
+    with vault.db.write() as session:
+        session.execute(text("DROP TABLE audit_entries"))
+    with pytest.raises(DBAPIError):
+        list(stream)
 
 
 def test_export_lines_are_the_entries_lines_then_the_checkpoints(vault: Vault) -> None:

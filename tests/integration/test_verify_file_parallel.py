@@ -169,6 +169,11 @@ def test_the_file_opened_is_the_file_verified_whatever_its_name_points_to(
         os.replace(other, path)
         assert not one_pass(path).ok  # the name now says another story
         found = verify_open_export(handle.fileno(), lookup, trusted=[], helpers=helpers)
+        if helpers:  # the helpers' own walk, not the one pass it would fall back to
+            walked = verify_file_in_ranges(
+                handle.fileno(), lookup, trusted=[], semantics=None, helpers=helpers
+            )
+            assert walked == sound
     assert found == sound
 
 

@@ -17,11 +17,14 @@ from vault.audit import semantics
 from vault.audit.chain import GENESIS, Head, link, verify_chain
 from vault.audit.checkpoint import make_checkpoint
 from vault.audit.entry import Draft, Entry
+from vault.audit.recorded_scopes import signed_record
 from vault.audit.semantics import SemanticChecker, Violation
 from vault.audit.verify import verify_log
 from vault.clock import format_ts
-from vault.crypto.keys import generate
-from vault.policy.scopes import Rule, ScopeTable, default_table
+from vault.crypto.b64 import b64url_encode
+from vault.crypto.canonical import canonical_json
+from vault.crypto.keys import KeyPair, generate
+from vault.policy.scopes import Rule, ScopeTable
 
 T0 = datetime(2026, 11, 27, 17, 0, 0, tzinfo=UTC)
 EPOCH0 = int(T0.timestamp())
@@ -314,9 +317,14 @@ def test_a_scope_the_table_does_not_know_allows_nothing() -> None:
     assert only(check(entries)).rule == semantics.USED_OUTSIDE_SCOPE
 
 
-def scopes_loaded(table: ScopeTable) -> Draft:
-    """What a serving vault records at start (vault.ops.scope_record)."""
-    return Draft(type="scopes.loaded", actor=None, subject=None, data=table.record())
+def scopes_loaded(table: ScopeTable, key: KeyPair = AUDIT) -> Draft:
+    """What a serving vault records at start (vault.ops.scope_record), signed with ``key``."""
+    return Draft(type="scopes.loaded", actor=None, subject=None, data=signed_record(table, key))
+
+
+def check_keyed(entries: Sequence[Entry], **options: Any) -> list[Violation]:
+    """``check`` trusting the audit key of this file, as a verification of its checkpoints."""
+    return check(entries, keys=LOOKUP, **options)
 
 
 TICKETS = ScopeTable({"tickets": (Rule.parse("GET /api/tickets/**"),)})
@@ -333,79 +341,146 @@ def test_uses_are_judged_by_the_table_the_log_recorded() -> None:
             (2, used("j1", method="GET", path="/api/tickets/7")),
         ]
     )
-    assert check(entries) == []
-    assert check(entries[1:]) != []  # without the record: the built-in table knows no tickets
+    assert check_keyed(entries) == []
+    assert check_keyed(entries[1:]) != []  # without the record: the built-in table knows no tickets
 
 
-def test_a_table_recorded_later_judges_only_what_follows_it() -> None:
-    """A scope narrowed between two starts: the uses allowed before stay allowed; after the new
-    record, the narrower table applies."""
+def test_a_use_is_judged_by_every_table_recorded_before_it_and_no_later_one() -> None:
+    """Processes started at other times may each decide with their own table (a rolling
+    restart, replicas, a worker replaced after the file changed): a use is allowed if a table
+    recorded before it allows it; a table recorded after it does not count."""
     entries = build(
         [
-            (0, scopes_loaded(TICKETS)),
+            (0, scopes_loaded(NARROWER)),
             (1, issued("j1", scope="tickets")),
-            (2, used("j1", method="GET", path="/api/tickets/7")),
-            (3, scopes_loaded(NARROWER)),
-            (4, used("j1", method="GET", path="/api/tickets/open")),
+            (2, used("j1", method="GET", path="/api/tickets/open")),
+            (3, used("j1", method="GET", path="/api/tickets/7")),
+            (4, scopes_loaded(TICKETS)),
             (5, used("j1", method="GET", path="/api/tickets/7")),
+            (6, scopes_loaded(NARROWER)),  # the same table again: changes nothing
+            (7, used("j1", method="GET", path="/api/tickets/7")),
+            (8, used("j1", method="GET", path="/api/v1/chats/")),
         ]
     )
-    violation = only(check(entries))
-    assert (violation.seq, violation.rule) == (6, semantics.USED_OUTSIDE_SCOPE)
-    assert check(entries[:3]) == []
+    found = check_keyed(entries)
+    assert [(v.seq, v.rule) for v in found] == [
+        (4, semantics.USED_OUTSIDE_SCOPE),
+        (9, semantics.USED_OUTSIDE_SCOPE),
+    ]
 
 
-def test_the_recorded_never_rules_hold_whatever_the_scopes_say() -> None:
+def test_no_recorded_table_lifts_the_never_delegated_paths() -> None:
+    """Even a table signed by the vault that says nothing of the never-delegated paths cannot
+    make their use allowed: this version's never-rules hold whatever the record says."""
+    wide = ScopeTable({"wide": (Rule.parse("* /**"),)}, never=())
     entries = build(
         [
-            (0, scopes_loaded(ScopeTable({"wide": (Rule.parse("* /**"),)}, never=()))),
+            (0, scopes_loaded(wide)),
             (1, issued("j1", scope="wide")),
-            (2, used("j1", method="GET", path="/api/v1/auths/api_key")),
+            (2, used("j1", method="GET", path="/api/v1/chats/")),
+            (3, used("j1", method="GET", path="/api/v1/auths/api_key")),
+            (4, used("j1", method="POST", path="/api/v1/auths/%61pi_key")),
         ]
     )
-    assert check(entries) == []  # that table had no never-rules: the vault allowed it so
-    entries = build(
-        [
-            (0, scopes_loaded(load_default_with_wide())),
-            (1, issued("j1", scope="wide")),
-            (2, used("j1", method="GET", path="/api/v1/auths/api_key")),
-        ]
-    )
-    assert only(check(entries)).rule == semantics.USED_OUTSIDE_SCOPE
+    found = check_keyed(entries)
+    assert [(v.seq, v.rule) for v in found] == [
+        (4, semantics.USED_OUTSIDE_SCOPE),
+        (5, semantics.USED_OUTSIDE_SCOPE),
+    ]
 
 
-def load_default_with_wide() -> ScopeTable:
-    never = default_table().never
-    return ScopeTable({"wide": (Rule.parse("* /**"),)}, never=never)
+def _forged(data: dict[str, Any]) -> Draft:
+    return Draft(type="scopes.loaded", actor=None, subject=None, data=data)
+
+
+GENUINE = signed_record(TICKETS, AUDIT)
+WIDER = ScopeTable({"tickets": (Rule.parse("* /**"),)})
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "reason"),
     [
-        {},
-        {"scopes": {}, "never": [], "extra": 1},
+        (signed_record(WIDER, generate("audit")), "not a trusted audit key"),
+        ({**signed_record(WIDER, AUDIT), "sig": GENUINE["sig"]}, "does not verify"),
+        ({**GENUINE, "scopes": WIDER.record()["scopes"]}, "does not verify"),
+        ({**GENUINE, "sig": "not base64url!"}, "does not verify"),
+        ({"scopes": GENUINE["scopes"], "never": GENUINE["never"]}, "exactly the members"),
+        ({**GENUINE, "actor": "p_x"}, "exactly the members"),
+        ({**GENUINE, "kid": 7}, "must be strings"),
+        ({}, "exactly the members"),
+    ],
+)
+def test_a_table_no_trusted_audit_key_signed_is_a_violation_and_changes_nothing(
+    data: dict[str, Any], reason: str
+) -> None:
+    """Someone who can write the database but holds no audit key cannot record a wider table
+    to cover the uses they forge."""
+    entries = build(
+        [
+            (0, scopes_loaded(TICKETS)),
+            (1, _forged(data)),
+            (2, issued("j1", scope="tickets")),
+            (3, used("j1", method="GET", path="/api/tickets/7")),
+            (4, used("j1", method="DELETE", path="/api/tickets/7")),
+        ]
+    )
+    found = check_keyed(entries)
+    assert [(v.seq, v.rule) for v in found] == [
+        (2, semantics.MALFORMED),
+        (5, semantics.USED_OUTSIDE_SCOPE),
+    ]
+    assert reason in found[0].reason
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"scopes": {}, "never": []},
         {"scopes": [], "never": []},
         {"scopes": {"chat": "GET /x"}, "never": []},
         {"scopes": {"chat": ["FETCH /x"]}, "never": []},
         {"scopes": {"chat": [7]}, "never": []},
         {"scopes": {"two words": ["GET /x"]}, "never": []},
         {"scopes": {"chat": ["GET /**/x"]}, "never": []},
-        {"scopes": {}, "never": "* /**"},
+        {"scopes": {"chat": ["GET /x"]}, "never": "* /**"},
+        {"scopes": {"chat": ["GET /x"] * 1001}, "never": []},
     ],
 )
-def test_a_record_that_is_not_a_scope_table_is_a_violation_and_changes_nothing(
-    data: dict[str, Any],
-) -> None:
+def test_a_signed_record_that_is_not_a_scope_table_is_a_violation(table: dict[str, Any]) -> None:
+    sig = b64url_encode(AUDIT.sign(canonical_json({"type": "scopes.loaded", **table})))
+    entries = build([(0, _forged({**table, "kid": AUDIT.kid, "sig": sig}))])
+    assert only(check_keyed(entries)).rule == semantics.MALFORMED
+
+
+def test_without_audit_keys_a_recorded_table_is_not_believed() -> None:
     entries = build(
         [
             (0, scopes_loaded(TICKETS)),
-            (1, Draft(type="scopes.loaded", actor=None, subject=None, data=data)),
-            (2, issued("j1", scope="tickets")),
-            (3, used("j1", method="GET", path="/api/tickets/7")),
+            (1, issued("j1", scope="tickets")),
+            (2, used("j1", method="GET", path="/api/tickets/7")),
         ]
     )
-    violation = only(check(entries))
-    assert (violation.seq, violation.rule) == (2, semantics.MALFORMED)
+    found = check(entries)  # no keys: the built-in table judges, and the record is reported
+    assert [(v.seq, v.rule) for v in found] == [
+        (1, semantics.MALFORMED),
+        (3, semantics.USED_OUTSIDE_SCOPE),
+    ]
+    assert check(entries, keys=lambda kid: None)[0].rule == semantics.MALFORMED
+    assert SemanticChecker().keyed(LOOKUP).blank() is not None
+    keyed = SemanticChecker().keyed(LOOKUP)
+    for entry in entries:
+        keyed.feed(entry)
+    assert keyed.finish() == []
+
+
+def test_too_many_tables_are_a_violation() -> None:
+    tables = [
+        ScopeTable({"tickets": (Rule.parse(f"GET /api/tickets/{n}"),)})
+        for n in range(semantics.MAX_TABLES + 1)
+    ]
+    entries = build([(n, scopes_loaded(table)) for n, table in enumerate(tables)])
+    violation = only(check_keyed(entries))
+    assert (violation.seq, violation.rule) == (semantics.MAX_TABLES + 1, semantics.MALFORMED)
 
 
 # --- rule 5: no token issued by a disabled principal -----------------------------------------

@@ -13,7 +13,7 @@ from vault.errors import ConfigError, InvalidScope
 from vault.policy.scopes import (
     ALL,
     DEFAULT_REQUEST_SCOPE,
-    MAX_RECORDED_RULES,
+    MAX_RULES,
     Rule,
     ScopeTable,
     default_table,
@@ -490,6 +490,22 @@ def test_a_record_keeps_the_never_rules_in_force() -> None:
 
 
 def test_a_record_too_large_is_not_believed() -> None:
-    record = {"scopes": {"x": ["GET /a"] * (MAX_RECORDED_RULES + 1)}, "never": []}
+    record = {"scopes": {"x": ["GET /a"] * (MAX_RULES + 1)}, "never": []}
     with pytest.raises(ValueError, match="more than"):
         table_from_record(record)
+
+
+def test_a_record_never_lifts_the_never_delegated_paths() -> None:
+    table = table_from_record({"scopes": {"wide": ["* /**"]}, "never": []})
+    assert table.never == default_table().never
+    assert not table.allows(["wide"], "GET", "/api/v1/auths/api_key")
+    assert table.allows(["wide"], "GET", "/api/v1/chats/")
+
+
+def test_a_scope_file_of_too_many_rules_is_refused(tmp_path: Path) -> None:
+    """Every use is checked against every rule: a table is bounded, as the recorded ones are."""
+    rules = ", ".join(f'"GET /api/x/{n}"' for n in range(MAX_RULES))
+    custom = tmp_path / "scopes.toml"
+    custom.write_text(f"[scopes.big]\nallow = [{rules}]\n")
+    with pytest.raises(ConfigError, match="more than"):
+        load_table(custom)

@@ -35,7 +35,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         vault = await run_in_threadpool(open_vault, settings, clock=clock, background=True)
         try:
             # Uses are decided with this table: the log says which (vault.ops.scope_record).
-            if await run_in_threadpool(vault.appender.run, record_job(vault.scopes)):
+            job = record_job(vault.scopes, vault.keys.audit_signing(), vault.keys.audit_key)
+            if await run_in_threadpool(vault.appender.run, job):
                 log.info("scope table recorded in the audit log (scopes.loaded)")
         except BaseException:
             await run_in_threadpool(vault.close)

@@ -19,9 +19,12 @@ Timestamps are compared as whole microseconds since the epoch, computed once per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.entry import (
     PRINCIPAL_DISABLED,
@@ -32,10 +35,11 @@ from vault.audit.entry import (
     Entry,
     EntryRow,
 )
+from vault.audit.recorded_scopes import recorded_table
 from vault.audit.tokenbook import Token, TokenBook
 from vault.clock import parse_ts
 from vault.crypto.canonical import DuplicateMember, parse_unique_json
-from vault.policy.scopes import ScopeTable, default_table, table_from_record
+from vault.policy.scopes import ScopeTable, default_table
 from vault.redact import PLACEHOLDER
 
 DEFAULT_LEEWAY_SECONDS = 30
@@ -54,6 +58,7 @@ ALLOWED = "allowed"
 OUTCOMES = frozenset({ALLOWED, "denied_scope"})
 READ_TYPES = frozenset({TOKEN_ISSUED, TOKEN_USED, TOKEN_REVOKED, PRINCIPAL_DISABLED, SCOPES_LOADED})
 SCOPE_CACHE_SIZE = 4096  # (scope, method, path) answers kept; cleared when full
+MAX_TABLES = 64  # distinct scope tables a log may record (each of up to MAX_RULES rules)
 
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -89,6 +94,7 @@ class SemanticChecker:
         self,
         *,
         scopes: ScopeTable | None = None,
+        keys: Callable[[str], Ed25519PublicKey | None] | None = None,
         leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
         limit: int = DEFAULT_LIMIT,
     ) -> None:
@@ -97,9 +103,12 @@ class SemanticChecker:
         if not _int(limit) or limit < 1:
             raise ValueError("limit must be a positive integer")
         # The table for uses before the log's first scopes.loaded entry (logs written before
-        # vaults recorded theirs); each scopes.loaded entry replaces it from there on.
+        # vaults recorded theirs); after it, a use is allowed if a table recorded before it
+        # allows it: processes started at other times (a rolling restart, replicas, a worker
+        # replaced after the file changed) may each decide with theirs.
         self._given = scopes if scopes is not None else default_table()
-        self._scopes = self._given
+        self._keys = keys
+        self._recorded: dict[str, ScopeTable] = {}
         self._leeway = leeway_seconds
         self._limit = limit
         self._tokens = TokenBook()
@@ -111,7 +120,18 @@ class SemanticChecker:
 
     def blank(self) -> SemanticChecker:
         """A new checker with this one's settings that has seen nothing."""
-        return SemanticChecker(scopes=self._given, leeway_seconds=self._leeway, limit=self._limit)
+        return SemanticChecker(
+            scopes=self._given, keys=self._keys, leeway_seconds=self._leeway, limit=self._limit
+        )
+
+    def keyed(self, keys: Callable[[str], Ed25519PublicKey | None]) -> SemanticChecker:
+        """This checker; or, if it was given no audit keys, a blank one with ``keys``: the keys
+        a verification checks checkpoints with vouch for recorded scope tables too."""
+        if self._keys is not None:
+            return self
+        return SemanticChecker(
+            scopes=self._given, keys=keys, leeway_seconds=self._leeway, limit=self._limit
+        )
 
     @property
     def known_tokens(self) -> int:
@@ -162,13 +182,22 @@ class SemanticChecker:
             self._principal_disabled(row, data)
 
     def _scopes_loaded(self, seq: int, data: dict[str, Any]) -> None:
-        """The vault decides uses with this table from here on (``vault.ops.scope_record``)."""
-        try:
-            table = table_from_record(data)
-        except ValueError as exc:
-            self._flag(seq, MALFORMED, f"scopes.loaded does not hold a scope table: {exc}")
+        """A table the vault decides uses with from here on (``vault.ops.scope_record``),
+        believed only if one of the trusted audit keys signed it."""
+        if self._keys is None:
+            self._flag(seq, MALFORMED, "scopes.loaded cannot be believed: no audit keys given")
             return
-        self._scopes = table
+        try:
+            spelled, table = recorded_table(data, self._keys)
+        except ValueError as exc:
+            self._flag(seq, MALFORMED, f"scopes.loaded is not a table the vault signed: {exc}")
+            return
+        if spelled in self._recorded:
+            return
+        if len(self._recorded) >= MAX_TABLES:
+            self._flag(seq, MALFORMED, f"more than {MAX_TABLES} scope tables recorded")
+            return
+        self._recorded[spelled] = table
         self._allows.clear()
 
     def _issued(self, row: EntryRow, data: dict[str, Any]) -> None:
@@ -218,7 +247,8 @@ class SemanticChecker:
         if answer is None:
             if len(self._allows) >= SCOPE_CACHE_SIZE:
                 self._allows.clear()
-            answer = self._allows[key] = self._scopes.allows(scope, method, path)
+            tables = self._recorded.values() if self._recorded else (self._given,)
+            answer = self._allows[key] = any(t.allows(scope, method, path) for t in tables)
         return answer
 
     def _used(self, row: EntryRow, data: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import stat
 import sys
 import time
@@ -75,19 +76,32 @@ def _verify_file(
         raise CliError(
             "--file needs --jwks AUDIT-KEYS.json (the vault's /.well-known/audit-keys.json)", 2
         )
+    keys = _audit_keys(jwks_path)
+    fd = _open_export(path)
     try:
-        found = path.stat()
+        size = os.fstat(fd).st_size
+        helpers = helpers_for_file(size, jobs, semantics=semantics is not None)
+        return audit.verify_open_export(
+            fd, keys.get, trusted=trusted, semantics=semantics, helpers=helpers
+        )
+    finally:
+        os.close(fd)
+
+
+def _open_export(path: Path) -> int:
+    """The export, open for reading: a regular file, checked on what was opened (a name turned
+    into a FIFO meanwhile is refused, not waited on). It is read at offsets, more than once."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CliError(f"export file {path} does not exist") from None
     except OSError as exc:
         raise CliError(f"export file {path} is not readable: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(found.st_mode):  # read at offsets, more than once: save a stream first
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise CliError(f"export file {path} is not a regular file; save the export to one first")
-    helpers = helpers_for_file(found.st_size, jobs, semantics=semantics is not None)
-    keys = _audit_keys(jwks_path)
-    return audit.verify_export(
-        path, keys.get, trusted=trusted, semantics=semantics, helpers=helpers
-    )
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _report_violations(report: Report) -> None:

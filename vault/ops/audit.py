@@ -135,7 +135,8 @@ def verify_database(
     stored = set(snap.checkpoints)
     trusted = [*(trusted or []), *(cp for cp in logged if cp not in stored)]
     lookup = keys if keys is not None else audit_public_keys(db)
-    report = _walked(db, snap, trusted, semantics, helpers, lookup)
+    checker = None if semantics is None else semantics.keyed(lookup)
+    report = _walked(db, snap, trusted, checker, helpers, lookup)
     # Rows the walk never read: the log is not what the walk saw. That is the chain's failure,
     # ahead of any semantic one.
     stray = audit_repo.stray_row(db, snap.head_seq)
@@ -212,6 +213,7 @@ def verify_open_export(
     offsets): in two passes over its lines (checkpoints, then entries), or, with ``helpers`` >
     0, in byte ranges side by side (``verify_parallel``), which gives the same report for a sound
     file and leaves any other to the two passes."""
+    semantics = None if semantics is None else semantics.keyed(lookup)
     if helpers > 0:
         found = verify_file_in_ranges(
             fd, lookup, trusted=trusted, semantics=semantics, helpers=helpers

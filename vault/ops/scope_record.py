@@ -1,34 +1,48 @@
 """The scope table a serving vault decides with, recorded in the audit log.
 
 Whether a use of a token is ``allowed`` depends on the scope table (``VAULT_SCOPES_FILE`` or the
-built-in one), which an operator may change between two starts. So that verification judges each
-use by the table it was decided with, and an offline reviewer needs nothing but the export, a
-serving vault appends a ``scopes.loaded`` entry with its whole table when it starts, unless the
-last one recorded is the same table. ``SemanticChecker`` takes each such entry as the table in
-force from there on.
+built-in one), which an operator may change between two starts. So that verification judges the
+uses by the tables they were decided with, and an offline reviewer needs nothing but the export
+and the audit keys, a serving vault appends a ``scopes.loaded`` entry with its whole table, signed
+with its audit key (``vault.audit.recorded_scopes``), when it starts, unless the last table
+recorded, with a valid signature, is the same. ``SemanticChecker`` judges each use against the
+tables recorded before it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session
 
 from vault.audit.appender import Job, JobContext
 from vault.audit.entry import SCOPES_LOADED, Draft
-from vault.crypto.canonical import canonical_text
+from vault.audit.recorded_scopes import recorded_table, signed_record, spelling
+from vault.crypto.canonical import parse_unique_json
+from vault.crypto.keys import KeyPair
 from vault.policy.scopes import ScopeTable
 from vault.storage import audit_repo
 
 
-def record_job(table: ScopeTable) -> Job[bool]:
-    """A job that records ``table`` if it is not the last table recorded; ``True`` if it did.
-    Run under the chain lock, so workers starting together record it once."""
-    record = table.record()
-    spelled = canonical_text(record)  # as the log stores ``data``
+def record_job(
+    table: ScopeTable, key: KeyPair, keys: Callable[[str], Ed25519PublicKey | None]
+) -> Job[bool]:
+    """A job that records ``table``, signed with ``key``, unless the last table recorded is the
+    same and signed by one of ``keys``; ``True`` if it did. Run under the chain lock, so
+    workers starting together record it once."""
+    mine = spelling(table)
+    data = signed_record(table, key)
 
     def job(session: Session, ctx: JobContext) -> bool:
-        if audit_repo.latest_data(session, SCOPES_LOADED) == spelled:
-            return False
-        ctx.record(Draft(type=SCOPES_LOADED, actor=None, subject=None, data=record))
+        last = audit_repo.latest_data(session, SCOPES_LOADED)
+        if last is not None:
+            try:
+                if recorded_table(parse_unique_json(last), keys)[0] == mine:
+                    return False
+            except (ValueError, RecursionError):
+                pass  # not a table the vault recorded: this one is
+        ctx.record(Draft(type=SCOPES_LOADED, actor=None, subject=None, data=data))
         return True
 
     return job

@@ -33,6 +33,9 @@ NEVER_DELEGATED = (
     "* /oauth/**",
 )
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
+# Rules in one table, never-rules included, at most: each use is checked against every rule (and
+# a never-rule against each spelling of its path), so verification stays fast on any table.
+MAX_RULES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,30 +196,31 @@ def _table_from_toml(document: Mapping[str, Any], source: str) -> ScopeTable:
         never = tuple(_subtree(Rule.parse(rule)) for rule in (*NEVER_DELEGATED, *extra))
     except ValueError as exc:
         raise ConfigError(f"{source}: [never]: {exc}") from None
+    if len(never) + sum(len(rules) for rules in scopes.values()) > MAX_RULES:
+        raise ConfigError(f"{source}: more than {MAX_RULES} rules")
     return ScopeTable(scopes, never)
-
-
-MAX_RECORDED_RULES = 10_000  # a recorded table larger than this is not believed to be one
 
 
 def table_from_record(data: object) -> ScopeTable:
     """The table a ``scopes.loaded`` entry recorded (``ScopeTable.record``); ``ValueError`` for
-    anything else. Its never-rules are taken as recorded: they are the ones that were in force
-    (``NEVER_DELEGATED`` of the vault that wrote them, and its file's)."""
+    anything else, as ``load_table`` would refuse it. Its never-rules are those recorded and,
+    whatever the record says, this version's ``NEVER_DELEGATED``."""
     if not isinstance(data, dict) or set(data) != {"scopes", "never"}:
         raise ValueError("a recorded scope table has members scopes and never, and no other")
     raw, never = data["scopes"], data["never"]
-    if not isinstance(raw, dict) or not isinstance(never, list):
-        raise ValueError("scopes must be an object, never a list")
+    if not isinstance(raw, dict) or not raw or not isinstance(never, list):
+        raise ValueError("scopes must be a non-empty object, never a list")
     count = len(never) + sum(len(rules) for rules in raw.values() if isinstance(rules, list))
-    if count > MAX_RECORDED_RULES:
-        raise ValueError(f"more than {MAX_RECORDED_RULES} rules")
+    if count > MAX_RULES:
+        raise ValueError(f"more than {MAX_RULES} rules")
     scopes: dict[str, tuple[Rule, ...]] = {}
     for name, rules in raw.items():
         if not name or " " in name or not isinstance(rules, list):
             raise ValueError(f"scope {name!r} is not a name with a list of rules")
         scopes[name] = _rules(rules)
-    return ScopeTable(scopes, tuple(_subtree(rule) for rule in _rules(never)))
+    floor = tuple(Rule.parse(text) for text in NEVER_DELEGATED)
+    recorded = tuple(dict.fromkeys(_subtree(rule) for rule in (*_rules(never), *floor)))
+    return ScopeTable(scopes, recorded)
 
 
 def _rules(texts: list[Any]) -> tuple[Rule, ...]:

@@ -14,7 +14,7 @@ from vault.audit.chain import GENESIS, Head
 from vault.audit.checkpoint import Checkpoint
 from vault.audit.entry import Entry, EntryRow, entry_from_row
 from vault.errors import CorruptEntry
-from vault.storage.engine import Database, Tx, execute_many, fetch_first
+from vault.storage.engine import Database, Tx, execute_many, fetch_all, fetch_first
 from vault.storage.tables import AuditEntryRow, CheckpointRow
 
 AUDIT_TABLE = "audit_entries"
@@ -209,11 +209,10 @@ def stream_entries(
 
 
 # The columns in ``ROW_MEMBERS`` order; sqlite3's paramstyle, and psycopg's.
-_ROWS_SQLITE = (
+_ROWS = (
     "SELECT seq, ts, type, actor, subject, data, prev, hash FROM audit_entries "
     "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
 )
-_ROWS_POSTGRES = _ROWS_SQLITE.replace("?", "%s")
 
 
 def stream_rows(
@@ -223,19 +222,14 @@ def stream_rows(
     the bulk path of export and verification.
 
     A page per short read transaction, so memory stays flat and a log that grows meanwhile
-    does not make the stream chase its head. The page is read through the driver's own cursor:
-    the columns are plain text and integers, and SQLAlchemy's per-row result processing
-    would cost more than the fetch itself.
+    does not make the stream chase its head. The page is read through the driver's own cursor
+    (``fetch_all``): the columns are plain text and integers, and SQLAlchemy's per-row result
+    processing would cost more than the fetch itself. A driver error comes out as SQLAlchemy's
+    (``DBAPIError``), as from any other read.
     """
-    sql = _ROWS_SQLITE if db.is_sqlite else _ROWS_POSTGRES
     while after_seq < upto_seq:
         with db.read() as session:
-            cursor = session.connection().connection.cursor()
-            try:
-                cursor.execute(sql, (after_seq, upto_seq, page))
-                rows: Sequence[EntryRow] = cursor.fetchall()
-            finally:
-                cursor.close()
+            rows: Sequence[EntryRow] = fetch_all(session, _ROWS, (after_seq, upto_seq, page))
         if not rows:
             return
         yield from rows

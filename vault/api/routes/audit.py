@@ -103,9 +103,9 @@ async def export(vault: VaultDep, caller: CallerDep) -> StreamingResponse:
 
 class _Export(StreamingResponse):
     """A stream that is never ended as if it were whole. Once the status line has gone, an
-    entry that cannot be read (a hand-edited row, the database gone) is logged in one line and
-    the connection is closed without the last chunk: the client sees a broken transfer (curl
-    exits 18), never a shorter log that looks complete, and the log holds no traceback."""
+    entry that cannot be read (a hand-edited row, the database gone) is logged, without a
+    traceback, and the connection is closed without the last chunk: the client sees a broken
+    transfer (curl exits 18), never a shorter log that looks complete."""
 
     async def stream_response(self, send: Send) -> None:
         await send(
