@@ -495,7 +495,12 @@ def test_tampered_export_fails_the_cli(api: Api, tmp_path: Path, tamper: Any) ->
     )  # fmt: skip
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert failed_seq(done.stderr) == bad_seq, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    *violations, failure = done.stderr.strip().splitlines()
+    assert failure.startswith("dvault: verification failed at seq"), done.stderr
+    # With another key set, the scope table the vault signed is not believed either.
+    expected = 1 if tamper in (_other_key, _token_keys) else 0
+    assert len(violations) == expected, done.stderr
+    assert all("(malformed_entry): scopes.loaded" in line for line in violations), done.stderr
 
 
 def test_cli_verify_file_needs_jwks(api: Api, tmp_path: Path) -> None:

@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import Api, LiveServer, MovableClock, make_settings, verify_cli, verify_report
+from tests.support import (
+    Api,
+    LiveServer,
+    MovableClock,
+    cli_env,
+    dvault,
+    make_settings,
+    verify_cli,
+    verify_report,
+)
 from vault.audit.chain import Head, link
 from vault.audit.entry import Draft, Entry
 from vault.clock import format_ts
@@ -303,16 +312,20 @@ def test_uses_under_a_scope_file_verify_without_it(
     settings = make_settings(tmp_path / "home", database_url, VAULT_SCOPES_FILE=str(scopes))
     owner = init_vault(settings).credential
 
-    def served(use: str) -> tuple[str, list[dict[str, Any]]]:
+    def served(use: str, rotate: bool = False) -> tuple[str, list[dict[str, Any]]]:
         with LiveServer(settings, clock) as server:
             api = Api(server.url, owner)
             try:
-                return _ticket_use(api, use), api.entries()
+                outcome = _ticket_use(api, use)
+                if rotate:  # the next table is signed by another audit key
+                    r = api.call("POST", "/v1/keys/rotate", owner, json={"purpose": "audit"})
+                    assert r.status_code == 200, r.text
+                return outcome, api.entries()
             finally:
                 api.close()
 
     assert served("/api/tickets/7")[0] == "allowed"
-    outcome, entries = served("/api/tickets/7")  # the same table: not recorded again
+    outcome, entries = served("/api/tickets/7", rotate=True)  # the same table: not again
     assert outcome == "allowed"
     recorded = [e for e in entries if e["type"] == "scopes.loaded"]
     assert len(recorded) == 1
@@ -328,11 +341,34 @@ def test_uses_under_a_scope_file_verify_without_it(
         ["GET /api/tickets/open"],
     ]
 
-    done = verify_cli(settings)  # built-in table: knows no "tickets"
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(done.stdout)
-    assert report["ok"] is True
+    assert recorded[0]["data"]["kid"] != recorded[1]["data"]["kid"]  # signed before and after
+
+    # Every way of verifying believes both tables (the built-in one, where the CLI runs, knows
+    # no "tickets"): the API, the CLI on the database without and with the master key, with
+    # --jwks, on an export, each in one process and with helpers.
+    with LiveServer(settings, clock) as server:
+        api = Api(server.url, owner)
+        try:
+            report = verify_report(api)
+            export, jwks = export_to(api, tmp_path)
+        finally:
+            api.close()
+    assert report["ok"] is True, report
     assert "semantic_errors" not in report
+    master = {"VAULT_MASTER_KEY": settings.master_key or ""}
+    for extra in (
+        (),
+        ("--jwks", str(jwks)),
+        ("--file", str(export), "--jwks", str(jwks)),
+    ):
+        for jobs in ("1", "2"):
+            done = verify_cli(settings, *extra, "--jobs", jobs)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert json.loads(done.stdout) == report
+    env = cli_env(settings.home, VAULT_DATABASE_URL=settings.database_url, **master)
+    done = dvault(env, "audit", "verify", "--json", "--jobs", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == report
 
 
 def _ticket_use(api: Api, path: str) -> str:

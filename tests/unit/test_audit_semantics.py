@@ -466,11 +466,17 @@ def test_without_audit_keys_a_recorded_table_is_not_believed() -> None:
         (3, semantics.USED_OUTSIDE_SCOPE),
     ]
     assert check(entries, keys=lambda kid: None)[0].rule == semantics.MALFORMED
-    assert SemanticChecker().keyed(LOOKUP).blank() is not None
-    keyed = SemanticChecker().keyed(LOOKUP)
+    given = SemanticChecker()
+    keyed = given.keyed(LOOKUP)
+    assert keyed.keyed(lambda kid: None) is keyed  # keys once given stay
+    # The blank copies the helpers' verification runs on keep the keys (verify_parallel).
+    for checker in (keyed, keyed.blank(), keyed.blank().blank()):
+        for entry in entries:
+            checker.feed(entry)
+        assert checker.finish() == []
     for entry in entries:
-        keyed.feed(entry)
-    assert keyed.finish() == []
+        given.feed(entry)
+    assert len(given.finish()) == 2  # the checker keyed() was asked of is left as it was
 
 
 def test_too_many_tables_are_a_violation() -> None:

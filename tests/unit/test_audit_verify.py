@@ -20,6 +20,7 @@ from vault.audit.verify import Failure, Report, verify_log
 from vault.clock import format_ts
 from vault.crypto.keys import KeyPair, generate
 from vault.errors import AuditError
+from vault.ops.audit import MAX_RELOADS, reloading
 
 T0 = datetime(2026, 11, 27, 17, 0, 0, tzinfo=UTC)
 N = 10
@@ -395,3 +396,23 @@ def test_meaning_is_checked_only_for_entries_the_chain_accepted() -> None:
     assert report.first_error is not None
     assert report.first_error.seq == 4
     assert [v.seq for v in report.semantic_errors] == [1, 2, 3]  # not 4, nor any after it
+
+
+def test_unknown_kids_reload_the_keys_a_bounded_number_of_times() -> None:
+    """A kid the lookup does not know loads the keys again once (a key rotated in meanwhile);
+    a log full of made-up kids does not reload them at each."""
+    key = generate("audit")
+    public = key.public_key
+    loads: list[int] = []
+
+    def load() -> dict[str, Any]:
+        loads.append(1)
+        return {key.kid: public} if len(loads) > 1 else {}
+
+    lookup = reloading(load)
+    assert lookup(key.kid) is public  # rotated in after the first load: found
+    assert lookup(key.kid) is public
+    for n in range(3 * MAX_RELOADS):
+        assert lookup(f"made-up-{n}") is None
+        assert lookup(f"made-up-{n}") is None
+    assert len(loads) == 1 + MAX_RELOADS

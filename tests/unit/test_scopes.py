@@ -16,6 +16,7 @@ from vault.policy.scopes import (
     MAX_RULES,
     Rule,
     ScopeTable,
+    any_allows,
     default_table,
     load_table,
     never_forms,
@@ -509,3 +510,32 @@ def test_a_scope_file_of_too_many_rules_is_refused(tmp_path: Path) -> None:
     custom.write_text(f"[scopes.big]\nallow = [{rules}]\n")
     with pytest.raises(ConfigError, match="more than"):
         load_table(custom)
+
+
+tables = st.lists(
+    st.builds(
+        lambda rules, never: ScopeTable({"s": tuple(rules)}, tuple(never)),
+        st.lists(
+            st.sampled_from([Rule.parse(r) for r in ("GET /api/**", "* /a/*", "POST /a/b")]),
+            max_size=3,
+        ),
+        st.lists(
+            st.sampled_from([Rule.parse(r) for r in ("* /a/b/**", "GET /api/x/**")]), max_size=2
+        ),
+    ),
+    max_size=4,
+)
+
+
+@given(tables=tables, method=st.sampled_from(METHODS), path=paths)
+def test_any_allows_is_any_table_allowing(tables: list[ScopeTable], method: str, path: str) -> None:
+    """One pass over several tables (the spellings of the path worked out once) answers as
+    each table would on its own; a table's never-rules refuse only under that table."""
+    for candidate in (path, "/a/b", "/a/%62", "/api/x/1", "/api/v1/auths/"):
+        expected = any(table.allows(["s"], method, candidate) for table in tables)
+        assert any_allows(tables, ("s",), method, candidate) == expected
+
+
+def test_a_scope_name_the_log_cannot_record_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bad scope"):
+        table_from(tmp_path, '[scopes."tickets\U0001f600"]\nallow = ["GET /api/tickets/**"]\n')

@@ -54,7 +54,10 @@ def recorded_table(
     record = {"scopes": data["scopes"], "never": data["never"]}
     public_key = keys(kid)
     if public_key is None:
-        raise ValueError(f"it is signed by {kid!r}, which is not a trusted audit key")
+        raise ValueError(
+            f"it is signed by {kid[:60]!r}, which is not a trusted audit key (a key set saved "
+            "before an audit key rotation? fetch /.well-known/audit-keys.json again)"
+        )
     try:
         signed = _signed_bytes(record)  # refuses what is not canonical JSON (floats, say)
         public_key.verify(b64url_decode(sig), signed)

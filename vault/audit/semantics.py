@@ -39,7 +39,7 @@ from vault.audit.recorded_scopes import recorded_table
 from vault.audit.tokenbook import Token, TokenBook
 from vault.clock import parse_ts
 from vault.crypto.canonical import DuplicateMember, parse_unique_json
-from vault.policy.scopes import ScopeTable, default_table
+from vault.policy.scopes import ScopeTable, any_allows, default_table
 from vault.redact import PLACEHOLDER
 
 DEFAULT_LEEWAY_SECONDS = 30
@@ -58,7 +58,9 @@ ALLOWED = "allowed"
 OUTCOMES = frozenset({ALLOWED, "denied_scope"})
 READ_TYPES = frozenset({TOKEN_ISSUED, TOKEN_USED, TOKEN_REVOKED, PRINCIPAL_DISABLED, SCOPES_LOADED})
 SCOPE_CACHE_SIZE = 4096  # (scope, method, path) answers kept; cleared when full
-MAX_TABLES = 64  # distinct scope tables a log may record (each of up to MAX_RULES rules)
+# Distinct scope tables a log may record (each of up to MAX_RULES rules), one per change of the
+# scope file or of the built-in table, at most; a use is matched against the scope rules of each.
+MAX_TABLES = 1000
 
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -129,9 +131,9 @@ class SemanticChecker:
         a verification checks checkpoints with vouch for recorded scope tables too."""
         if self._keys is not None:
             return self
-        return SemanticChecker(
-            scopes=self._given, keys=keys, leeway_seconds=self._leeway, limit=self._limit
-        )
+        fresh = self.blank()
+        fresh._keys = keys
+        return fresh
 
     @property
     def known_tokens(self) -> int:
@@ -248,7 +250,7 @@ class SemanticChecker:
             if len(self._allows) >= SCOPE_CACHE_SIZE:
                 self._allows.clear()
             tables = self._recorded.values() if self._recorded else (self._given,)
-            answer = self._allows[key] = any(t.allows(scope, method, path) for t in tables)
+            answer = self._allows[key] = any_allows(tables, scope, method, path)
         return answer
 
     def _used(self, row: EntryRow, data: dict[str, Any]) -> None:

@@ -160,10 +160,10 @@ def _database_keys(
         master_key = resolve_master_key(settings)
     except MasterKeyError as exc:
         note(
-            "dvault: note: checkpoints are checked with the audit keys stored in the database "
-            f"(no master key: {exc.description}); give --jwks with the vault's audit-keys.json, "
-            "kept where the database's writers cannot change it, to check them against keys "
-            "you trust"
+            "dvault: note: checkpoints are checked with the audit keys stored in the database, "
+            f"and so are recorded scope tables (no master key: {exc.description}); give --jwks "
+            "with the vault's audit-keys.json, kept where the database's writers cannot change "
+            "it, to check them against keys you trust"
         )
         return None
     check_master_key(db, master_key)

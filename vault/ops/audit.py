@@ -29,6 +29,7 @@ from vault.storage import audit_repo, keys_repo
 from vault.storage.engine import Database
 
 log = logging.getLogger("vault.audit")
+MAX_RELOADS = 16  # loads of the audit keys for unknown kids, per verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,13 @@ def reloading(
     load: Callable[[], dict[str, Ed25519PublicKey]],
 ) -> Callable[[str], Ed25519PublicKey | None]:
     """A lookup of ``load()``'s keys that loads them again, once per kid, for a kid it does not
-    know: an audit key rotated in (and a checkpoint signed with it) after the first load."""
+    know: an audit key rotated in (and a checkpoint signed with it) after the first load. At
+    most ``MAX_RELOADS`` times: a log full of made-up kids must not reload the keys at each."""
     found = load()
     missed: set[str] = set()
 
     def lookup(kid: str) -> Ed25519PublicKey | None:
-        if kid not in found and kid not in missed:
+        if kid not in found and kid not in missed and len(missed) < MAX_RELOADS:
             missed.add(kid)
             found.update(load())
         return found.get(kid)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from vault.crypto.canonical import NotCanonicalizable, canonical_json
 from vault.errors import ConfigError, InvalidScope
 
 ALL = "all"
@@ -32,6 +33,11 @@ NEVER_DELEGATED = (
     "* /api/v1/auths/oauth/**",
     "* /oauth/**",
 )
+# What every recorded table refuses, whatever it says (``table_from_record``): the never-rules of
+# the version that began recording tables. Frozen: a later version that adds to NEVER_DELEGATED
+# records its own rules in its tables, and must not turn uses that earlier tables rightly
+# allowed into violations.
+NEVER_FLOOR = NEVER_DELEGATED
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
 # Rules in one table, never-rules included, at most: each use is checked against every rule (and
 # a never-rule against each spelling of its path), so verification stays fast on any table.
@@ -142,27 +148,53 @@ class ScopeTable:
         return tuple(dict.fromkeys(names))
 
     def allows(self, granted: Iterable[str], method: str, path: str) -> bool:
-        segments = split_path(path)
-        if segments is None:
-            return False
-        method = method.upper()
-        # Never-rules cover everything below them, and empty segments ("//", a trailing "/")
-        # cannot slip past them; nor can another spelling of a never-delegated path.
-        forms = never_forms(path)
-        if forms is None:
-            return False  # still escaped after MAX_DECODINGS: nothing routes that honestly
-        for form in forms:
-            parts = split_path(form)
-            if parts is None:  # "%2e%2e": a dot segment once decoded, as a proxy may resolve it
-                return False
-            solid = tuple(segment for segment in parts if segment)
-            if any(rule.matches(method, solid) for rule in self.never):
-                return False
-        if (method, path) in ALWAYS_ALLOWED:
-            return True
+        return any_allows((self,), tuple(granted), method, path)
+
+    def _grants(self, granted: tuple[str, ...], method: str, segments: tuple[str, ...]) -> bool:
         return any(
             rule.matches(method, segments) for name in granted for rule in self.scopes.get(name, ())
         )
+
+    def _refuses(self, method: str, solid_forms: tuple[tuple[str, ...], ...]) -> bool:
+        return any(rule.matches(method, form) for form in solid_forms for rule in self.never)
+
+
+def any_allows(
+    tables: Iterable[ScopeTable], granted: tuple[str, ...], method: str, path: str
+) -> bool:
+    """Whether one of ``tables`` allows ``method path`` under the scopes ``granted``: a rule of
+    one of those scopes matches it and none of the same table's never-rules does. The path's
+    spellings are worked out once, and only if some table's scopes match."""
+    segments = split_path(path)
+    if segments is None:
+        return False
+    method = method.upper()
+    always = (method, path) in ALWAYS_ALLOWED
+    candidates = [t for t in tables if always or t._grants(granted, method, segments)]
+    if not candidates:
+        return False
+    # Never-rules cover everything below them, and empty segments ("//", a trailing "/")
+    # cannot slip past them; nor can another spelling of a never-delegated path.
+    forms = never_forms(path)
+    if forms is None:
+        return False  # still escaped after MAX_DECODINGS: nothing routes that honestly
+    solid: list[tuple[str, ...]] = []
+    for form in forms:
+        parts = split_path(form)
+        if parts is None:  # "%2e%2e": a dot segment once decoded, as a proxy may resolve it
+            return False
+        solid.append(tuple(segment for segment in parts if segment))
+    return any(not table._refuses(method, tuple(solid)) for table in candidates)
+
+
+def _recordable(name: str) -> bool:
+    """Whether the audit log can record a scope of this name (canonical JSON: no lone
+    surrogate, nothing beyond U+FFFF in a member name)."""
+    try:
+        canonical_json({name: None})
+    except NotCanonicalizable:
+        return False
+    return True
 
 
 def _subtree(rule: Rule) -> Rule:
@@ -178,7 +210,7 @@ def _table_from_toml(document: Mapping[str, Any], source: str) -> ScopeTable:
         raise ConfigError(f"{source}: needs a [scopes.NAME] table")
     scopes: dict[str, tuple[Rule, ...]] = {}
     for name, body in raw.items():
-        if not name or " " in name or not isinstance(body, dict):
+        if not name or " " in name or not isinstance(body, dict) or not _recordable(name):
             raise ConfigError(f"{source}: bad scope {name!r}")
         allow = body.get("allow")
         if not isinstance(allow, list) or not all(isinstance(r, str) for r in allow):
@@ -218,7 +250,7 @@ def table_from_record(data: object) -> ScopeTable:
         if not name or " " in name or not isinstance(rules, list):
             raise ValueError(f"scope {name!r} is not a name with a list of rules")
         scopes[name] = _rules(rules)
-    floor = tuple(Rule.parse(text) for text in NEVER_DELEGATED)
+    floor = tuple(Rule.parse(text) for text in NEVER_FLOOR)
     recorded = tuple(dict.fromkeys(_subtree(rule) for rule in (*_rules(never), *floor)))
     return ScopeTable(scopes, recorded)
 
