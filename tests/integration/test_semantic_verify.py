@@ -356,11 +356,10 @@ def test_uses_under_a_scope_file_verify_without_it(
     assert report["ok"] is True, report
     assert "semantic_errors" not in report
     master = {"VAULT_MASTER_KEY": settings.master_key or ""}
-    for extra in (
-        (),
-        ("--jwks", str(jwks)),
-        ("--file", str(export), "--jwks", str(jwks)),
-    ):
+    every_way = [(), ("--jwks", str(jwks)), ("--file", str(export), "--jwks", str(jwks))]
+    if not database_url.startswith("sqlite"):
+        every_way = [()]  # the rest reads the same rows: the CLI on PostgreSQL once is enough
+    for extra in every_way:
         for jobs in ("1", "2"):
             done = verify_cli(settings, *extra, "--jobs", jobs)
             assert done.returncode == 0, done.stdout + done.stderr
