@@ -219,3 +219,45 @@ def test_another_alembic_refusal_is_not_taken_for_a_newer_release(db: Database) 
     with pytest.raises(CommandError):
         migrate.downgrade(db, "no-such-revision")
     assert migrate.current_revision(db) == migrate.head_revision()
+
+
+def test_the_head_revision_dvault_knows_is_alembics() -> None:
+    """``HEAD_REVISION`` lets a start skip Alembic: it must be the newest migration."""
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
+def test_a_database_at_the_head_is_opened_without_alembic(
+    tmp_path: Path, database_url: str
+) -> None:
+    """At the head there is nothing to migrate: a command opens the vault with one query, without
+    importing Alembic (or reading the migration scripts). A database one revision behind is
+    upgraded as before."""
+    settings = make_settings(tmp_path / "home", database_url)
+    init_vault(settings)
+    probe = (
+        "import sys\n"
+        "from vault.config import load_settings\n"
+        "from vault.ops.runtime import open_vault\n"
+        "open_vault(load_settings()).close()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('alembic')}))\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VAULT_")},
+        "VAULT_HOME": str(settings.home),
+        "VAULT_DATABASE_URL": settings.database_url,
+        "VAULT_MASTER_KEY": settings.master_key or "",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+    db = Database(settings.database_url)
+    try:
+        migrate.downgrade(db, "0001")  # as a release before 0002 left it
+        assert migrate.current_revision(db) == "0001"
+        migrate.upgrade(db)  # not at the head: Alembic runs
+        assert migrate.current_revision(db) == migrate.HEAD_REVISION
+    finally:
+        db.dispose()
