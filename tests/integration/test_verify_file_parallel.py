@@ -18,7 +18,7 @@ from tests.unit.test_audit_export import BAD_VECTORS, KEY, build_log, export_lin
 from vault.audit.entry import EntryRow
 from vault.audit.semantics import SemanticChecker
 from vault.crypto.keys import public_jwk
-from vault.ops.audit import verify_export, verify_open_export
+from vault.ops.audit import verify_export
 from vault.ops.verify_parallel import FROM_BYTES, helpers_for_file, verify_file_in_ranges
 
 
@@ -27,10 +27,14 @@ def write(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def verify_path(path: Path, *args: Any, **kwargs: Any) -> Any:
+    """``verify_export`` of the file at ``path``, opened here as the CLI opens it."""
+    with path.open("rb") as handle:
+        return verify_export(handle.fileno(), *args, **kwargs)
+
+
 def one_pass(path: Path, semantics: bool = False) -> Any:
-    return verify_export(
-        path, lookup, trusted=[], semantics=SemanticChecker() if semantics else None
-    )
+    return verify_path(path, lookup, trusted=[], semantics=SemanticChecker() if semantics else None)
 
 
 def in_ranges(path: Path, helpers: int, semantics: bool = False) -> Any:
@@ -56,7 +60,7 @@ def test_a_sound_export_is_verified_by_the_helpers(
     found = in_ranges(path, helpers, semantics)
     assert found is not None, "the helpers did not answer"
     assert found == whole
-    assert verify_export(path, lookup, trusted=[], helpers=helpers) == one_pass(path)
+    assert verify_path(path, lookup, trusted=[], helpers=helpers) == one_pass(path)
 
 
 def test_the_same_story_with_its_violations_is_reported_like_one_pass(tmp_path: Path) -> None:
@@ -104,7 +108,7 @@ def test_a_bad_export_is_left_to_the_one_pass(tmp_path: Path, name: str) -> None
     assert whole.first_error is not None
     assert whole.first_error.seq == vector.first_error_seq
     assert in_ranges(path, 3) is None
-    assert verify_export(path, lookup, trusted=[], helpers=3) == whole
+    assert verify_path(path, lookup, trusted=[], helpers=3) == whole
 
 
 @pytest.mark.parametrize("where", [1, 29, 30, 31, 59])
@@ -168,7 +172,7 @@ def test_the_file_opened_is_the_file_verified_whatever_its_name_points_to(
     with path.open("rb") as handle:
         os.replace(other, path)
         assert not one_pass(path).ok  # the name now says another story
-        found = verify_open_export(handle.fileno(), lookup, trusted=[], helpers=helpers)
+        found = verify_export(handle.fileno(), lookup, trusted=[], helpers=helpers)
         if helpers:  # the helpers' own walk, not the one pass it would fall back to
             walked = verify_file_in_ranges(
                 handle.fileno(), lookup, trusted=[], semantics=None, helpers=helpers
@@ -223,7 +227,7 @@ def test_a_line_that_is_not_utf8_is_named_at_its_own_seq(tmp_path: Path) -> None
     path = tmp_path / "export.jsonl"
     path.write_bytes(b"\n".join(lines))
     for helpers in (0, 3):
-        report = verify_export(path, lookup, trusted=[], helpers=helpers)
+        report = verify_path(path, lookup, trusted=[], helpers=helpers)
         assert report.entries == 20
         assert report.first_error is not None
         assert report.first_error.seq == 21

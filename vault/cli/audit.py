@@ -81,7 +81,7 @@ def _verify_file(
     try:
         size = os.fstat(fd).st_size
         helpers = helpers_for_file(size, jobs, semantics=semantics is not None)
-        return audit.verify_open_export(
+        return audit.verify_export(
             fd, keys.get, trusted=trusted, semantics=semantics, helpers=helpers
         )
     finally:

@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -187,23 +186,6 @@ def export_file_lines(fd: int) -> Iterator[str]:
 
 
 def verify_export(
-    path: Path,
-    lookup: Callable[[str], Ed25519PublicKey | None],
-    *,
-    trusted: list[Checkpoint],
-    semantics: SemanticChecker | None = None,
-    helpers: int = 0,
-) -> Report:
-    """Verify an export file (``dvault audit verify --file``) with the audit keys of ``lookup``.
-    The file is opened once: every pass and every helper reads that open file, whatever its
-    name points to meanwhile (``verify_open_export``)."""
-    with path.open("rb") as handle:
-        return verify_open_export(
-            handle.fileno(), lookup, trusted=trusted, semantics=semantics, helpers=helpers
-        )
-
-
-def verify_open_export(
     fd: int,
     lookup: Callable[[str], Ed25519PublicKey | None],
     *,
@@ -211,10 +193,11 @@ def verify_open_export(
     semantics: SemanticChecker | None = None,
     helpers: int = 0,
 ) -> Report:
-    """``verify_export`` of the export file open as ``fd`` (a regular file: it is read at
-    offsets): in two passes over its lines (checkpoints, then entries), or, with ``helpers`` >
-    0, in byte ranges side by side (``verify_parallel``), which gives the same report for a sound
-    file and leaves any other to the two passes."""
+    """Verify the export file open as ``fd`` (``dvault audit verify --file``; a regular file,
+    read at offsets) with the audit keys of ``lookup``. Every pass and every helper reads that
+    open file, whatever its name points to meanwhile: in two passes over its lines (checkpoints,
+    then entries), or, with ``helpers`` > 0, in byte ranges side by side (``verify_parallel``),
+    which gives the same report for a sound file and leaves any other to the two passes."""
     semantics = None if semantics is None else semantics.keyed(lookup)
     if helpers > 0:
         found = verify_file_in_ranges(
