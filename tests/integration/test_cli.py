@@ -177,10 +177,22 @@ def test_wrong_master_key_in_the_environment_is_refused(sqlite_env: dict[str, st
         ["principals", "create", "bot", "--role", "delegator"],
         ["keys", "rotate"],
         ["serve", "--port", str(free_port())],
+        # Commands that only read need no master key, but one at hand must be the vault's.
+        ["principals", "list"],
+        ["audit", "export"],
+        ["audit", "tail"],
+        ["audit", "verify"],
+        ["migrate"],
     ):
         one_line_error(dvault(wrong, *args), 1, "master key")
     assert [p["name"] for p in principals(env)] == ["owner"]
     assert head_seq(env) == before
+    # No key at hand at all (a reviewer with read access): reading works.
+    (home_of(env) / "master.key").unlink()
+    ok(dvault(env, "principals", "list"))
+    ok(dvault(env, "audit", "export"))
+    not_a_key = {**env, "VAULT_MASTER_KEY": "not-a-key"}  # set, but no key: an error
+    one_line_error(dvault(not_a_key, "principals", "list"), 1, "master key")
 
 
 def test_tampered_key_file_is_refused(sqlite_env: dict[str, str]) -> None:

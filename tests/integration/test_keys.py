@@ -315,8 +315,9 @@ def test_a_key_rotated_by_another_process_is_published_before_anyone_signs_with_
     settings: Settings, initialized: InitResult
 ) -> None:
     """Two processes on one database: B's key cache is older than A's rotation. B's published
-    key set has the new key at once (it signs with it only after its cache refreshes), so a
-    verifier that meets the new kid in A's token and fetches B's JWKS finds it."""
+    key set has the new key at once (and B's next signing batch reads that the keys changed:
+    see the test below), so a verifier that meets the new kid in A's token and fetches B's JWKS
+    finds it."""
     a, b = open_vault(settings), open_vault(settings)
     try:
         assert b.keys.current().token_signing.kid == initialized.token_kid  # B's cache, now
@@ -339,6 +340,51 @@ def test_a_key_rotated_by_another_process_is_published_before_anyone_signs_with_
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("purpose", ["token", "audit"])
+def test_a_key_retired_by_another_process_signs_nothing_after_its_rotation(
+    settings: Settings, clock: MovableClock, initialized: InitResult, purpose: str
+) -> None:
+    """A server whose key set is fresh for an hour: another process on the same database
+    (``dvault keys rotate``, here a vault opened beside it) retires the key. The server's next
+    token or checkpoint is signed with the new key, never the retired one, though its cached key
+    set is not due for a reload."""
+    with LiveServer(settings.with_overrides(key_refresh_seconds=3600.0), clock) as server:
+        api = Api(server.url, initialized.credential)
+        try:
+            people = People(api)
+
+            def signed_kid() -> str:
+                if purpose == TOKEN:
+                    return header_kid(people.issue()["access_token"])
+                made = api.call("POST", "/v1/audit/checkpoint", api.owner)
+                assert made.status_code == 201, made.text
+                kid: str = made.json()["kid"]
+                return kid
+
+            old = initialized.token_kid if purpose == TOKEN else initialized.audit_kid
+            assert signed_kid() == old
+            other = open_vault(settings, clock=clock)
+            try:
+                rotated = other.appender.run(
+                    rotate_job(
+                        other.master_key,
+                        purpose,
+                        actor=None,
+                        max_ttl=settings.max_ttl,
+                        leeway=settings.leeway_seconds,
+                    )
+                )
+            finally:
+                other.close()
+            assert rotated["previous_kid"] == old
+            assert signed_kid() == rotated["kid"]
+            assert signed_kid() == rotated["kid"]  # and from then on (kept while nothing changes)
+            report = api.call("GET", "/v1/audit/verify", api.owner).json()
+            assert (report["ok"], report["checkpoints_ok"]) == (True, True)
+        finally:
+            api.close()
 
 
 class _RotatesDuringTheWalk(SemanticChecker):

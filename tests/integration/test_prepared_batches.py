@@ -37,7 +37,7 @@ def appender(vault: Vault, *, prepare_first: bool | None, clock: Any = None) -> 
     found = Appender(
         vault.db,
         clock=clock or vault.clock,
-        audit_key=vault.keys.audit_signing,
+        audit_key=vault.keys.audit_now,
         checkpoint_every=vault.settings.checkpoint_every,
         checkpoint_log=vault.checkpoint_log,
         prepare_first=prepare_first,

@@ -35,7 +35,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         vault = await run_in_threadpool(open_vault, settings, clock=clock, background=True)
         try:
             # Uses are decided with this table: the log says which (vault.ops.scope_record).
-            job = record_job(vault.scopes, vault.keys.audit_signing(), vault.keys.audit_key)
+            job = record_job(vault.scopes, vault.keys.audit_now, vault.keys.audit_key)
             if await run_in_threadpool(vault.appender.run, job):
                 log.info("scope table recorded in the audit log (scopes.loaded)")
         except BaseException:

@@ -245,7 +245,7 @@ class Appender:
         db: Database,
         *,
         clock: Clock,
-        audit_key: Callable[[], KeyPair],
+        audit_key: Callable[[Tx], KeyPair],
         checkpoint_every: int,
         checkpoint_log: CheckpointLog,
         batch_max: int = 256,
@@ -679,7 +679,8 @@ class Appender:
                 Head(seq, entries[seq - before.seq - 1].hash)
                 for seq in range((before.seq // every + 1) * every, after.seq, every)
             ]
-            signed = [make_checkpoint(head, ts, self._audit_key()) for head in (*heads, after)]
+            key = self._audit_key(session)  # read under the lock: a retired key signs nothing
+            signed = [make_checkpoint(head, ts, key) for head in (*heads, after)]
             asker = by if forced else None  # named on the marker of the head it asked for
             markers = [checkpoint_draft(cp, asker if cp is signed[-1] else None) for cp in signed]
             entries.extend(link(after, markers, ts))

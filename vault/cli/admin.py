@@ -14,7 +14,7 @@ from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
 from vault.ops import principals, subjects
 from vault.ops.keys import rotate_job
-from vault.ops.runtime import open_database, open_vault
+from vault.ops.runtime import check_configured_master_key, is_initialized, open_database, open_vault
 from vault.ops.setup import init_vault
 from vault.storage import migrate
 from vault.storage.engine import Database
@@ -58,6 +58,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     db = Database(settings.database_url)
     try:
         migrate.upgrade(db)
+        if is_initialized(db):  # a master key at hand must be this vault's, here too
+            check_configured_master_key(settings, db)
         note(f"database at revision {migrate.current_revision(db)}")
     finally:
         db.dispose()

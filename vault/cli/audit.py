@@ -23,7 +23,7 @@ from vault.crypto.keys import public_keys_from_jwks
 from vault.errors import MasterKeyError
 from vault.ops import audit
 from vault.ops.keyring import trusted_audit_keys
-from vault.ops.runtime import check_master_key, open_database, resolve_master_key
+from vault.ops.runtime import open_database, resolve_master_key
 from vault.ops.verify_parallel import helpers_for, helpers_for_file
 from vault.policy.scopes import load_table
 from vault.storage import audit_repo
@@ -157,7 +157,7 @@ def _database_keys(
     if jwks_path is not None:
         return _audit_keys(jwks_path).get
     try:
-        master_key = resolve_master_key(settings)
+        master_key = resolve_master_key(settings)  # open_database checked it against the vault
     except MasterKeyError as exc:
         note(
             "dvault: note: checkpoints are checked with the audit keys stored in the database, "
@@ -166,7 +166,6 @@ def _database_keys(
             "it, to check them against keys you trust"
         )
         return None
-    check_master_key(db, master_key)
     return audit.reloading(lambda: trusted_audit_keys(db, master_key))
 
 

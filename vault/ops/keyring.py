@@ -1,8 +1,11 @@
 """The process's view of the signing keys: loaded from the database, refreshed on rotation.
 
-Sign with the newest active key; verify with any key still published. Keys rotated by another
-process (``dvault keys rotate`` beside a running server) are seen within ``refresh_seconds``, and
-at once when a token names a kid this process has not seen (rate-limited reload).
+Sign with the newest active key; verify with any key still published. A batch about to sign
+(a token, a checkpoint) first reads which keys are active, under the chain lock
+(``signing_now``): a key retired by any process (``dvault keys rotate`` beside a running server)
+never signs once its rotation has committed. For verifying, keys rotated elsewhere are seen within
+``refresh_seconds``, and at once when a token names a kid this process has not seen (rate-limited
+reload).
 
 Only a key the vault made is trusted: its private key, sealed under the master key, must open
 and be the key its public JWK publishes (``trusted_rows``). Anyone who can write the database
@@ -27,7 +30,7 @@ from vault.crypto import keys
 from vault.crypto.keys import KeyPair
 from vault.errors import MasterKeyError, NotInitialized
 from vault.storage import keys_repo
-from vault.storage.engine import Database
+from vault.storage.engine import Database, Tx
 from vault.storage.tables import KeyRow
 
 MIN_RELOAD_INTERVAL = 1.0  # seconds between reloads forced by unknown kids
@@ -48,6 +51,9 @@ class KeySet:
     audit_signing: KeyPair
     token_public: dict[str, Ed25519PublicKey]
     audit_public: dict[str, Ed25519PublicKey]
+    # The kids of the active keys of each purpose as the rows were read (trusted or not): what
+    # ``signing_now`` compares with the rows a signing batch reads.
+    active: dict[str, tuple[str, ...]]
 
 
 def _published(rows: list[KeyRow], now: int) -> list[KeyRow]:
@@ -118,7 +124,12 @@ def _jwks(rows: list[KeyRow]) -> dict[str, Any]:
 def load_keyset(
     db: Database, master_key: bytes, now: int, vetted: dict[_Mark, bool] | None = None
 ) -> KeySet:
-    token_rows, audit_rows = (trusted_rows(rows, master_key, vetted) for rows in _key_rows(db))
+    stored = _key_rows(db)
+    active_kids = {
+        purpose: tuple(str(row.kid) for row in rows if row.retired_at is None)
+        for purpose, rows in zip((keys.TOKEN, keys.AUDIT), stored, strict=True)
+    }
+    token_rows, audit_rows = (trusted_rows(rows, master_key, vetted) for rows in stored)
     signing: dict[str, KeyPair] = {}
     for purpose, rows in ((keys.TOKEN, token_rows), (keys.AUDIT, audit_rows)):
         active = [r for r in rows if r.retired_at is None]
@@ -134,6 +145,7 @@ def load_keyset(
         audit_signing=signing[keys.AUDIT],
         token_public=_public(token_published),
         audit_public=_public(audit_rows),
+        active=active_kids,
     )
 
 
@@ -199,6 +211,19 @@ class KeyManager:
             self._forced_at = time.monotonic()
             found = self.reload().audit_public.get(kid)
         return found
+
+    def signing_now(self, tx: Tx, purpose: str) -> KeyPair:
+        """The key to sign with for ``purpose``, in a transaction holding the chain lock: the
+        active keys are read there, and if they are not those this process loaded (a rotation
+        committed since, by any process), the keys are loaded again first."""
+        keyset = self.current()
+        if keys_repo.active_kids(tx, purpose) != keyset.active[purpose]:
+            keyset = self.reload()
+        return keyset.token_signing if purpose == keys.TOKEN else keyset.audit_signing
+
+    def audit_now(self, tx: Tx) -> KeyPair:
+        """``signing_now`` for the audit key (checkpoints, recorded scope tables)."""
+        return self.signing_now(tx, keys.AUDIT)
 
     def audit_signing(self) -> KeyPair:
         return self.current().audit_signing

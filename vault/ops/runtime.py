@@ -47,18 +47,43 @@ def check_master_key(db: Database, master_key: bytes) -> None:
         ) from None
 
 
-def open_database(settings: Settings) -> Database:
-    """The database of an initialized vault, for reading (no master key needed, nothing
-    created or migrated): what a reviewer with read access uses."""
-    db = Database(settings.database_url, create=False)
+def is_initialized(db: Database) -> bool:
+    """Whether ``dvault init`` has run on this database (``False`` before any schema too)."""
     try:
         with db.read() as session:
-            initialized = meta_repo.get_meta(session, meta_repo.INITIALIZED_AT)
+            return meta_repo.get_meta(session, meta_repo.INITIALIZED_AT) is not None
     except DBAPIError:
-        initialized = None  # no schema yet
-    if initialized is None:
+        return False  # no schema yet
+
+
+def check_configured_master_key(settings: Settings, db: Database) -> bytes | None:
+    """The master key, if one is at hand, checked against this initialized vault: a wrong one
+    fails loudly (``MasterKeyError``), also for commands that only read. ``None`` if there is
+    none (no ``VAULT_MASTER_KEY``, no readable key file): a reviewer with read access needs
+    none. A ``VAULT_MASTER_KEY`` that is not a key is an error, not "none"."""
+    try:
+        master_key = resolve_master_key(settings)
+    except MasterKeyError:
+        if settings.master_key:
+            raise
+        return None
+    check_master_key(db, master_key)
+    return master_key
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of an initialized vault, for reading (no master key needed, nothing
+    created or migrated): what a reviewer with read access uses. A master key at hand must be
+    the vault's (``check_configured_master_key``)."""
+    db = Database(settings.database_url, create=False)
+    if not is_initialized(db):
         db.dispose()
         raise NotInitialized("this vault is not initialized: run 'dvault init'")
+    try:
+        check_configured_master_key(settings, db)
+    except BaseException:
+        db.dispose()
+        raise
     return db
 
 
@@ -106,7 +131,7 @@ def open_vault(
     appender = Appender(
         db,
         clock=clock,
-        audit_key=keys.audit_signing,
+        audit_key=keys.audit_now,
         checkpoint_every=settings.checkpoint_every,
         checkpoint_log=checkpoint_log,
         batch_max=settings.commit_batch_max,

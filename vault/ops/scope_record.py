@@ -23,16 +23,18 @@ from vault.crypto.canonical import parse_unique_json
 from vault.crypto.keys import KeyPair
 from vault.policy.scopes import ScopeTable
 from vault.storage import audit_repo
+from vault.storage.engine import Tx
 
 
 def record_job(
-    table: ScopeTable, key: KeyPair, keys: Callable[[str], Ed25519PublicKey | None]
+    table: ScopeTable,
+    key: Callable[[Tx], KeyPair],
+    keys: Callable[[str], Ed25519PublicKey | None],
 ) -> Job[bool]:
-    """A job that records ``table``, signed with ``key``, unless the last table recorded is the
-    same and signed by one of ``keys``; ``True`` if it did. Run under the chain lock, so
-    workers starting together record it once."""
+    """A job that records ``table``, signed with the audit key ``key`` gives in the job's
+    transaction, unless the last table recorded is the same and signed by one of ``keys``;
+    ``True`` if it did. Run under the chain lock, so workers starting together record it once."""
     mine = spelling(table)
-    data = signed_record(table, key)
 
     def job(session: Session, ctx: JobContext) -> bool:
         last = audit_repo.latest_data(session, SCOPES_LOADED)
@@ -42,6 +44,7 @@ def record_job(
                     return False
             except (ValueError, RecursionError):
                 pass  # not a table the vault recorded: this one is
+        data = signed_record(table, key(session))
         ctx.record(Draft(type=SCOPES_LOADED, actor=None, subject=None, data=data))
         return True
 

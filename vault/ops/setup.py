@@ -76,7 +76,7 @@ def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         appender = Appender(
             db,
             clock=clock,
-            audit_key=lambda: _no_checkpoint_yet(),
+            audit_key=lambda _tx: _no_checkpoint_yet(),
             checkpoint_every=2**62,
             checkpoint_log=CheckpointLog(settings.checkpoint_log),
         )

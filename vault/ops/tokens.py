@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vault.audit.appender import Job, JobContext, Read
 from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_USED, Draft
 from vault.config import Settings
+from vault.crypto.keys import TOKEN as TOKEN_PURPOSE
 from vault.domain import DELEGATOR, VERIFIER, Principal, Subject
 from vault.errors import (
     ExpiredToken,
@@ -43,6 +44,7 @@ from vault.tokens import jws
 from vault.tokens.claims import Claims, build_claims
 
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
+SIGNING_KEY = ("signing key", TOKEN_PURPOSE)  # the memo's key for the token signing key
 
 
 def _principal(session: Tx, ctx: JobContext, principal_id: str) -> Principal | None:
@@ -185,7 +187,11 @@ def issue_job(
                 )
             )
             raise
-        key = keyring.token_signing()
+        # Read under the chain lock (kept while the state stamp holds): a key retired by any
+        # process signs nothing after its rotation commits.
+        key = ctx.memoized(
+            SIGNING_KEY, lambda: keyring.signing_now(session, TOKEN_PURPOSE), lasting=True
+        )
         claims = build_claims(
             issuer=settings.issuer,
             audience=settings.audience,

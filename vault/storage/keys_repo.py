@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
+from vault.storage.engine import Tx, fetch_all
 from vault.storage.tables import KeyRow, TokenRow
+
+# The keys a purpose may sign with, as ``keys_for`` orders them: read under the chain lock by a
+# batch about to sign, so that a rotation committed by any process is seen before the next use.
+ACTIVE_KIDS_SQL = (
+    "SELECT kid FROM signing_keys WHERE purpose = ? AND retired_at IS NULL ORDER BY created_at, kid"
+)
 
 
 def insert_key(
@@ -48,6 +55,11 @@ def keys_for(session: Session, purpose: str) -> list[KeyRow]:
 def active_key(session: Session, purpose: str) -> KeyRow | None:
     active = [row for row in keys_for(session, purpose) if row.retired_at is None]
     return active[-1] if active else None
+
+
+def active_kids(session: Tx, purpose: str) -> tuple[str, ...]:
+    """The kids of the active keys of ``purpose``, oldest first, as stored now."""
+    return tuple(str(row[0]) for row in fetch_all(session, ACTIVE_KIDS_SQL, (purpose,)))
 
 
 def retire_key(session: Session, kid: str, *, retired_at: str, publish_until: int) -> None:
