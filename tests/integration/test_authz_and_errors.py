@@ -299,6 +299,9 @@ def test_openapi_lists_the_pinned_paths(api: Api) -> None:
     token = document["paths"]["/v1/token"]["post"]
     assert "requestBody" in token
     assert "200" in token["responses"]
+    # A status a route answers with is in its document: a new subject is 201, a known one 200.
+    assert {"200", "201"} <= set(document["paths"]["/v1/subjects/{subject_id}"]["put"]["responses"])
+    assert "201" in document["paths"]["/v1/principals"]["post"]["responses"]
 
 
 # --- secrets never leak --------------------------------------------------------------------------

@@ -380,8 +380,24 @@ def test_scope_policy(
         assert granted == r.json()["scope"] == scope
     else:
         assert_refused(bot, r, status, code, subject="u-1")
+        denial = last_denial(api, principal_id)
         if isinstance(scope, str):
-            assert last_denial(api, principal_id)["data"]["scope"] == scope
+            assert denial["data"]["scope"] == scope
+        # The entry names the subject, even when the refusal came before its lookup.
+        assert denial["subject"] == "u-1"
+        assert denial in api.entries(type="token.denied", subject="u-1")
+
+
+def test_a_denial_names_a_subject_named_by_email_and_no_unknown_one(api: Api) -> None:
+    api.subject("u-1", "alice@example.com")
+    principal_id, credential = api.principal("bot", "delegator")
+    bot = Bot(api, principal_id, credential)
+    assert_refused(bot, bot.token("ALICE@example.com", scope="nonsense"), 400, "invalid_scope")
+    assert last_denial(api, principal_id)["subject"] == "u-1"
+    assert_refused(bot, bot.token("nobody@example.com", scope="nonsense"), 400, "invalid_scope")
+    assert last_denial(api, principal_id)["subject"] is None
+    assert_refused(bot, bot.token("u-1", scope="all"), 403, "scope_not_allowed")
+    assert last_denial(api, principal_id)["subject"] == "u-1"
 
 
 # --- callers -------------------------------------------------------------------------------------

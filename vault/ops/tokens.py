@@ -44,6 +44,7 @@ from vault.tokens import jws
 from vault.tokens.claims import Claims, build_claims
 
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
+MAX_SUBJECT_NAME = 320  # characters: an id, or an email (RFC 3696's longest)
 SIGNING_KEY = ("signing key", TOKEN_PURPOSE)  # the memo's key for the token signing key
 
 
@@ -61,6 +62,15 @@ def _subject(session: Tx, ctx: JobContext, id_or_email: str) -> Subject | None:
         lambda: subjects_repo.find_subject(session, id_or_email),
         lasting=True,
     )
+
+
+def _named_subject_id(session: Tx, ctx: JobContext, named: Any) -> str | None:
+    """The id of the subject a refused request named (by id or email), if it is one we know:
+    a denial is then found by its subject like every other entry about that subject."""
+    if not isinstance(named, str) or not named or len(named) > MAX_SUBJECT_NAME:
+        return None
+    subject = _subject(session, ctx, named)
+    return None if subject is None else subject.id
 
 
 def _policy(
@@ -121,7 +131,7 @@ def parse_token_request(body: Any) -> TokenRequest:
     if extra:
         raise InvalidRequest(f"unknown member(s): {', '.join(extra)}")
     subject = body.get("subject")
-    if not isinstance(subject, str) or not subject or len(subject) > 320:
+    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_NAME:
         raise InvalidRequest("subject must be a subject id or email")
     scope = body.get("scope")
     if scope is not None and not isinstance(scope, str):
@@ -171,6 +181,8 @@ def issue_job(
                 vault_max_ttl=settings.max_ttl,
             )
         except VaultError as exc:
+            if subject_id is None:  # refused before the subject was looked up: name it if known
+                subject_id = _named_subject_id(session, ctx, raw.get("subject"))
             ctx.refuse(
                 Draft(
                     type=TOKEN_DENIED,

@@ -19,7 +19,11 @@ from vault.storage import subjects_repo
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 
 
-@router.put("/{subject_id}", responses=ERRORS, openapi_extra=body(SubjectBody))
+@router.put(
+    "/{subject_id}",
+    responses={201: {"description": "Created: the subject was new"}, **ERRORS},
+    openapi_extra=body(SubjectBody),
+)
 async def upsert(
     subject_id: str, request: Request, vault: VaultDep, caller: CallerDep
 ) -> JSONResponse:
