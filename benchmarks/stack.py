@@ -3,11 +3,15 @@ log, and the number of workers. Each variant serves a fresh SQLite vault; ``/hea
 ``POST /v1/token`` are loaded with the same connections and duration as the main rows.
 
 ``dvault serve`` runs uvicorn with uvloop + httptools and the access log on; the other variants
-run ``uvicorn vault.api.app:app_from_env --factory`` directly with the flags shown.
+run ``uvicorn vault.api.app:app_from_env --factory`` directly with the flags shown, or the same
+application factory under granian (Rust HTTP server, ASGI interface) and hypercorn. Those two are
+not dependencies of the project: their rows say "skipped" unless they are installed in the
+benchmark's environment (``pip install granian hypercorn``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -43,6 +47,47 @@ def _uvicorn(workers: int, loop: str, http: str, *, access_log: bool) -> list[st
     return command if access_log else [*command, "--no-access-log"]
 
 
+def _script(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def _granian(workers: int) -> list[str]:
+    return [
+        _script("granian"),
+        "--interface",
+        "asgi",
+        "--factory",
+        "vault.api.app:app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--no-ws",
+        "--access-log",
+    ]
+
+
+def _hypercorn(workers: int) -> list[str]:
+    return [
+        _script("hypercorn"),
+        "--worker-class",
+        "uvloop",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--access-logfile",
+        "-",
+        "vault.api.app:app_from_env()",
+    ]
+
+
 VARIANTS: list[tuple[str, int, list[str] | None]] = [
     ("dvault serve (uvloop + httptools, access log), 1 worker", 1, None),
     ("dvault serve (uvloop + httptools, access log), 2 workers", 2, None),
@@ -66,7 +111,11 @@ VARIANTS: list[tuple[str, int, list[str] | None]] = [
         2,
         _uvicorn(2, "uvloop", "httptools", access_log=False),
     ),
+    ("granian (ASGI, uvloop, HTTP/1, access log), 1 worker", 1, _granian(1)),
+    ("granian (ASGI, uvloop, HTTP/1, access log), 2 workers", 2, _granian(2)),
+    ("hypercorn (uvloop, access log), 1 worker", 1, _hypercorn(1)),
 ]
+OPTIONAL = {"granian": "granian", "hypercorn": "hypercorn"}  # label prefix -> module
 
 
 def run(*, tmp: Path, seconds: float, quick: bool) -> list[Row]:
@@ -74,6 +123,10 @@ def run(*, tmp: Path, seconds: float, quick: bool) -> list[Row]:
     rows: list[Row] = []
     reference: float | None = None
     for number, (label, workers, command) in enumerate(VARIANTS):
+        module = next((m for prefix, m in OPTIONAL.items() if label.startswith(prefix)), None)
+        if module is not None and importlib.util.find_spec(module) is None:
+            rows.append(Row(f"stack: {label}", f"skipped: {module} is not installed"))
+            continue
         folder = tmp / f"stack-{number}"
         folder.mkdir(parents=True, exist_ok=True)
         vault = make_vault(folder / "home")
