@@ -346,6 +346,32 @@ def test_subject_allow_list(api: Api) -> None:
     assert_refused_after_issue(bot, bot.token("bob@example.com"), 403, "subject_not_allowed")
 
 
+def test_an_allow_list_names_subjects_by_id_not_by_email(api: Api) -> None:
+    """An email in the allow-list would match no token (they are matched by id): refused with
+    the id to use, on creation and on a change; an id not known yet is kept (synced later)."""
+    api.subject("u-1", "alice@example.com")
+    principal_id, _ = api.principal("bot", "delegator")
+    by_email = {"subjects": ["Alice@Example.com"]}
+    by_id = {"subjects": ["u-1", "u-later"]}
+
+    def create(policy: dict[str, Any]) -> Any:
+        body = {"name": "bot-2", "roles": ["delegator"], "policy": policy}
+        return api.call("POST", "/v1/principals", api.owner, json=body)
+
+    def change(policy: dict[str, Any]) -> Any:
+        return api.call("PUT", f"/v1/principals/{principal_id}/policy", api.owner, json=policy)
+
+    for call, status in ((create, 201), (change, 200)):
+        entries = len(api.entries())
+        r = call(by_email)
+        assert_error(r, 400, "invalid_request")
+        assert "'u-1'" in r.json()["error_description"]
+        assert len(api.entries()) == entries  # nothing changed, nothing recorded
+        r = call(by_id)
+        assert r.status_code == status, r.text
+        assert r.json()["policy"]["subjects"] == ["u-1", "u-later"]
+
+
 # --- scopes --------------------------------------------------------------------------------------
 
 

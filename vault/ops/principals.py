@@ -23,7 +23,7 @@ from vault.ops.credentials import new_credential, secret_hash
 from vault.ops.revocation import revoke_rows
 from vault.policy.delegation import parse_policy
 from vault.redact import looks_secret
-from vault.storage import principals_repo, tokens_repo
+from vault.storage import principals_repo, subjects_repo, tokens_repo
 
 MAX_NAME_CHARS = 200
 
@@ -93,6 +93,7 @@ def create_job(
     ).to_dict()
 
     def job(session: Session, ctx: JobContext) -> NewCredential:
+        _named_by_id(session, checked_policy)
         principal = Principal(
             id="p_" + secrets.token_hex(8),
             name=checked_name,
@@ -118,6 +119,21 @@ def create_job(
         return _add_credential(session, ctx, principal, actor)
 
     return job
+
+
+def _named_by_id(session: Session, policy: dict[str, Any]) -> None:
+    """A policy's ``subjects`` allow-list holds subject ids (SPEC §3), and tokens are matched
+    against it by id: an entry that is the email of a known subject, not an id, would allow
+    nobody, so it is refused with the id to use. (An entry naming no known subject is kept: the
+    subject may be synced from Open WebUI later.)"""
+    for entry in policy.get("subjects") or ():
+        if subjects_repo.get_subject(session, entry) is not None:
+            continue
+        owner = subjects_repo.email_owner(session, entry) if "@" in entry else None
+        if owner is not None:
+            raise InvalidRequest(
+                f"policy subjects are subject ids: {entry!r} is the email of subject {owner!r}"
+            )
 
 
 def _existing(session: Session, principal_id: str) -> Principal:
@@ -149,6 +165,7 @@ def set_policy_job(
 
     def job(session: Session, ctx: JobContext) -> Principal:
         before = _existing(session, principal_id)
+        _named_by_id(session, checked)
         principals_repo.set_policy(session, principal_id, checked)
         ctx.record(
             Draft(
