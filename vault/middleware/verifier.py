@@ -9,14 +9,20 @@ For a request whose bearer token is a delegation token (JWS header ``typ: at+jwt
 4. hand the request on as the subject: the ``UserMapper`` mints the app's own credential for
    that user, which replaces the ``Authorization`` header; cookies and ``x-api-key`` are dropped.
 
-For a safe method (GET, HEAD) within the token's scopes, steps 3 and 4 overlap unless
-``overlap_safe_methods`` is off: the introspection runs while the app prepares its answer, and
-**nothing of the answer leaves before the vault's verdict** (the first ``send`` waits for it). A
-refused token's request then gets the refusal, exactly as in the strict order, and the app's
-answer is dropped (its ``send`` raises ``ResponseWithheld``, ending its work). What the overlap
-allows is only that the app *computes* a read for a token the vault is about to refuse; a
-method that may change state (POST, PUT, PATCH, DELETE, …) never reaches the app before the
-verdict. The use is recorded at the vault either way.
+No request reaches the app before the vault's verdict, by default. For a safe method (GET,
+HEAD) within the token's scopes, what step 4 checks of the user (that the app's user still has
+the role the vault authorized) is checked on the user the app itself resolved for the request,
+when the app first answers: a user whose role changed gets the refusal, and the app's answer is
+dropped (its ``send`` raises ``ResponseWithheld``, ending its work). That spares a read of the
+user per request (the app reads it anyway); a method that may change state (POST, PUT, PATCH,
+DELETE, …) is only handed on after the user was read and checked.
+
+With ``overlap_safe_methods`` (off by default), steps 3 and 4 overlap for those safe methods:
+the introspection runs while the app prepares its answer, and **nothing of the answer leaves
+before the vault's verdict** (the first ``send`` waits for it); a refused token's request gets
+the refusal, exactly as in the strict order. What the overlap allows is that the app *computes*
+a read for a token the vault is about to refuse (revoked, or the vault down), side effects of
+that read included. The use is recorded at the vault either way.
 
 Native credentials minted here never reach the caller: ``Set-Cookie`` for them is removed, and any
 other response header or body that echoes one has it taken out (JSON) or masked (streamed).
@@ -104,7 +110,7 @@ class VerifierConfig:
     audience: str = "open-webui"
     leeway_seconds: int = 30
     introspect_timeout: float = 5.0
-    overlap_safe_methods: bool = True
+    overlap_safe_methods: bool = False  # the app may start on a GET/HEAD before the verdict
 
 
 class _Refusal(Exception):
@@ -216,12 +222,10 @@ class DelegationMiddleware:
             return
         try:
             claims = seen or await self._verify(token, header)
-            if (
-                self.config.overlap_safe_methods
-                and scope["method"] in SAFE_METHODS
-                and self.scopes.allows(claims.scope, scope["method"], scope["path"])
+            if scope["method"] in SAFE_METHODS and self.scopes.allows(
+                claims.scope, scope["method"], scope["path"]
             ):
-                await self._overlapped(token, claims, scope, receive, send)
+                await self._safe(token, claims, scope, receive, send)
                 return
             native = await self._authorize(token, claims, scope)
         except _Refusal as refusal:
@@ -241,17 +245,22 @@ class DelegationMiddleware:
         kid = header.get("kid")
         return isinstance(kid, str) and self.keys.cached(kid) is not None
 
-    async def _overlapped(
+    async def _safe(
         self, token: str, claims: Claims, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """A safe method: the app prepares its answer while the vault decides; the answer goes
-        out only once the vault has said yes and the app's user is the one it authorized
-        (raises ``_Refusal`` otherwise, with nothing of the app's answer sent)."""
+        """A safe method within the token's scopes: the app's answer goes out only once the
+        vault has said yes and the app's user is the one it authorized (raises ``_Refusal``
+        otherwise, with nothing of the app's answer sent). The vault decides before the app
+        starts, or, with ``overlap_safe_methods``, while the app prepares its answer."""
         verdict = asyncio.ensure_future(self._introspected(token, claims, scope))
-        # Let it send its request now: the vault's work then overlaps all of the app's, not only
-        # what follows the app's first wait (its database phase, where Open WebUI already keeps
-        # two threads busy on two cores).
-        await asyncio.sleep(0)
+        if self.config.overlap_safe_methods:
+            # Let it send its request now: the vault's work then overlaps all of the app's, not
+            # only what follows the app's first wait (its database phase, where Open WebUI
+            # already keeps two threads busy on two cores).
+            await asyncio.sleep(0)
+        else:
+            await asyncio.wait([verdict])
+            verdict.result()  # the vault's refusal (or its absence: 503) ends it here
         try:
             native = await self.mapper.native_token(claims.sub, not_after=claims.exp, checked=False)
         except UnknownUser as exc:

@@ -33,7 +33,7 @@ def verifier_config(env: Mapping[str, str]) -> VerifierConfig:
         # The vault's own default, whatever address it is reached at (SPEC §2).
         issuer=env.get("VAULT_ISSUER") or DEFAULT_ISSUER,
         audience=env.get("VAULT_AUDIENCE") or "open-webui",
-        overlap_safe_methods=env_bool(env, "VAULT_OVERLAP_SAFE_METHODS", True),
+        overlap_safe_methods=env_bool(env, "VAULT_OVERLAP_SAFE_METHODS", False),
     )
 
 
