@@ -243,6 +243,8 @@ def test_entries_filters(api: Api) -> None:
     expect({"type": "subject.upserted"}, lambda e: e["type"] == "subject.upserted")
     expect({"actor": cast.delegator_id}, lambda e: e["actor"] == cast.delegator_id)
     expect({"subject": "u-1"}, lambda e: e["subject"] == "u-1")
+    # A subject may be named by its email too (SPEC 4), in any case, as for a token.
+    expect({"subject": "ALICE@example.com"}, lambda e: e["subject"] == "u-1")
     expect({"jti": cast.jti}, lambda e: e["data"].get("jti") == cast.jti)
     expect(
         {"type": "token.used", "actor": cast.delegator_id},
@@ -254,6 +256,7 @@ def test_entries_filters(api: Api) -> None:
     }
     assert page(api, type="no.such.type")["entries"] == []
     assert page(api, jti="no-such-jti")["entries"] == []
+    assert page(api, subject="nobody@example.com")["entries"] == []
 
 
 def test_entries_pages_with_next_after_seq(api: Api) -> None:

@@ -20,7 +20,8 @@ from vault.clock import format_ts
 from vault.domain import AUDITOR, OWNER
 from vault.errors import InvalidRequest, NotFound
 from vault.ops import audit
-from vault.storage import audit_repo
+from vault.storage import audit_repo, subjects_repo
+from vault.storage.engine import Database
 
 log = logging.getLogger("vault.api")
 
@@ -41,6 +42,14 @@ def _moment(name: str, value: str | None) -> str | None:
         ) from None
 
 
+def _subject_id(db: Database, named: str) -> str:
+    """Entries name a subject by its id; a request may name it by its email too (SPEC §4): the
+    id of the subject with that email, if one has it (and none has it as its id)."""
+    with db.read() as session:
+        found = subjects_repo.find_subject(session, named)
+    return named if found is None else found.id
+
+
 @router.get("/entries", responses=ERRORS)
 async def entries(
     vault: VaultDep,
@@ -59,6 +68,8 @@ async def entries(
     for name, value in (("type", type), ("actor", actor), ("subject", subject), ("jti", jti)):
         if value is not None and ("\x00" in value or len(value) > 320):
             raise InvalidRequest(f"{name} must be at most 320 characters, without NUL")
+    if subject is not None and "@" in subject:
+        subject = await run_in_threadpool(_subject_id, vault.db, subject)
     flt = audit_repo.EntryFilter(
         after_seq=after_seq,
         limit=limit,
