@@ -259,8 +259,7 @@ class DelegationMiddleware:
             # already keeps two threads busy on two cores).
             await asyncio.sleep(0)
         else:
-            await asyncio.wait([verdict])
-            verdict.result()  # the vault's refusal (or its absence: 503) ends it here
+            await verdict  # the vault's refusal (or its absence: 503) ends it here
         try:
             native = await self.mapper.native_token(claims.sub, not_after=claims.exp, checked=False)
         except UnknownUser as exc:
