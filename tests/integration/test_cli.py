@@ -206,8 +206,10 @@ def test_tampered_key_file_is_refused(sqlite_env: dict[str, str]) -> None:
         "master key",
     )
     one_line_error(dvault(sqlite_env, "serve", "--port", str(free_port())), 1, "master key")
+    one_line_error(dvault(sqlite_env, "principals", "list"), 1, "master key")  # reading too
     key_file.write_text("!!! not a key !!!\n")
     one_line_error(dvault(sqlite_env, "keys", "rotate"), 1, "master key")
+    one_line_error(dvault(sqlite_env, "audit", "export"), 1, "master key")
 
 
 def test_world_readable_key_file_is_refused(sqlite_env: dict[str, str]) -> None:
@@ -216,6 +218,7 @@ def test_world_readable_key_file_is_refused(sqlite_env: dict[str, str]) -> None:
     key_file.chmod(0o644)
     one_line_error(dvault(sqlite_env, "keys", "rotate"), 1, "master key", "chmod 600")
     one_line_error(dvault(sqlite_env, "serve", "--port", str(free_port())), 1, "master key")
+    one_line_error(dvault(sqlite_env, "audit", "verify"), 1, "master key", "chmod 600")
     key_file.chmod(0o600)
     ok(dvault(sqlite_env, "keys", "rotate"))
 

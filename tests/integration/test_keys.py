@@ -15,13 +15,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import create_engine, text
 
-from tests.support import Api, LiveServer, MovableClock, make_settings
+from tests.support import Api, LiveServer, MovableClock, add_principal, make_settings
+from vault.audit.appender import JobContext
 from vault.audit.semantics import SemanticChecker
 from vault.config import Settings
 from vault.crypto.keys import TOKEN, open_private
 from vault.crypto.master import parse_master_key
 from vault.errors import MasterKeyError
-from vault.ops import audit
+from vault.ops import audit, subjects, tokens
 from vault.ops.keys import rotate_job
 from vault.ops.runtime import Vault, open_vault
 from vault.ops.setup import InitResult
@@ -385,6 +386,49 @@ def test_a_key_retired_by_another_process_signs_nothing_after_its_rotation(
             assert (report["ok"], report["checkpoints_ok"]) == (True, True)
         finally:
             api.close()
+
+
+@pytest.mark.parametrize("purpose", ["token", "audit"])
+def test_a_key_retired_earlier_in_the_same_batch_signs_nothing(
+    settings: Settings, initialized: InitResult, purpose: str
+) -> None:
+    """A rotation and a signing in one transaction, as when ``POST /v1/keys/rotate`` and a token
+    request (or a checkpoint) share an appender batch: the signing sees the rotation that has
+    not committed yet (a reload of the keys, on another connection, cannot) and uses the new
+    key."""
+    vault = open_vault(settings)
+    try:
+        upsert = subjects.upsert_job(
+            subjects.parse_subject("u-1", {"email": "alice@example.com", "role": "user"}),
+            actor=None,
+        )
+        vault.appender.run(upsert)
+        delegator = add_principal(vault, "bot", "delegator").principal
+        rotate = rotate_job(
+            vault.master_key,
+            purpose,
+            actor=None,
+            max_ttl=settings.max_ttl,
+            leeway=settings.leeway_seconds,
+        )
+        body = {"subject": "u-1", "scope": "chat", "ttl_seconds": 60, "reason": "TICKET-1"}
+        issue = tokens.issue_job(settings, vault.scopes, vault.keys, delegator, body, None)
+        rotated: dict[str, Any] = {}
+
+        def both(session: Any, ctx: JobContext) -> Any:
+            rotated.update(rotate(session, ctx))
+            if purpose == TOKEN:
+                return issue(session, ctx)
+            ctx.request_checkpoint()
+            return None  # answered with the checkpoint
+
+        signed = vault.appender.run(both)
+        kid = header_kid(signed.access_token) if purpose == TOKEN else signed.kid
+        assert rotated["previous_kid"] != rotated["kid"]
+        assert kid == rotated["kid"]
+        assert audit.verify_database(vault.db).ok
+    finally:
+        vault.close()
 
 
 class _RotatesDuringTheWalk(SemanticChecker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -258,6 +259,43 @@ def test_a_database_at_the_head_is_opened_without_alembic(
         migrate.downgrade(db, "0001")  # as a release before 0002 left it
         assert migrate.current_revision(db) == "0001"
         migrate.upgrade(db)  # not at the head: Alembic runs
+        assert migrate.current_revision(db) == migrate.HEAD_REVISION
+    finally:
+        db.dispose()
+
+
+def test_a_wrong_master_key_migrates_nothing(tmp_path: Path, database_url: str) -> None:
+    """``dvault migrate`` with a master key that is not the vault's fails in one line and leaves
+    the schema where it was; with the vault's key it migrates."""
+    settings = make_settings(tmp_path / "home", database_url)
+    init_vault(settings)
+    db = Database(settings.database_url)
+    try:
+        migrate.downgrade(db, "0001")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("VAULT_")},
+            "VAULT_HOME": str(settings.home),
+            "VAULT_DATABASE_URL": settings.database_url,
+        }
+
+        def run_migrate(master_key: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "vault", "migrate"],
+                env={**env, "VAULT_MASTER_KEY": master_key},
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=120,
+                check=False,
+            )
+
+        wrong = run_migrate(base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode())
+        assert wrong.returncode == 1, wrong.stderr
+        assert "master key" in wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1
+        assert migrate.current_revision(db) == "0001"
+        right = run_migrate(settings.master_key or "")
+        assert right.returncode == 0, right.stderr
         assert migrate.current_revision(db) == migrate.HEAD_REVISION
     finally:
         db.dispose()

@@ -57,9 +57,9 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     db = Database(settings.database_url)
     try:
-        migrate.upgrade(db)
         if is_initialized(db):  # a master key at hand must be this vault's, here too
             check_configured_master_key(settings, db)
+        migrate.upgrade(db)
         note(f"database at revision {migrate.current_revision(db)}")
     finally:
         db.dispose()

@@ -215,11 +215,25 @@ class KeyManager:
     def signing_now(self, tx: Tx, purpose: str) -> KeyPair:
         """The key to sign with for ``purpose``, in a transaction holding the chain lock: the
         active keys are read there, and if they are not those this process loaded (a rotation
-        committed since, by any process), the keys are loaded again first."""
+        committed since, by any process), the keys are loaded again first. If they still
+        differ, the transaction itself changed them (a rotation earlier in the same batch, not
+        committed, which a reload cannot see): the newest key it holds signs."""
         keyset = self.current()
-        if keys_repo.active_kids(tx, purpose) != keyset.active[purpose]:
+        active = keys_repo.active_kids(tx, purpose)
+        if active != keyset.active[purpose]:
             keyset = self.reload()
+            if active != keyset.active[purpose]:
+                return self._newest_in(tx, purpose)
         return keyset.token_signing if purpose == keys.TOKEN else keyset.audit_signing
+
+    def _newest_in(self, tx: Tx, purpose: str) -> KeyPair:
+        trusted = trusted_rows(keys_repo.active_rows(tx, purpose), self._master_key, self._vetted)
+        if not trusted:
+            raise NotInitialized(f"no active {purpose} signing key: run 'dvault init'")
+        newest = trusted[-1]
+        return keys.open_private(
+            self._master_key, kid=newest.kid, purpose=purpose, sealed=newest.private_sealed
+        )
 
     def audit_now(self, tx: Tx) -> KeyPair:
         """``signing_now`` for the audit key (checkpoints, recorded scope tables)."""

@@ -4,6 +4,7 @@ here, loudly), scopes, the checkpoint file and the appender. Used by the server 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
@@ -59,14 +60,12 @@ def is_initialized(db: Database) -> bool:
 def check_configured_master_key(settings: Settings, db: Database) -> bytes | None:
     """The master key, if one is at hand, checked against this initialized vault: a wrong one
     fails loudly (``MasterKeyError``), also for commands that only read. ``None`` if there is
-    none (no ``VAULT_MASTER_KEY``, no readable key file): a reviewer with read access needs
-    none. A ``VAULT_MASTER_KEY`` that is not a key is an error, not "none"."""
-    try:
-        master_key = resolve_master_key(settings)
-    except MasterKeyError:
-        if settings.master_key:
-            raise
+    none (no ``VAULT_MASTER_KEY`` and no key file): a reviewer with read access needs none. A
+    ``VAULT_MASTER_KEY`` that is not a key, or a key file that is not one (or that others may
+    read), is an error, not "none"."""
+    if not settings.master_key and not os.path.lexists(settings.master_key_file):
         return None
+    master_key = resolve_master_key(settings)
     check_master_key(db, master_key)
     return master_key
 
@@ -114,6 +113,8 @@ def open_vault(
     master_key = resolve_master_key(settings)
     db = Database(settings.database_url)
     try:
+        if is_initialized(db):  # a wrong key changes nothing, not even the schema
+            check_master_key(db, master_key)
         migrate.upgrade(db)
         check_master_key(db, master_key)
         keys = KeyManager(db, master_key, clock, refresh_seconds=settings.key_refresh_seconds)

@@ -13,6 +13,10 @@ from vault.storage.tables import KeyRow, TokenRow
 ACTIVE_KIDS_SQL = (
     "SELECT kid FROM signing_keys WHERE purpose = ? AND retired_at IS NULL ORDER BY created_at, kid"
 )
+ACTIVE_ROWS_SQL = (
+    "SELECT kid, purpose, public_jwk, private_sealed, created_at FROM signing_keys "
+    "WHERE purpose = ? AND retired_at IS NULL ORDER BY created_at, kid"
+)
 
 
 def insert_key(
@@ -60,6 +64,23 @@ def active_key(session: Session, purpose: str) -> KeyRow | None:
 def active_kids(session: Tx, purpose: str) -> tuple[str, ...]:
     """The kids of the active keys of ``purpose``, oldest first, as stored now."""
     return tuple(str(row[0]) for row in fetch_all(session, ACTIVE_KIDS_SQL, (purpose,)))
+
+
+def active_rows(session: Tx, purpose: str) -> list[KeyRow]:
+    """The active keys of ``purpose`` as this transaction sees them (its own changes included),
+    oldest first."""
+    return [
+        KeyRow(
+            kid=kid,
+            purpose=kind,
+            public_jwk=public_jwk,
+            private_sealed=private_sealed,
+            created_at=created_at,
+        )
+        for kid, kind, public_jwk, private_sealed, created_at in fetch_all(
+            session, ACTIVE_ROWS_SQL, (purpose,)
+        )
+    ]
 
 
 def retire_key(session: Session, kid: str, *, retired_at: str, publish_until: int) -> None:
