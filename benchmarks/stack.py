@@ -22,19 +22,19 @@ from benchmarks.vaults import Server, make_vault
 CONNECTIONS = 16
 
 
+def _factory(workers: int) -> list[str]:
+    """The application factory on 127.0.0.1 (the port filled in by ``Server``), as uvicorn and
+    granian both take it."""
+    factory = ["vault.api.app:app_from_env", "--factory", "--host", "127.0.0.1"]
+    return [*factory, "--port", "{port}", "--workers", str(workers)]
+
+
 def _uvicorn(workers: int, loop: str, http: str, *, access_log: bool) -> list[str]:
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "vault.api.app:app_from_env",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--workers",
-        str(workers),
+        *_factory(workers),
         "--loop",
         loop,
         "--http",
@@ -56,14 +56,7 @@ def _granian(workers: int) -> list[str]:
         _script("granian"),
         "--interface",
         "asgi",
-        "--factory",
-        "vault.api.app:app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--workers",
-        str(workers),
+        *_factory(workers),
         "--loop",
         "uvloop",
         "--http",

@@ -88,6 +88,18 @@ class People:
         return body
 
 
+def rotation(vault: Vault, purpose: str) -> Any:
+    """The job ``dvault keys rotate`` runs, in ``vault``'s process."""
+    settings = vault.settings
+    return rotate_job(
+        vault.master_key,
+        purpose,
+        actor=None,
+        max_ttl=settings.max_ttl,
+        leeway=settings.leeway_seconds,
+    )
+
+
 def checkpoint_verifies(checkpoint: dict[str, Any], jwks: dict[str, Any]) -> None:
     jwk = next(k for k in jwks["keys"] if k["kid"] == checkpoint["kid"])
     public_key = Ed25519PublicKey.from_public_bytes(b64u_decode(jwk["x"]))
@@ -322,15 +334,7 @@ def test_a_key_rotated_by_another_process_is_published_before_anyone_signs_with_
     a, b = open_vault(settings), open_vault(settings)
     try:
         assert b.keys.current().token_signing.kid == initialized.token_kid  # B's cache, now
-        rotated = a.appender.run(
-            rotate_job(
-                a.master_key,
-                TOKEN,
-                actor=None,
-                max_ttl=settings.max_ttl,
-                leeway=settings.leeway_seconds,
-            )
-        )
+        rotated = a.appender.run(rotation(a, TOKEN))
         a.keys.reload()
         assert a.keys.token_signing().kid == rotated["kid"]  # A signs with it at once
         assert b.keys.current().token_signing.kid == initialized.token_kid  # B not yet
@@ -368,15 +372,7 @@ def test_a_key_retired_by_another_process_signs_nothing_after_its_rotation(
             assert signed_kid() == old
             other = open_vault(settings, clock=clock)
             try:
-                rotated = other.appender.run(
-                    rotate_job(
-                        other.master_key,
-                        purpose,
-                        actor=None,
-                        max_ttl=settings.max_ttl,
-                        leeway=settings.leeway_seconds,
-                    )
-                )
+                rotated = other.appender.run(rotation(other, purpose))
             finally:
                 other.close()
             assert rotated["previous_kid"] == old
@@ -404,13 +400,7 @@ def test_a_key_retired_earlier_in_the_same_batch_signs_nothing(
         )
         vault.appender.run(upsert)
         delegator = add_principal(vault, "bot", "delegator").principal
-        rotate = rotate_job(
-            vault.master_key,
-            purpose,
-            actor=None,
-            max_ttl=settings.max_ttl,
-            leeway=settings.leeway_seconds,
-        )
+        rotate = rotation(vault, purpose)
         body = {"subject": "u-1", "scope": "chat", "ttl_seconds": 60, "reason": "TICKET-1"}
         issue = tokens.issue_job(settings, vault.scopes, vault.keys, delegator, body, None)
         rotated: dict[str, Any] = {}
