@@ -320,6 +320,10 @@ def test_rollback_and_regrowth_is_caught_by_the_saved_checkpoint(log):
     assert report.first_error is not None
     assert report.first_error.seq == 8
     assert "another hash" in report.first_error.reason
+    # The prefix that verified reaches the disputed entry itself: it follows the chain, the
+    # checkpoint disagrees with it (README, "A verification report that is not ok").
+    assert (report.entries, report.head_seq) == (8, 8)
+    assert report.head_hash == rolled_back[7].hash
 
 
 def test_rollback_to_a_shorter_log_is_caught_by_the_saved_checkpoint(log):
