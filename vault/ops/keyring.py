@@ -219,15 +219,16 @@ class KeyManager:
         differ, the transaction itself changed them (a rotation earlier in the same batch, not
         committed, which a reload cannot see): the newest key it holds signs."""
         keyset = self.current()
-        active = keys_repo.active_kids(tx, purpose)
+        rows = keys_repo.active_rows(tx, purpose)
+        active = tuple(str(row.kid) for row in rows)
         if active != keyset.active[purpose]:
             keyset = self.reload()
             if active != keyset.active[purpose]:
-                return self._newest_in(tx, purpose)
+                return self._newest_of(rows, purpose)
         return keyset.token_signing if purpose == keys.TOKEN else keyset.audit_signing
 
-    def _newest_in(self, tx: Tx, purpose: str) -> KeyPair:
-        trusted = trusted_rows(keys_repo.active_rows(tx, purpose), self._master_key, self._vetted)
+    def _newest_of(self, rows: list[KeyRow], purpose: str) -> KeyPair:
+        trusted = trusted_rows(rows, self._master_key, self._vetted)
         if not trusted:
             raise NotInitialized(f"no active {purpose} signing key: run 'dvault init'")
         newest = trusted[-1]

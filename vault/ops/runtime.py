@@ -113,10 +113,12 @@ def open_vault(
     master_key = resolve_master_key(settings)
     db = Database(settings.database_url)
     try:
-        if is_initialized(db):  # a wrong key changes nothing, not even the schema
+        initialized = is_initialized(db)
+        if initialized:  # a wrong key changes nothing, not even the schema
             check_master_key(db, master_key)
         migrate.upgrade(db)
-        check_master_key(db, master_key)
+        if not initialized:
+            check_master_key(db, master_key)  # NotInitialized, unless init ran meanwhile
         keys = KeyManager(db, master_key, clock, refresh_seconds=settings.key_refresh_seconds)
         keys.reload()
         checkpoint_log = CheckpointLog(settings.checkpoint_log)

@@ -10,9 +10,6 @@ from vault.storage.tables import KeyRow, TokenRow
 
 # The keys a purpose may sign with, as ``keys_for`` orders them: read under the chain lock by a
 # batch about to sign, so that a rotation committed by any process is seen before the next use.
-ACTIVE_KIDS_SQL = (
-    "SELECT kid FROM signing_keys WHERE purpose = ? AND retired_at IS NULL ORDER BY created_at, kid"
-)
 ACTIVE_ROWS_SQL = (
     "SELECT kid, purpose, public_jwk, private_sealed, created_at FROM signing_keys "
     "WHERE purpose = ? AND retired_at IS NULL ORDER BY created_at, kid"
@@ -59,11 +56,6 @@ def keys_for(session: Session, purpose: str) -> list[KeyRow]:
 def active_key(session: Session, purpose: str) -> KeyRow | None:
     active = [row for row in keys_for(session, purpose) if row.retired_at is None]
     return active[-1] if active else None
-
-
-def active_kids(session: Tx, purpose: str) -> tuple[str, ...]:
-    """The kids of the active keys of ``purpose``, oldest first, as stored now."""
-    return tuple(str(row[0]) for row in fetch_all(session, ACTIVE_KIDS_SQL, (purpose,)))
 
 
 def active_rows(session: Tx, purpose: str) -> list[KeyRow]:
