@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -38,7 +37,7 @@ from benchmarks.vaults import SUBJECT_ID, BenchVault, make_vault
 from vault.audit.appender import checkpoint_draft
 from vault.audit.chain import Head, link
 from vault.audit.checkpoint import make_checkpoint
-from vault.audit.entry import TOKEN_ISSUED, TOKEN_USED, Draft, canonical_entry
+from vault.audit.entry import TOKEN_ISSUED, TOKEN_USED, Draft, Entry, canonical_entry
 from vault.audit.semantics import SemanticChecker
 from vault.clock import format_ts
 from vault.ops.audit import verify_database
@@ -46,6 +45,7 @@ from vault.ops.runtime import open_vault
 from vault.ops.verify_parallel import helpers_for
 from vault.storage import audit_repo
 from vault.storage.engine import Database
+from vault.tokens.claims import new_jti
 
 VERIFY_GOAL = 0.50  # of SHA-256-only hashing of the stored bytes
 FLAT_SLACK_MIB = 16
@@ -57,7 +57,7 @@ SQL_ROWS = "SELECT seq, ts, type, actor, subject, data, prev, hash FROM audit_en
 def _drafts(actor: str, verifier: str, kid: str, exp: int) -> Iterator[Draft]:
     """token.issued, then USES_PER_TOKEN token.used of it, for ever (the caller stops)."""
     while True:
-        jti = secrets.token_urlsafe(24)
+        jti = new_jti()  # as the vault makes them
         yield Draft(
             type=TOKEN_ISSUED,
             actor=actor,
@@ -118,7 +118,7 @@ def build_log(bench: BenchVault, total: int, small_copy: Path | None = None) -> 
             head = audit_repo.head(session)  # once: the loop below keeps the head itself
         step = 0
         while head.seq < total:
-            entries = []
+            entries: list[Entry] = []
             with db.write() as session:
                 while len(entries) < CHUNK and head.seq < total:
                     room = every - head.seq % every  # entries until the next checkpoint

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
 
 import pytest
 from hypothesis import given
@@ -31,10 +33,26 @@ def test_contract_constants_match_the_spec():
     }  # fmt: skip
 
 
-def test_jti_has_at_least_128_random_bits():
-    jtis = {new_jti() for _ in range(64)}
-    assert len(jtis) == 64
-    assert all(len(b64url_decode(j)) * 8 >= 128 for j in jtis)
+def test_jti_has_at_least_128_random_bits_after_its_time():
+    before = time.time_ns() // 1_000_000
+    jtis = [new_jti() for _ in range(64)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(jtis)) == 64
+    for jti in jtis:
+        assert len(jti) == 36
+        assert re.fullmatch(r"[0-9a-f]{12}", jti[:12])
+        assert before <= int(jti[:12], 16) <= after
+        assert len(b64url_decode(jti[12:])) * 8 >= 128  # the random part alone
+    assert len({jti[12:] for jti in jtis}) == 64
+
+
+def test_later_jtis_sort_after_earlier_ones_in_every_collation():
+    """What the time prefix is for: a new token's index entry lands at the index's end."""
+    first = new_jti()
+    time.sleep(0.002)
+    second = new_jti()
+    assert first[:12] < second[:12]
+    assert first < second
 
 
 def test_build_claims():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,16 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "act", "client_id", "scope", "iat", "nbf
 
 
 def new_jti() -> str:
-    """128 random bits or more: 24 bytes, 192 bits, as base64url (32 characters)."""
-    return secrets.token_urlsafe(24)
+    """144 random bits (18 bytes as base64url, 24 characters) after the issuing time in
+    milliseconds (12 hex digits): 36 characters.
+
+    The time prefix is for the database, not for anyone reading the token: the ``tokens`` table
+    is indexed by jti, and purely random jtis put each new token on a random page of that
+    index, so every token of a batch dirtied a page of its own to write at commit. Prefixed,
+    they land together at the index's end. Hex sorts the same in every collation. Uniqueness
+    and unpredictability come from the random part alone, so a clock that steps back only
+    costs that locality."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_urlsafe(18)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
