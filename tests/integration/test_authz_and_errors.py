@@ -546,6 +546,13 @@ def test_a_method_not_allowed_says_which_are(api: Api) -> None:
     r = api.call("PUT", "/v1/token", api.owner)
     assert r.status_code == 405
     assert r.headers["allow"] == "POST"
+    # Several routes share these paths: the header names every method served there.
+    r = api.call("DELETE", "/v1/principals", api.owner)
+    assert_error_body(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, POST"
+    r = api.call("DELETE", "/v1/subjects/s-1", api.owner)
+    assert_error_body(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, PUT"
 
 
 def test_a_path_in_utf8_is_taken_as_it_is(cast: Cast) -> None:

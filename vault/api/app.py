@@ -63,8 +63,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     errors.install(app)
-    for module in (wellknown, tokens, principals, subjects, keys, audit):
+    modules = (wellknown, tokens, principals, subjects, keys, audit)
+    for module in modules:
         app.include_router(module.router)
+    # Every route with its full path, for a 405's Allow (errors.allowed_methods).
+    app.state.served_routes = [route for module in modules for route in module.router.routes]
     _document_400_not_422(app)
     return app
 

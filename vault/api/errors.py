@@ -8,12 +8,15 @@ answered with a generic 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from vault import errors
 from vault.redact import redact_secrets
@@ -91,6 +94,16 @@ async def _classified(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(*classify(exc))
 
 
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> str:
+    """Every method some route of ``routes`` serves at the request's path, e.g. ``GET, POST``.
+    Starlette's 405 names only the first route it met there, while RFC 9110 wants them all."""
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,12 +114,13 @@ def install(app: FastAPI) -> None:
         return error_response(400, "invalid_request", problems or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else code
         answer = error_response(exc.status_code, code, detail)
         if exc.headers and "Allow" in exc.headers:  # a 405 says which methods are (RFC 9110)
-            answer.headers["Allow"] = exc.headers["Allow"]
+            served = getattr(request.app.state, "served_routes", ())
+            answer.headers["Allow"] = allowed_methods(served, request.scope) or exc.headers["Allow"]
         return answer
 
     for kind in (errors.VaultError, DBAPIError, Exception):  # DataError is a DBAPIError

@@ -28,7 +28,7 @@ from vault.api.schemas import (
     body,
 )
 from vault.domain import DELEGATOR, OWNER, VERIFIER
-from vault.errors import InvalidRequest, RequestTooLarge
+from vault.errors import InvalidRequest
 from vault.ops import revocation, tokens
 from vault.ops.keyring import KeysNotHeld
 from vault.ops.runtime import Vault
@@ -64,9 +64,7 @@ async def answer_exchange(vault: Vault, call: Call) -> dict[str, Any]:
     caller = await hot_caller(vault, call.authorization)
     try:
         payload: Any = await call.json(vault)
-    except RequestTooLarge:
-        raise
-    except InvalidRequest as exc:
+    except InvalidRequest as exc:  # a body over the limit too (413, ``RequestTooLarge``)
         payload = exc  # refused through the job, with what was wrong, so the denial is audited
     job = tokens.issue_job(
         vault.settings, vault.scopes, vault.keys, caller, payload, call.client_ip
