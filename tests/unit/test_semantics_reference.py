@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +28,7 @@ from vault.audit import semantics
 from vault.audit.chain import GENESIS, Head, link
 from vault.audit.entry import Draft, Entry
 from vault.audit.semantics import SemanticChecker, ts_micros
-from vault.audit.tokenbook import Token, TokenBook
+from vault.audit.tokenbook import IN_MEMORY, Token, TokenBook
 from vault.clock import format_ts
 
 T0 = datetime(2026, 11, 27, 17, 0, 0, tzinfo=UTC)
@@ -105,12 +107,18 @@ def run(checker: Any, entries: list[Entry]) -> tuple[list[tuple[int, str, str]],
 
 
 @settings(max_examples=300)
-@given(entries=logs(), leeway=st.sampled_from([0, 1, 30]), limit=st.sampled_from([1, 3, 100]))
+@given(
+    entries=logs(),
+    leeway=st.sampled_from([0, 1, 30]),
+    limit=st.sampled_from([1, 3, 100]),
+    in_memory=st.sampled_from([1, 2, IN_MEMORY]),  # 1 and 2: tokens move to disk all the time
+)
 def test_the_same_violations_as_the_previous_checker(
-    entries: list[Entry], leeway: int, limit: int
+    entries: list[Entry], leeway: int, limit: int, in_memory: int
 ) -> None:
     expected = run(previous_semantics.SemanticChecker(leeway_seconds=leeway, limit=limit), entries)
-    assert run(SemanticChecker(leeway_seconds=leeway, limit=limit), entries) == expected
+    checker = SemanticChecker(leeway_seconds=leeway, limit=limit, tokens_in_memory=in_memory)
+    assert run(checker, entries) == expected
 
 
 @settings(max_examples=100)
@@ -258,6 +266,86 @@ def test_token_book_keeps_any_integer_exactly(exp: int, issued_seq: int) -> None
     book.add("n", scope="x", exp=5, issued_seq=6)
     assert book.get("w") == Token((), exp, issued_seq, None)
     assert book.get("n") == Token(("x",), 5, 6, None)
+
+
+WIDE = st.integers(min_value=-(2**70), max_value=2**70) | st.integers(-5, 5)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "get", "revoke"]),
+        st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+        st.sampled_from(["chat", "chat  read", "", " x "]),
+        WIDE,
+        WIDE,
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(ops=OPS, in_memory=st.integers(min_value=1, max_value=4))
+def test_a_token_book_on_disk_answers_as_one_in_memory(
+    ops: list[tuple[str, str, str, int, int]], in_memory: int
+) -> None:
+    """Past ``in_memory`` tokens the book moves them to disk: same answers, any integer kept."""
+    book = TokenBook(in_memory=in_memory)
+    model: dict[str, Token] = {}
+    for op, jti, scope, number, seq in ops:
+        if op == "add" and jti not in model:  # the checker adds a jti once
+            book.add(jti, scope=scope, exp=number, issued_seq=seq)
+            model[jti] = Token(tuple(n for n in scope.split(" ") if n), number, seq, None)
+        elif op == "revoke":
+            book.revoke(jti, seq)
+            if jti in model and model[jti].revoked_seq is None:
+                model[jti] = model[jti]._replace(revoked_seq=seq)
+        assert book.get(jti) == model.get(jti)
+        assert (jti in book) == (jti in model)
+        assert len(book) == len(model)
+    assert all(book.get(jti) == token for jti, token in model.items())
+    book.close()
+    assert len(book) == 0
+
+
+def test_a_token_book_holds_at_most_its_limit_in_memory() -> None:
+    book = TokenBook(in_memory=100)
+    for i in range(1_000):
+        book.add(f"j{i}", scope="chat", exp=i, issued_seq=i)
+        assert len(book._row) <= 100
+    assert len(book) == 1_000
+    assert book.get("j0") == Token(("chat",), 0, 0, None)
+    assert book.get("j999") == Token(("chat",), 999, 999, None)
+
+
+BOOK_ON_A_FULL_DISK = """
+import resource, signal
+from vault.audit.tokenbook import TokenBook
+from vault.errors import Unavailable
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+book = TokenBook(in_memory=1_000)
+try:
+    for i in range(100_000):  # ~6 MB of rows: past the 2 MiB page cache, into the file
+        book.add(f"jti-{i:030d}", scope="chat", exp=i, issued_seq=i)
+        assert book.get("jti-missing") is None
+except Unavailable as exc:
+    print(i, exc)
+"""
+
+
+def test_a_token_book_whose_disk_fails_says_so_rather_than_answer() -> None:
+    """A real refusal of the disk (a file size limit, in a process of its own): one clear
+    error, never an answer made without the tokens it could not keep."""
+    done = subprocess.run(
+        [sys.executable, "-c", BOOK_ON_A_FULL_DISK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    count, _, message = done.stdout.partition(" ")
+    assert 1_000 < int(count) < 99_999, done.stdout  # it failed once the file had to grow
+    assert "temporary file of tokens failed" in message
+    assert "TMPDIR" in message
 
 
 def test_token_book_is_compact() -> None:

@@ -9,9 +9,9 @@ or the vault has a bug. Either way verification must fail.
 ``SemanticChecker`` is fed the entries in seq order, in the same single pass as the
 ``ChainWalker``, and never raises for a bad log: it collects ``Violation``s (the first ``limit``
 of them, counting the rest). It keeps a compact record per issued token (``TokenBook``: every
-rule may need any token again, however old) and the ids of disabled principals, so memory grows
-with the number of tokens and principals, never with the number of entries; its caches are
-bounded.
+rule may need any token again, however old), in memory up to ``tokens_in_memory`` tokens and
+on disk beyond, and the ids of disabled principals; its caches are bounded. So its memory does
+not grow with the log (only with the number of principals disabled in it).
 
 Timestamps are compared as whole microseconds since the epoch, computed once per distinct
 ``ts`` (the entries of a batch share one), never through a ``datetime`` per entry.
@@ -36,7 +36,7 @@ from vault.audit.entry import (
     EntryRow,
 )
 from vault.audit.recorded_scopes import recorded_table
-from vault.audit.tokenbook import Token, TokenBook
+from vault.audit.tokenbook import IN_MEMORY, Token, TokenBook
 from vault.clock import parse_ts
 from vault.crypto.canonical import DuplicateMember, parse_unique_json
 from vault.policy.scopes import ScopeTable, any_allows, default_table
@@ -99,6 +99,7 @@ class SemanticChecker:
         keys: Callable[[str], Ed25519PublicKey | None] | None = None,
         leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
         limit: int = DEFAULT_LIMIT,
+        tokens_in_memory: int = IN_MEMORY,
     ) -> None:
         if not _int(leeway_seconds) or leeway_seconds < 0:
             raise ValueError("leeway_seconds must be a non-negative integer")
@@ -113,7 +114,8 @@ class SemanticChecker:
         self._recorded: dict[str, ScopeTable] = {}
         self._leeway = leeway_seconds
         self._limit = limit
-        self._tokens = TokenBook()
+        self._tokens = TokenBook(in_memory=tokens_in_memory)
+        self._in_memory = tokens_in_memory
         self._allows: dict[tuple[tuple[str, ...], str, str], bool] = {}
         self._ts: tuple[str, int] | None = None  # the last valid ts and its microseconds
         self._disabled: dict[str, int] = {}  # principal id -> seq of its principal.disabled
@@ -123,7 +125,11 @@ class SemanticChecker:
     def blank(self) -> SemanticChecker:
         """A new checker with this one's settings that has seen nothing."""
         return SemanticChecker(
-            scopes=self._given, keys=self._keys, leeway_seconds=self._leeway, limit=self._limit
+            scopes=self._given,
+            keys=self._keys,
+            leeway_seconds=self._leeway,
+            limit=self._limit,
+            tokens_in_memory=self._in_memory,
         )
 
     def keyed(self, keys: Callable[[str], Ed25519PublicKey | None]) -> SemanticChecker:
@@ -137,7 +143,8 @@ class SemanticChecker:
 
     @property
     def known_tokens(self) -> int:
-        """How many tokens the checker remembers: its memory grows with this, not the log."""
+        """How many tokens the checker remembers (in memory up to ``tokens_in_memory``, the rest
+        in its book's file on disk)."""
         return len(self._tokens)
 
     # --- reporting ------------------------------------------------------------------------

@@ -4,20 +4,33 @@ Every rule of ``vault.audit.semantics`` may need any issued token again, however
 ``token.issued`` with the same jti is a reissue (reported with the first issuance's seq), and an
 allowed use after expiry is reported with the token's ``exp``, its revocation seq and, if the use
 was also out of scope, its scope. Forgetting an expired token would lose one of these, so this
-state is linear in the number of tokens (never in the number of entries). It is kept small:
-one dict slot per jti pointing at a row of packed columns (8-byte ``exp`` and issue seq, 4-byte
-scope id), scopes interned once, revocations in a dict of their own (they are few). That is
-about 90 bytes per token besides the jti string itself, against about 160 for an object per
-token.
+state is linear in the number of tokens (never in the number of entries).
+
+In memory it is kept small: one dict slot per jti pointing at a row of packed columns (8-byte
+``exp`` and issue seq, 4-byte scope id), scopes interned once, revocations in a dict of their
+own. That is about 90 bytes per token besides the jti string itself, against about 160 for an
+object per token. And it is bounded: past ``in_memory`` tokens, the book moves every token it
+holds to a private temporary SQLite database on disk (deleted when the book is closed or
+collected) and starts afresh, so a verification's memory stays flat however long the log; a
+jti not in memory is then looked up there (one indexed read). What the book answers is the same
+either way; if the disk fails, the book raises ``Unavailable`` rather than answer without it.
 """
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from array import array
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, ParamSpec, TypeVar
+
+from vault.errors import Unavailable
 
 _INT64 = range(-(2**63), 2**63)
 _OUTSIDE = -(2**63)  # stored in the columns for a value kept in ``_wide`` instead
+P = ParamSpec("P")
+R = TypeVar("R")
+IN_MEMORY = 50_000  # tokens held in memory at most (about 10 MB with 36-character jtis)
 
 
 class Token(NamedTuple):
@@ -30,7 +43,14 @@ class Token(NamedTuple):
 class TokenBook:
     """jti → ``Token``; add once, revoke once, look up many times."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, in_memory: int = IN_MEMORY) -> None:
+        if in_memory < 1:
+            raise ValueError("in_memory must be positive")
+        self._in_memory = in_memory
+        self._disk: _DiskBook | None = None
+        self._clear()
+
+    def _clear(self) -> None:
         self._row: dict[str, int] = {}
         self._exp = array("q")
         self._issued = array("q")
@@ -41,13 +61,15 @@ class TokenBook:
         self._scopes: list[tuple[str, ...]] = []
 
     def __len__(self) -> int:
-        return len(self._row)
+        return len(self._row) + (len(self._disk) if self._disk is not None else 0)
 
     def __contains__(self, jti: str) -> bool:
-        return jti in self._row
+        return self.get(jti) is not None
 
     def add(self, jti: str, *, scope: str, exp: int, issued_seq: int) -> None:
-        """Remember a token (the caller keeps the first issuance of a jti)."""
+        """Remember a token (the caller keeps the first issuance of a jti: it adds a jti once)."""
+        if len(self._row) >= self._in_memory:
+            self._move_to_disk()
         scope_id = self._scope_ids.get(scope)
         if scope_id is None:
             scope_id = self._scope_ids[scope] = len(self._scopes)
@@ -65,7 +87,10 @@ class TokenBook:
     def get(self, jti: str) -> Token | None:
         row = self._row.get(jti)
         if row is None:
-            return None
+            return self._disk.get(jti) if self._disk is not None else None
+        return self._token(row)
+
+    def _token(self, row: int) -> Token:
         exp, issued_seq = self._exp[row], self._issued[row]
         if exp == _OUTSIDE:
             exp, issued_seq = self._wide[row]
@@ -76,3 +101,106 @@ class TokenBook:
         row = self._row.get(jti)
         if row is not None:
             self._revoked.setdefault(row, seq)
+        elif self._disk is not None:
+            self._disk.revoke(jti, seq)
+
+    def close(self) -> None:
+        """Forget everything; the file on disk, if any, is gone."""
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+        self._clear()
+
+    def _move_to_disk(self) -> None:
+        if self._disk is None:
+            self._disk = _DiskBook()
+        self._disk.put((jti, self._token(row)) for jti, row in self._row.items())
+        self._clear()
+
+
+def _disk_failure(exc: sqlite3.Error) -> Unavailable:
+    return Unavailable(
+        f"the verification's temporary file of tokens failed ({exc}); give it room: TMPDIR "
+        "(or SQLITE_TMPDIR) names the directory it is written in"
+    )
+
+
+def _on_disk(method: Callable[P, R]) -> Callable[P, R]:
+    """A failure of the disk (full, unwritable) ends the verification with one clear error,
+    rather than an answer made without the tokens it could not keep."""
+
+    @functools.wraps(method)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _disk_failure(exc) from None
+
+    return checked
+
+
+class _DiskBook:
+    """Tokens in a private temporary SQLite database: SQLite deletes its file when the
+    connection closes, and keeps only a small page cache in memory. Integers beyond SQLite's 64
+    bits are stored as their decimal text (the column has no type, so each value stays as
+    given)."""
+
+    @_on_disk
+    def __init__(self) -> None:
+        # "": a temporary file. The book is used by one thread at a time, not always the one
+        # that filled it (a verification run in a thread pool).
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.executescript(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -2048;"
+            "CREATE TABLE book (jti TEXT PRIMARY KEY, scope TEXT NOT NULL, exp, issued,"
+            " revoked) WITHOUT ROWID;"
+        )
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @_on_disk
+    def put(self, tokens: Iterable[tuple[str, Token]]) -> None:
+        """Store ``tokens``, one row at a time (no list of them all: memory stays flat)."""
+
+        def rows() -> Iterator[tuple[str, str, int | str, int | str, int | str | None]]:
+            for jti, t in tokens:
+                self._count += 1
+                revoked = None if t.revoked_seq is None else _stored(t.revoked_seq)
+                yield jti, " ".join(t.scope), _stored(t.exp), _stored(t.issued_seq), revoked
+
+        count = self._count
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT INTO book VALUES (?, ?, ?, ?, ?)", rows())
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._count = count
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    @_on_disk
+    def get(self, jti: str) -> Token | None:
+        found = self._db.execute(
+            "SELECT scope, exp, issued, revoked FROM book WHERE jti = ?", (jti,)
+        ).fetchone()
+        if found is None:
+            return None
+        scope, exp, issued, revoked = found
+        scopes = tuple(scope.split(" ")) if scope else ()
+        return Token(scopes, int(exp), int(issued), None if revoked is None else int(revoked))
+
+    @_on_disk
+    def revoke(self, jti: str, seq: int) -> None:
+        self._db.execute(
+            "UPDATE book SET revoked = ? WHERE jti = ? AND revoked IS NULL", (_stored(seq), jti)
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _stored(value: int) -> int | str:
+    return value if value in _INT64 else str(value)
