@@ -46,8 +46,9 @@ def test_jti_has_at_least_128_random_bits_after_its_time():
     assert len({jti[12:] for jti in jtis}) == 64
 
 
-def test_later_jtis_sort_after_earlier_ones_in_every_collation():
-    """What the time prefix is for: a new token's index entry lands at the index's end."""
+def test_later_jtis_sort_after_earlier_ones():
+    """What the time prefix is for: a new token's index entry lands at the index's end (hex
+    digits, all lowercase, sort the same in every collation)."""
     first = new_jti()
     time.sleep(0.002)
     second = new_jti()

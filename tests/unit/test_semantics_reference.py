@@ -272,8 +272,9 @@ WIDE = st.integers(min_value=-(2**70), max_value=2**70) | st.integers(-5, 5)
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["add", "add", "get", "revoke"]),
-        st.sampled_from(["a", "b", "c", "d", "e", "f"]),
-        st.sampled_from(["chat", "chat  read", "", " x "]),
+        # A forged log may hold any string: a lone surrogate cannot be bound as SQLite text.
+        st.sampled_from(["a", "b", "c", "\ud800", "\x00", "é-1", "a b"]),
+        st.sampled_from(["chat", "chat  read", "", " x ", "\udc80", "é\x00"]),
         WIDE,
         WIDE,
     ),
@@ -327,7 +328,10 @@ try:
         book.add(f"jti-{i:030d}", scope="chat", exp=i, issued_seq=i)
         assert book.get("jti-missing") is None
 except Unavailable as exc:
-    print(i, exc)
+    try:
+        book.get("jti-missing")
+    except Unavailable:  # and it stays failed: no answer without what it could not keep
+        print(i, exc)
 """
 
 

@@ -10,7 +10,7 @@ In memory it is kept small: one dict slot per jti pointing at a row of packed co
 ``exp`` and issue seq, 4-byte scope id), scopes interned once, revocations in a dict of their
 own. That is about 90 bytes per token besides the jti string itself, against about 160 for an
 object per token. And it is bounded: past ``in_memory`` tokens, the book moves every token it
-holds to a private temporary SQLite database on disk (deleted when the book is closed or
+holds to a private SQLite file in the temporary directory (gone when the book is closed or
 collected) and starts afresh, so a verification's memory stays flat however long the log; a
 jti not in memory is then looked up there (one indexed read). What the book answers is the same
 either way; if the disk fails, the book raises ``Unavailable`` rather than answer without it.
@@ -18,18 +18,18 @@ either way; if the disk fails, the book raises ``Unavailable`` rather than answe
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import os
 import sqlite3
+import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple, ParamSpec, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from vault.errors import Unavailable
 
 _INT64 = range(-(2**63), 2**63)
 _OUTSIDE = -(2**63)  # stored in the columns for a value kept in ``_wide`` instead
-P = ParamSpec("P")
-R = TypeVar("R")
 IN_MEMORY = 50_000  # tokens held in memory at most (about 10 MB with 36-character jtis)
 
 
@@ -118,88 +118,98 @@ class TokenBook:
         self._clear()
 
 
-def _disk_failure(exc: sqlite3.Error) -> Unavailable:
-    return Unavailable(
-        f"the verification's temporary file of tokens failed ({exc}); give it room: TMPDIR "
-        "(or SQLITE_TMPDIR) names the directory it is written in"
-    )
-
-
-def _on_disk(method: Callable[P, R]) -> Callable[P, R]:
-    """A failure of the disk (full, unwritable) ends the verification with one clear error,
-    rather than an answer made without the tokens it could not keep."""
-
-    @functools.wraps(method)
-    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise _disk_failure(exc) from None
-
-    return checked
-
-
 class _DiskBook:
-    """Tokens in a private temporary SQLite database: SQLite deletes its file when the
-    connection closes, and keeps only a small page cache in memory. Integers beyond SQLite's 64
-    bits are stored as their decimal text (the column has no type, so each value stays as
-    given)."""
+    """Tokens in a private SQLite file in Python's temporary directory (``TMPDIR``), made with
+    mode 0600 and unlinked as soon as it is open, so it goes when the book does; SQLite keeps
+    only a small page cache of it in memory. About 60 bytes per token on disk.
 
-    @_on_disk
+    jti and scope are stored as UTF-8 bytes that keep a lone surrogate (a forged log may hold
+    one: it cannot be bound as text), integers beyond SQLite's 64 bits as their decimal text (the
+    columns have no type, so each value stays as given).
+
+    A failure of the disk (full, unwritable) ends the verification with one clear error rather
+    than an answer made without the tokens it could not keep; the book stays failed after it
+    (with no journal, a failed write cannot be rolled back)."""
+
     def __init__(self) -> None:
-        # "": a temporary file. The book is used by one thread at a time, not always the one
-        # that filled it (a verification run in a thread pool).
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        self._db.executescript(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -2048;"
-            "CREATE TABLE book (jti TEXT PRIMARY KEY, scope TEXT NOT NULL, exp, issued,"
-            " revoked) WITHOUT ROWID;"
-        )
+        self._failed: Exception | None = None
         self._count = 0
+        with self._guard():
+            fd, path = tempfile.mkstemp(prefix="dvault-tokens-", suffix=".db")
+            os.close(fd)
+            try:
+                # Used by one thread at a time, not always the one that filled it (a
+                # verification run in a thread pool).
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.executescript(
+                    "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
+                    "PRAGMA cache_size = -2048;"
+                    "CREATE TABLE book (jti PRIMARY KEY, scope NOT NULL, exp, issued, revoked)"
+                    " WITHOUT ROWID;"
+                )
+            finally:
+                os.unlink(path)  # open: the file lives on, unnamed, until the book is closed
 
     def __len__(self) -> int:
         return self._count
 
-    @_on_disk
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        if self._failed is not None:
+            raise _disk_failure(self._failed)
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            self._failed = exc
+            raise _disk_failure(exc) from None
+
     def put(self, tokens: Iterable[tuple[str, Token]]) -> None:
         """Store ``tokens``, one row at a time (no list of them all: memory stays flat)."""
 
-        def rows() -> Iterator[tuple[str, str, int | str, int | str, int | str | None]]:
+        def rows() -> Iterator[tuple[bytes, bytes, int | str, int | str, int | str | None]]:
             for jti, t in tokens:
-                self._count += 1
                 revoked = None if t.revoked_seq is None else _stored(t.revoked_seq)
-                yield jti, " ".join(t.scope), _stored(t.exp), _stored(t.issued_seq), revoked
+                scope = _utf8(" ".join(t.scope))
+                yield _utf8(jti), scope, _stored(t.exp), _stored(t.issued_seq), revoked
+                self._count += 1
 
-        count = self._count
-        self._db.execute("BEGIN")
-        try:
+        with self._guard():
+            self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO book VALUES (?, ?, ?, ?, ?)", rows())
             self._db.execute("COMMIT")
-        except BaseException:
-            self._count = count
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
-    @_on_disk
     def get(self, jti: str) -> Token | None:
-        found = self._db.execute(
-            "SELECT scope, exp, issued, revoked FROM book WHERE jti = ?", (jti,)
-        ).fetchone()
+        with self._guard():
+            found = self._db.execute(
+                "SELECT scope, exp, issued, revoked FROM book WHERE jti = ?", (_utf8(jti),)
+            ).fetchone()
         if found is None:
             return None
         scope, exp, issued, revoked = found
-        scopes = tuple(scope.split(" ")) if scope else ()
+        scopes = tuple(scope.decode("utf-8", "surrogatepass").split(" ")) if scope else ()
         return Token(scopes, int(exp), int(issued), None if revoked is None else int(revoked))
 
-    @_on_disk
     def revoke(self, jti: str, seq: int) -> None:
-        self._db.execute(
-            "UPDATE book SET revoked = ? WHERE jti = ? AND revoked IS NULL", (_stored(seq), jti)
-        )
+        with self._guard():
+            self._db.execute(
+                "UPDATE book SET revoked = ? WHERE jti = ? AND revoked IS NULL",
+                (_stored(seq), _utf8(jti)),
+            )
 
     def close(self) -> None:
-        self._db.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+
+def _disk_failure(exc: Exception) -> Unavailable:
+    return Unavailable(
+        f"the verification's temporary file of tokens failed ({exc}); give it room: TMPDIR "
+        f"names the directory it is written in (now {tempfile.gettempdir()})"
+    )
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _stored(value: int) -> int | str:
