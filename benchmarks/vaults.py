@@ -147,6 +147,7 @@ class Server:
         self.env = {**vault.env, **(env or {})}
         self.log_path = vault.home.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._workers = workers if command is None else 1  # dvault serve: a socket per worker
 
     def __enter__(self) -> Server:
         with self.log_path.open("wb") as log:
@@ -160,6 +161,7 @@ class Server:
             )
         try:
             self._wait_healthy(timeout=60)
+            self._wait_every_worker(timeout=60)
         except BaseException:
             self.stop()
             raise
@@ -179,6 +181,24 @@ class Server:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"server not ready within {timeout} s: {self.log_tail()}")
+
+    def _wait_every_worker(self, timeout: float) -> None:
+        """With several workers, one answering is not enough: a worker that has not bound its
+        socket yet gets no connection from a load started now, and a 2-worker row would measure
+        one worker (seen once in session 10). Wait for a listening socket per worker, then for a
+        few fresh connections each to be answered (the kernel spreads them over the sockets; a
+        worker still starting answers once it serves)."""
+        if self._workers < 2:
+            return
+        deadline = time.monotonic() + timeout
+        while _listeners(self.port) < self._workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every worker listens within {timeout} s")
+            time.sleep(0.1)
+        for _ in range(8 * self._workers):
+            left = max(1.0, deadline - time.monotonic())
+            if httpx.get(f"{self.url}/readyz", timeout=left).status_code != 200:
+                raise RuntimeError(f"a worker is not ready: {self.log_tail()}")
 
     def log_tail(self) -> str:
         try:
@@ -206,6 +226,16 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
         self.proc = None
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on ``port`` (IPv4), from ``/proc/net/tcp``: one per worker."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text("ascii").splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            count += 1
+    return count
 
 
 def _group_alive(pgid: int) -> bool:
