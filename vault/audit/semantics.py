@@ -1,4 +1,5 @@
-"""What the log *means*: checks a hash chain cannot make (pure; no storage, no I/O).
+"""What the log *means*: checks a hash chain cannot make (no database, no network; only its
+token book writes, to a temporary file, past 50,000 tokens).
 
 A correctly hash-chained log can still tell an impossible story — a use of a token nobody issued,
 an allowed use after the token expired or was revoked, or outside its scope, a token issued by a

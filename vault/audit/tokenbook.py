@@ -1,4 +1,5 @@
-"""What the semantic checker must remember of every issued token, compactly (pure).
+"""What the semantic checker must remember of every issued token: compactly, and past a
+limit on disk (its only I/O: a private temporary file).
 
 Every rule of ``vault.audit.semantics`` may need any issued token again, however old: a later
 ``token.issued`` with the same jti is a reissue (reported with the first issuance's seq), and an
