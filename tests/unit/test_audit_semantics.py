@@ -222,6 +222,32 @@ def test_a_jti_issued_twice() -> None:
     assert (violation.seq, violation.rule) == (2, semantics.REISSUED_TOKEN)
 
 
+def test_a_reason_quotes_what_the_log_holds_escaped() -> None:
+    """A forger chooses the jti: one with a terminal escape, or a lone surrogate, is quoted
+    escaped, so printing the report cannot rewrite the reviewer's screen and a JSON answer (UTF-8)
+    can carry it."""
+    trick = "\x1b[2K\rok: 9 entries"
+    entries = build([(0, issued(trick)), (1, issued(trick, issued_at=1))])
+    violation = only(check(entries))
+    assert violation.rule == semantics.REISSUED_TOKEN
+    assert "\\x1b[2K\\rok: 9 entries" in violation.reason
+    assert violation.reason.isprintable()
+    forged = Entry(
+        seq=1,
+        ts=at(0),
+        type="token.used",
+        actor=BOT,
+        subject="u-1",
+        data_json='{"jti":"\\ud800","outcome":"allowed"}',  # JSON's escape: a lone surrogate
+        prev="0" * 64,
+        hash="1" * 64,
+    )
+    found = only(check([forged]))
+    assert found.rule == semantics.UNKNOWN_TOKEN
+    assert "\\ud800" in found.reason
+    found.reason.encode("utf-8")  # no UnicodeEncodeError
+
+
 # --- rule 2: no allowed use after exp plus the leeway ----------------------------------------
 
 

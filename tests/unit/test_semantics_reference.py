@@ -11,8 +11,11 @@ check that here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -350,6 +353,32 @@ def test_a_token_book_whose_disk_fails_says_so_rather_than_answer() -> None:
     assert 1_000 < int(count) < 99_999, done.stdout  # it failed once the file had to grow
     assert "temporary file of tokens failed" in message
     assert "TMPDIR" in message
+
+
+def _token_files() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if "dvault-tokens-" in os.readlink(f"/proc/self/fd/{fd}"):
+                found.append(fd)
+    return found
+
+
+def test_a_token_book_gone_closes_its_file_at_once() -> None:
+    """Not when the cycle collector next runs: the file holds disk space (a server verifies
+    again and again)."""
+    gc.collect()
+    before = _token_files()
+    gc.disable()
+    try:
+        book = TokenBook(in_memory=1)
+        for jti in ("a", "b", "c"):
+            book.add(jti, scope="chat", exp=1, issued_seq=1)
+        assert len(_token_files()) == len(before) + 1
+        del book
+        assert _token_files() == before
+    finally:
+        gc.enable()
 
 
 def test_token_book_is_compact() -> None:

@@ -90,6 +90,16 @@ def _text(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value)
 
 
+def shown(text: str) -> str:
+    """``text`` safe to print and to encode: a reason quotes what the log holds (a jti, a path),
+    which a forger chooses. A character that is not printable (a terminal's escape sequence, a
+    lone surrogate that no UTF-8 answer can carry, a bidirectional override) is written as its
+    escape, ``\\x1b`` or ``\\ud800``."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 class SemanticChecker:
     """Feed entries in seq order, then ``finish()`` for the violations found (seq order)."""
 
@@ -153,7 +163,7 @@ class SemanticChecker:
     def _flag(self, seq: int, rule: str, reason: str) -> None:
         self.total += 1
         if len(self._found) < self._limit:
-            self._found.append(Violation(seq, rule, reason))
+            self._found.append(Violation(seq, rule, shown(reason)))
 
     def finish(self) -> list[Violation]:
         return list(self._found)

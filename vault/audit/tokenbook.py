@@ -198,14 +198,19 @@ class _DiskBook:
             )
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, AttributeError):
             self._db.close()
+
+    def __del__(self) -> None:
+        # sqlite3's connection and its statement cache refer to each other, so without this the
+        # file (and its disk space) would stay open until the cycle collector ran.
+        self.close()
 
 
 def _disk_failure(exc: Exception) -> Unavailable:
     return Unavailable(
-        f"the verification's temporary file of tokens failed ({exc}); give it room: TMPDIR "
-        f"names the directory it is written in (now {tempfile.gettempdir()})"
+        f"the verification's temporary file of tokens failed ({exc}); give it room: it is "
+        f"written in {tempfile.gettempdir()} (TMPDIR chooses another)"
     )
 
 
