@@ -9,6 +9,7 @@ says ok), but the log now tells a story the vault never wrote, and ``GET /v1/aud
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -267,6 +268,33 @@ def test_a_forged_use_at_the_tail_fails_on_meaning(
         assert lines[0].startswith(f"dvault: semantic violation at seq {seq} (unknown_token): ")
         assert lines[-1].startswith(f"dvault: verification failed at seq {seq}: ")
         assert len(lines) == 2, lines
+
+
+def test_forged_jtis_are_reported_escaped(api: Api, settings: Settings, dba: Dba) -> None:
+    """A forger chooses the jti: a terminal escape, or a lone surrogate (JSON's ``\\ud800``,
+    which no UTF-8 answer can carry), is reported escaped by the API and by dvault."""
+    story = live_story(api)
+    dba.drop_triggers()
+    first = forged_use(dba.head(), "j\x1b[2K", story.delegator_id)
+    dba.append(first)
+    second = forged_use(Head(first.seq, first.hash), "SURROGATE", story.delegator_id)
+    second = dataclasses.replace(
+        second, data_json=second.data_json.replace('"SURROGATE"', '"\\ud800"')
+    )
+    second = dataclasses.replace(second, hash=second.computed_hash())  # a sound chain
+    dba.append(second)
+
+    report = verify_report(api)  # a 200: the report, not an error
+    assert report["ok"] is False
+    assert [v["reason"] for v in report["semantic_errors"]] == [
+        "token.used for jti j\\x1b[2K that no token.issued issued",
+        "token.used for jti \\ud800 that no token.issued issued",
+    ]
+    done = verify_cli(settings)
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout) == report
+    assert "\x1b" not in done.stderr
+    assert "jti j\\x1b[2K" in done.stderr
 
 
 @pytest.mark.parametrize("forge", ["used_after_revocation", "used_outside_scope"])
