@@ -126,7 +126,6 @@ class SemanticChecker:
         self._leeway = leeway_seconds
         self._limit = limit
         self._tokens = TokenBook(in_memory=tokens_in_memory)
-        self._in_memory = tokens_in_memory
         self._allows: dict[tuple[tuple[str, ...], str, str], bool] = {}
         self._ts: tuple[str, int] | None = None  # the last valid ts and its microseconds
         self._disabled: dict[str, int] = {}  # principal id -> seq of its principal.disabled
@@ -140,7 +139,7 @@ class SemanticChecker:
             keys=self._keys,
             leeway_seconds=self._leeway,
             limit=self._limit,
-            tokens_in_memory=self._in_memory,
+            tokens_in_memory=self._tokens.in_memory,
         )
 
     def keyed(self, keys: Callable[[str], Ed25519PublicKey | None]) -> SemanticChecker:

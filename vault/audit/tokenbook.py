@@ -51,6 +51,11 @@ class TokenBook:
         self._disk: _DiskBook | None = None
         self._clear()
 
+    @property
+    def in_memory(self) -> int:
+        """How many tokens the book holds in memory at most."""
+        return self._in_memory
+
     def _clear(self) -> None:
         self._row: dict[str, int] = {}
         self._exp = array("q")
