@@ -67,7 +67,7 @@ from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
 from vault.storage import audit_repo, meta_repo
-from vault.storage.engine import Database, DriverTx, Tx, execute_many
+from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_many
 
 log = logging.getLogger("vault.audit")
 SHARED_FOR_SECONDS = 2.0  # how long one sign of another writer keeps batches prepared first
@@ -139,6 +139,13 @@ Job = Callable[[Session, JobContext], T]
 # What a batch of read-only jobs reads as soon as it holds the chain lock, in the same round trip
 # on PostgreSQL (``Database.write_driver``): the state stamp, and the head it appends after.
 _OPENING = (meta_repo.STAMP_SQL, audit_repo.HEAD_SQL)
+
+# What a batch of read-only jobs checks under the chain lock when it was prepared on what the last
+# batch learnt (``Appender._commit_guarded``): the state stamp, and the head, are still those.
+_UNCHANGED = (
+    f"({meta_repo.STAMP_SQL}) = ? AND EXISTS "  # noqa: S608 (constants)
+    f"(SELECT 1 FROM ({audit_repo.HEAD_SQL}) AS head WHERE head.seq = ? AND head.hash = ?)"
+)
 
 # What a read-only job will read through ``ctx.memoized((name, key), ...)``, declared when it is
 # submitted: (name, a loader of many keys at once, key). A batch of read-only jobs loads each
@@ -228,6 +235,7 @@ class _Prepared:
     outcomes: list[_Outcome]
     drafts: Linked
     rows: Rows
+    now: datetime  # the time the jobs decided at
 
     def holds(self, stamp: str | None, now: datetime) -> bool:
         """Under the chain lock, where the stamp is ``stamp``: may this be committed as it is?
@@ -264,7 +272,8 @@ class Appender:
         # Prepare read-only batches before taking the chain lock: always (True), never (False),
         # or (None) while another writer shares the chain (``_note_head``).
         self._prepare_first = prepare_first
-        self._last_seq: int | None = None  # the head this appender's last commit left
+        self._last_head: Head | None = None  # the head this appender's last commit left
+        self.guarded_commits = 0  # batches committed in one round trip (``_commit_guarded``)
         self._shared_until = -math.inf  # time.monotonic() until which to prepare first
         self._queue: queue.SimpleQueue[_Pending[Any] | _Group | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -415,11 +424,16 @@ class Appender:
 
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         outcomes: list[_Outcome] = []
-        checkpoint: Checkpoint | None = None
         read_only = all(pending.read_only for pending in batch)
-        appended: tuple[int, int] | None = None
+        appended: tuple[Head, Head] | None = None
         reads: _Reads | None = None
-        prepared = self._prepare(batch) if read_only and self.preparing else None
+        prepared: _Prepared | None = None
+        if read_only and self.preparing:
+            prepared = self._prepare(batch)
+        elif read_only and self._knows_state():
+            prepared = self._prepare(batch, stamp=self._kept_stamp)
+            if prepared is not None and self._commit_guarded(prepared):
+                return
         try:
             transaction = self._db.write_driver(_OPENING) if read_only else self._db.write()
             with transaction as session:
@@ -460,10 +474,22 @@ class Appender:
             failure = AuditUnavailable("the audit log cannot be written; nothing was done")
             self._answer([(pending, None, failure) for pending in batch])
             return
+        self._finish(outcomes, reads, signed, appended, changed=not read_only)
+
+    def _finish(
+        self,
+        outcomes: list[_Outcome],
+        reads: _Reads | None,
+        signed: list[Checkpoint],
+        appended: tuple[Head, Head] | None,
+        *,
+        changed: bool,
+    ) -> None:
+        """After a batch's commit: what it leaves known, then its answers."""
         if appended is not None:
             self._note_head(*appended)
         self._keep(reads)
-        if self._after_change is not None and not read_only:
+        if self._after_change is not None and changed:
             self._after_change()
         checkpoint = signed[-1] if signed else None  # the head this batch left
         if signed:
@@ -475,20 +501,76 @@ class Appender:
             [(o.pending, checkpoint if o.wants_checkpoint else o.value, o.error) for o in outcomes]
         )
 
-    def _prepare(self, batch: list[_Pending[Any]]) -> _Prepared | None:
+    def _prepare(self, batch: list[_Pending[Any]], stamp: str | None = None) -> _Prepared | None:
         """Run a read-only batch's jobs on a snapshot, without the chain lock (see the module's
-        docstring); ``None`` if the database failed, and the batch then runs under the lock."""
+        docstring); ``None`` if the database failed, and the batch then runs under the lock.
+        ``stamp``: the state stamp as a previous batch read it under the lock, not read again
+        (``_commit_guarded`` checks it under the lock)."""
         outcomes: list[_Outcome] = []
         drafts: Linked = []
         rows: Rows = []
         try:
             with self._db.read_driver() as tx:
-                reads = self._reads_on(meta_repo.state_stamp(tx))  # first: a change replaces it
+                if stamp is None:
+                    stamp = meta_repo.state_stamp(tx)  # first: a change replaces it
+                reads = self._reads_on(stamp)
                 now = self._clock.now()
                 self._run_read_only_jobs(tx, batch, now, reads, outcomes, drafts, rows)
         except SQLAlchemyError:
             return None
-        return _Prepared(reads, outcomes, drafts, rows)
+        return _Prepared(reads, outcomes, drafts, rows, now)
+
+    def _knows_state(self) -> bool:
+        """Whether a read-only batch may be committed by ``_commit_guarded``: preparing is left
+        to this appender (``prepare_first=None``), the database takes a guarded write, and this
+        appender knows the stamp and head its last batches left (no other writer seen lately:
+        then the guard would only fail)."""
+        return (
+            self._prepare_first is None
+            and self._db.guards_writes
+            and self._kept_stamp is not None
+            and self._last_head is not None
+            and time.monotonic() >= self._shared_until
+        )
+
+    def _commit_guarded(self, prepared: _Prepared) -> bool:
+        """Commit a read-only batch prepared on the stamp and head this appender's last batches
+        left, in one round trip (``Database.write_guarded``), unless a checkpoint is due (its key
+        is read under the lock). True if the batch is done: committed, or failed closed as in
+        ``_commit``. False if it must go the usual way: the guard found that the stamp or the
+        head had changed (another writer), so nothing was committed, or it was not tried."""
+        head = self._last_head
+        assert head is not None  # _knows_state
+        assert prepared.reads.stamp is not None
+        every = self._checkpoint_every
+        if (
+            any(outcome.wants_checkpoint for outcome in prepared.outcomes)
+            or head.seq // every != (head.seq + len(prepared.drafts)) // every
+            or not prepared.holds(prepared.reads.stamp, self._clock.now())
+        ):
+            return False
+        guard = (prepared.reads.stamp, head.seq, head.hash)
+        try:
+            with self._db.write_guarded(_UNCHANGED, guard) as tx:
+                _insert_rows(tx, list(prepared.rows))  # a copy: kept if it must go again
+                signed, appended = self._append(
+                    tx, prepared.drafts, format_ts(prepared.now), forced=False, before=head
+                )
+        except GuardFailed:
+            self._shared_until = time.monotonic() + SHARED_FOR_SECONDS
+            return False
+        except Exception as exc:  # as in _commit: nothing of this batch exists
+            log.error(
+                "audit append failed, batch of %d refused: %s",
+                len(prepared.outcomes),
+                type(exc).__name__,
+            )
+            failure = AuditUnavailable("the audit log cannot be written; nothing was done")
+            self._answer([(outcome.pending, None, failure) for outcome in prepared.outcomes])
+            return True
+        self.guarded_commits += 1
+        self._finish(prepared.outcomes, prepared.reads, signed, appended, changed=False)
+        return True
 
     def _reads_on(self, stamp: str | None) -> _Reads:
         """A batch's reads, starting from the kept lasting ones if the stamp is theirs."""
@@ -642,14 +724,14 @@ class Appender:
         """Nothing is queued (a batch may still be running)."""
         return self._carry is None and self._queue.empty()
 
-    def _note_head(self, before: int, after: int) -> None:
-        """After a commit that appended ``before`` < seq <= ``after``: if the chain had moved
-        since this appender's previous commit, another process appends to it too, and the
+    def _note_head(self, before: Head, after: Head) -> None:
+        """After a commit that appended from the head ``before`` to ``after``: if the chain had
+        moved since this appender's previous commit, another process appends to it too, and the
         lock is shared; for a while, read-only batches are prepared before taking it. One
         writer alone gains nothing by that (it would only add a read transaction per batch)."""
-        if self._last_seq is not None and before != self._last_seq:
+        if self._last_head is not None and before != self._last_head:
             self._shared_until = time.monotonic() + SHARED_FOR_SECONDS
-        self._last_seq = after
+        self._last_head = after
 
     def _append(
         self,
@@ -660,10 +742,10 @@ class Appender:
         forced: bool,
         before: Head | None,
         by: str | None = None,
-    ) -> tuple[list[Checkpoint], tuple[int, int] | None]:
+    ) -> tuple[list[Checkpoint], tuple[Head, Head] | None]:
         """Link and insert ``drafts`` (and checkpoints when one is due or ``forced``, asked
         for by ``by``) after ``before``, the head (read now if ``None``); the checkpoints made
-        (the last one signs the head the batch leaves), and the seqs before and after."""
+        (the last one signs the head the batch leaves), and the heads before and after."""
         if not drafts and not forced:
             return [], None
         if before is None:
@@ -687,7 +769,8 @@ class Appender:
             for made in signed:
                 audit_repo.insert_checkpoint(session, made)
         audit_repo.insert_entries(session, entries)
-        return signed, (before.seq, entries[-1].seq if entries else before.seq)
+        last = entries[-1] if entries else None
+        return signed, (before, before if last is None else Head(last.seq, last.hash))
 
     def checkpoint_now(self, actor: str | None = None) -> Checkpoint:
         """Sign the head now (``POST /v1/audit/checkpoint`` by ``actor``), through the same

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,11 @@ from vault.storage.log_rows import POSTGRESQL, SQLITE, RowSource
 
 CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit chain
 MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
+_DIVISION_BY_ZERO = "22012"  # SQLSTATE of a failed guard (``Database.write_guarded``)
+
+
+class GuardFailed(Exception):
+    """``Database.write_guarded``'s guard was false under the lock: nothing was committed."""
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -184,6 +190,59 @@ class Database:
                     _run(tx, "COMMIT")
                 else:
                     _send_deferred(tx, commit=True)
+            except BaseException:
+                self._drop_held()
+                raise
+
+    @property
+    def guards_writes(self) -> bool:
+        """Whether ``write_guarded`` is available (PostgreSQL): a write whose reads are all
+        done before it can go to the server as one round trip."""
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def write_guarded(self, condition: str, params: tuple[Any, ...]) -> Iterator[DriverTx]:
+        """PostgreSQL: ``write_driver`` in one round trip, for a writer that already knows what
+        it would read under the lock. BEGIN, the chain lock, a *guard* and the transaction's
+        inserts (``execute_many``) wait to go with the COMMIT, in one pipeline.
+
+        The guard is ``condition`` (SQL with ``?`` placeholders for ``params``), evaluated once
+        the lock is held: if it is not true, the guard divides by zero, PostgreSQL aborts the
+        transaction, and this raises ``GuardFailed``. Nothing was committed then, certainly:
+        the error came after BEGIN and before COMMIT, in one transaction block. Division by zero
+        is the guard's only possible error (the inserts hold plain text and integers), so it
+        alone means "not committed, try again with the reads under the lock". Every other error
+        is raised as ``write_driver`` raises it: the caller must not retry after one, since a
+        COMMIT whose answer was lost may have committed."""
+        if self.dialect != "postgresql":
+            raise ValueError("write_guarded needs PostgreSQL")
+        guard = f"SELECT 1 / (CASE WHEN {condition} THEN 1 ELSE 0 END)".replace("?", "%s")
+        with self._mutex:
+            if self._held is not None and _closed_by_server(self._held.driver_connection):
+                self._drop_held()  # sending to it would fail after the fact, not before
+            if self._held is None:
+                self._held = self._raw_connection(self.write_engine)
+            dialect = self.write_engine.dialect
+            prelude: list[tuple[str, list[tuple[Any, ...]]]] = [
+                ("BEGIN", [()]),
+                (f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY:d})", [()]),
+                (guard, [params]),
+            ]
+            tx = DriverTx(
+                self._held.driver_connection, False, dialect.loaded_dbapi.Error, (), prelude
+            )
+            try:
+                yield tx
+                _send_deferred(tx, commit=True)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != _DIVISION_BY_ZERO:
+                    self._drop_held()
+                    raise
+                try:
+                    _rollback(tx)  # the aborted transaction block: the connection stays
+                except BaseException:
+                    self._drop_held()
+                raise GuardFailed from None
             except BaseException:
                 self._drop_held()
                 raise
@@ -427,6 +486,20 @@ def _first_rows(tx: DriverTx, sql: str) -> tuple[Any, ...]:
     except tx.error as exc:
         raise _as_sqlalchemy(exc, sql, (), tx.error) from exc
     return tuple(found)
+
+
+def _closed_by_server(connection: Any) -> bool:
+    """Whether an idle psycopg connection is known dead, or has something to read: a server
+    that ends a connection (a restart, ``pg_terminate_backend``, an idle timeout) says so and
+    closes it, and nothing else is sent to an idle connection that listens to nothing. One
+    non-blocking ``select``: no round trip."""
+    if connection.closed or connection.broken:
+        return True
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _give_back(held: Any) -> None:
