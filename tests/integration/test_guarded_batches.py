@@ -182,11 +182,33 @@ def test_a_token_revoked_while_its_use_is_prepared_is_refused(
     verified(vault)
 
 
-def test_any_other_error_fails_the_batch_closed_and_it_does_not_go_again(vault: Vault) -> None:
+_COUNT_INSERTS = """
+CREATE SEQUENCE meta_inserts;
+CREATE FUNCTION count_meta_insert() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM nextval('meta_inserts'); RETURN NEW; END $$;
+CREATE TRIGGER count_meta_insert BEFORE INSERT ON vault_meta
+  FOR EACH ROW EXECUTE FUNCTION count_meta_insert();
+"""
+
+
+def meta_inserts(database_url: str) -> int:
+    """How many inserts into ``vault_meta`` were tried since ``_COUNT_INSERTS``: a sequence
+    is not rolled back, so this counts the attempts of transactions that failed too."""
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as admin:
+        found = admin.execute("SELECT last_value, is_called FROM meta_inserts").fetchone()
+    assert found is not None
+    return int(found[0]) if found[1] else 0
+
+
+def test_any_other_error_fails_the_batch_closed_and_it_is_not_sent_again(
+    vault: Vault, database_url: str
+) -> None:
     """A failure that is not the guard's (here a duplicate key at COMMIT time) may come after
-    a COMMIT that committed: the batch fails with 503, its job is not run again, and nothing of
-    it is in the log."""
+    a COMMIT that committed: the batch fails with 503, it is sent once (neither its job nor its
+    inserts again), and nothing of it is in the log."""
     runs: list[int] = []
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute(_COUNT_INSERTS)
 
     def clashing(_session: Tx, ctx: JobContext) -> str:
         runs.append(1)
@@ -196,9 +218,11 @@ def test_any_other_error_fails_the_batch_closed_and_it_does_not_go_again(vault: 
 
     with alone(vault):
         before, guarded = head_seq(vault), vault.appender.guarded_commits
+        tried = meta_inserts(database_url)
         with pytest.raises(AuditUnavailable):
             vault.appender.submit(clashing, read_only=True).result(30)
         assert runs == [1]
+        assert meta_inserts(database_url) == tried + 1  # one transaction tried it, and failed
         assert head_seq(vault) == before
         assert vault.appender.guarded_commits == guarded
         # the appender goes on: the next batch is committed (on a new connection)
