@@ -192,6 +192,40 @@ def test_a_use_prepared_before_a_revocation_is_recorded_as_refused(
     assert report.ok, report.to_dict()
 
 
+@pytest.mark.parametrize("prepare_first", [None, True, False])
+def test_a_token_used_here_and_revoked_elsewhere_is_refused_at_its_next_use(
+    vault: Vault, settings: Settings, prepare_first: bool | None
+) -> None:
+    """What a use read of the token is kept for the next uses while the state stamp holds; a
+    revocation by another process replaces the stamp, and the next use here is refused."""
+    bot = add_principal(vault, "bot", DELEGATOR).principal
+    vault.appender.run(
+        subjects.upsert_job(
+            subjects.parse_subject(SUBJECT, {"email": "u1@example.com", "role": "user"}),
+            actor=None,
+        )
+    )
+    request = {"subject": SUBJECT, "scope": "chat", "reason": "TICKET-1 kept"}
+    issue = tokens.issue_job(vault.settings, vault.scopes, vault.keys, bot, request, None)
+    issued = vault.appender.submit(issue, read_only=True).result(30)
+    verifier = add_principal(vault, "owui", "verifier").principal
+
+    async def use(here: Appender) -> Any:
+        job, reads = introspection_job(
+            vault, verifier, issued.access_token, "GET", "/api/v1/chats/"
+        )
+        return await here.submit_async(job, read_only=True, reads=reads)
+
+    with other_writer(settings) as other, appender(vault, prepare_first=prepare_first) as here:
+        assert [asyncio.run(use(here))["active"] for _ in range(3)] == [True, True, True]
+        other.appender.run(revocation.revoke_job(bot, {"jti": issued.claims.jti}))
+        assert asyncio.run(use(here)) == {"active": False}
+    rejected = [e for e in new_entries(vault, 0) if e.type == "token.rejected"]
+    assert [e.data["reason"] for e in rejected] == ["revoked_token"]
+    report = audit.verify_database(vault.db, semantics=SemanticChecker(scopes=vault.scopes))
+    assert report.ok, report.to_dict()
+
+
 def test_batches_are_prepared_only_while_another_writer_appends(
     vault: Vault, settings: Settings
 ) -> None:

@@ -76,6 +76,20 @@ def test_owner_revokes_by_jti(world: World, api: Api) -> None:
     assert world.revoked_jtis() == [jti]
 
 
+def test_a_token_in_use_is_refused_from_the_use_after_its_revocation(
+    world: World, api: Api
+) -> None:
+    """The vault keeps what a use read of the token for the next uses, until a change: a
+    revocation between two uses is seen by the second."""
+    jti = world.issue(world.a)
+    assert [world.active(jti) for _ in range(3)] == [True, True, True]
+    assert world.revoke(api.owner, jti=jti).json() == {"revoked": 1}
+    assert world.active(jti) is False
+    (rejected,) = api.entries(type="token.rejected")
+    assert rejected["data"]["jti"] == jti
+    assert rejected["data"]["reason"] == "revoked_token"
+
+
 @pytest.mark.parametrize("name", ["u-1", "alice@example.com"])
 def test_owner_revokes_by_subject(world: World, api: Api, name: str) -> None:
     mine = [world.issue(world.a), world.issue(world.a), world.issue(world.b)]

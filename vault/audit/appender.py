@@ -102,9 +102,12 @@ class JobContext:
         value is kept for later batches of read-only jobs, as long as the state stamp holds."""
         try:
             found: T = self.memo[key]
-            return found
         except KeyError:
             pass
+        else:
+            if lasting and key not in self.kept:
+                self.lasting.add(key)  # read for the batch (``_prefetch``): kept after it too
+            return found
         if lasting and key in self.kept:
             value: T = self.kept[key]
         else:
@@ -601,7 +604,7 @@ class Appender:
     ) -> None:
         if not jobs:
             return
-        _prefetch(tx, jobs, reads.values)
+        _prefetch(tx, jobs, reads)
         for pending in jobs:
             outcome, job_drafts = self._run_read_only(tx, pending, now, reads, rows)
             outcomes.append(outcome)
@@ -809,12 +812,15 @@ def _answer_on_loop(answered: list[tuple[_Pending[Any], Any, BaseException | Non
             group.timer.cancel()  # every member of a group is answered by the same batch
 
 
-def _prefetch(session: Tx, batch: list[_Pending[Any]], memo: dict[Any, Any]) -> None:
-    """The reads the batch's jobs declared, one load per name, into the batch's memo."""
+def _prefetch(session: Tx, batch: list[_Pending[Any]], reads: _Reads) -> None:
+    """The reads the batch's jobs declared, one load per name, into the batch's memo; those
+    kept from earlier batches on the same stamp (lasting reads) are not read again."""
+    memo, kept = reads.values, reads.kept
     wanted: dict[tuple[str, Callable[[Any, list[Any]], dict[Any, Any]]], dict[Any, None]] = {}
     for pending in batch:
         for name, load_many, key in pending.reads:
-            wanted.setdefault((name, load_many), {})[key] = None  # each key once, in order
+            if (name, key) not in kept:
+                wanted.setdefault((name, load_many), {})[key] = None  # each once, in order
     for (name, load_many), keys in wanted.items():
         found = load_many(session, list(keys))
         for key in keys:

@@ -438,8 +438,13 @@ def _still_authorized(
     if int(ctx.now.timestamp()) >= expires:
         return ExpiredToken("token has expired"), None  # expired while its use was queued
     ctx.holds_until(expires)  # an allowed use must be recorded before it expires
+    # Kept for later batches while the state stamp holds: a token's row changes only by its
+    # revocation, a job that replaces the stamp. (Kept "never issued" is never wrong either: a
+    # token is handed out only once its row is committed, so no use of it comes before.)
     state, issued = ctx.memoized(
-        ("token", claims.jti), lambda: tokens_repo.token_state(session, claims.jti)
+        ("token", claims.jti),
+        lambda: tokens_repo.token_state(session, claims.jti),
+        lasting=True,
     )
     if state == tokens_repo.LIVE and issued != tokens_repo.issued_as(claims):
         # Its jti was issued, but not with these claims: only a holder of a signing key could
