@@ -37,6 +37,14 @@ every job's decision still holds at the batch's time (``JobContext.holds_until``
 jobs run again under the lock, as they would have without it. Either way, what is committed is
 what the jobs decide on the state the commit is made on. A job may therefore run twice: it must
 change nothing outside its context.
+
+An appender alone on the chain knows the stamp and the head its last batches left. On PostgreSQL,
+where each statement under the lock is a round trip, it prepares a read-only batch on those and
+sends it in one pipeline behind a guard (``Database.write_guarded``): the lock, then "the stamp and
+the head are still these", then the inserts and COMMIT. A failed guard has committed nothing, and
+the batch goes the usual way; any other error fails it closed, never retried (a COMMIT whose
+answer was lost may have committed). A sequential introspection on PostgreSQL takes two round
+trips instead of three (one when its token was read by an earlier use under the same stamp).
 """
 
 from __future__ import annotations
