@@ -5,7 +5,8 @@ Groups (``--only`` takes one or more; default: all but ``stack``):
 - ``primitives``: the raw figures everything is compared with (also measured on demand);
 - ``middleware``: ``DelegationMiddleware._verify`` in process, first sight and seen before;
 - ``http-sqlite``, ``http-postgres``: token issuance and introspection over HTTP against
-  ``/healthz`` on the same ``dvault serve`` (wrk load, 1 and 2 workers, 8 and 32 connections);
+  ``/healthz`` on the same ``dvault serve`` (wrk load, 1 and 2 workers, 8 and 32 connections,
+  and one connection with 1 worker);
 - ``audit``: verification and export of a large audit log (1,000,000 entries; 20,000 with
   ``--quick``);
 - ``openwebui``: ``GET /api/v1/chats/`` on a real Open WebUI with a session JWT, an ``sk-`` key
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         workers = [1, 2]
-        connections = [16] if quick else [8, 32]
+        connections = [16] if quick else [1, 8, 32]  # 1: one client, 1 worker only
         step("primitives", primitives.rows)
         step("middleware", lambda: middleware.run(tmp=tmp, primitives=primitives, quick=quick))
         step(

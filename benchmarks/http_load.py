@@ -221,7 +221,9 @@ def measure_server(
     introspect = run_wrk(
         f"{base}/v1/introspect", scripts.introspect, connections=config.connections, seconds=seconds
     )
-    goal = GOALS[config.database]
+    # One client: each request waits for the one before, so the rate is one over the latency of
+    # a request; the goals are for 8-32 clients, and this row has none.
+    goal = GOALS[config.database] if config.connections > 1 else None
     rows = []
     for name, load, unit in (
         ("POST /v1/token", token, "tokens"),
@@ -242,8 +244,8 @@ def measure_server(
                 measured=load.text(unit),
                 primitive="/healthz " + healthz.text("req"),
                 ratio=f"{ratio:.0%}",
-                goal=f"≥ {goal:.0%} of /healthz",
-                met=(ratio >= goal) if valid else False,
+                goal="—" if goal is None else f"≥ {goal:.0%} of /healthz",
+                met=None if goal is None else (ratio >= goal) if valid else False,
             )
         )
     return rows
@@ -297,6 +299,8 @@ def run(
                 scripts = write_scripts(vault, tokens, folder)
                 warm_up(server, scripts)
                 for conns in connections[-1:] if fill else connections:
+                    if conns == 1 and count > 1:
+                        continue  # one client keeps one worker busy at most
                     config = Config(kind, count, conns)
                     found = measure_server(server, vault, scripts, config, seconds)
                     if fill:
