@@ -495,11 +495,12 @@ def _closed_by_server(connection: Any) -> bool:
     non-blocking ``select``: no round trip."""
     if connection.closed or connection.broken:
         return True
+    poller = select.poll()  # not select(): a process may hold more than 1,024 descriptors
     try:
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        poller.register(connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _give_back(held: Any) -> None:
