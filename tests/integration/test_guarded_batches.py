@@ -89,6 +89,28 @@ def test_alone_on_the_chain_read_only_batches_go_guarded(vault: Vault) -> None:
     verified(vault)
 
 
+def test_jobs_queued_while_a_guarded_batch_is_prepared_join_it(vault: Vault) -> None:
+    """As jobs that queue while a batch waits for the lock join it: one commit, one ts."""
+    bot = add_principal(vault, "bot", DELEGATOR).principal
+    with alone(vault):
+        while head_seq(vault) % EVERY + 4 >= EVERY:  # the batch of 4 must cross no checkpoint
+            vault.appender.submit(record(-3), read_only=True).result(30)
+        before, guarded = head_seq(vault), vault.appender.guarded_commits
+        first = Held(bot.id)
+        held = vault.appender.submit(first, read_only=True)
+        assert first.started.wait(30)  # being prepared
+        later = [vault.appender.submit(record(n), read_only=True) for n in range(3)]
+        first.gate.set()
+        assert held.result(30) is False
+        assert [future.result(30) for future in later] == [0, 1, 2]
+    assert first.runs == 1
+    assert vault.appender.guarded_commits == guarded + 1
+    new = [e for e in new_entries(vault, before) if e.type == "test.note"]
+    assert [e.data.get("n", "held") for e in new] == ["held", 0, 1, 2]
+    assert len({e.ts for e in new}) == 1
+    verified(vault)
+
+
 def test_a_head_moved_by_another_writer_fails_the_guard_and_the_batch_goes_again(
     vault: Vault, settings: Settings
 ) -> None:

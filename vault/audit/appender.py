@@ -443,6 +443,10 @@ class Appender:
             prepared = self._prepare(batch)
         elif read_only and self._knows_state():
             prepared = self._prepare(batch, stamp=self._kept_stamp)
+            if prepared is not None:
+                # what queued while it was prepared joins it, as it would join a batch that
+                # waited for the lock: one commit, not two
+                prepared = self._prepare_joining(batch, prepared)
             if prepared is not None and self._commit_guarded(prepared):
                 return
         try:
@@ -530,6 +534,28 @@ class Appender:
         except SQLAlchemyError:
             return None
         return _Prepared(reads, outcomes, drafts, rows, now)
+
+    def _prepare_joining(self, batch: list[_Pending[Any]], prepared: _Prepared) -> _Prepared | None:
+        """Take the read-only jobs that queued meanwhile into ``batch`` and prepare them onto
+        ``prepared`` (same reads, same time); ``None`` if the database failed, and then the
+        whole batch, those jobs included, runs under the lock."""
+        joining = self._take_read_only(batch)
+        if not joining:
+            return prepared
+        try:
+            with self._db.read_driver() as tx:
+                self._run_read_only_jobs(
+                    tx,
+                    joining,
+                    prepared.now,
+                    prepared.reads,
+                    prepared.outcomes,
+                    prepared.drafts,
+                    prepared.rows,
+                )
+        except SQLAlchemyError:
+            return None
+        return prepared
 
     def _knows_state(self) -> bool:
         """Whether a read-only batch may be committed by ``_commit_guarded``: preparing is left
