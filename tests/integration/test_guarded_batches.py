@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from tests.integration.test_prepared_batches import (
-    SUBJECT,
     Held,
+    a_token,
     head_seq,
     new_entries,
     note,
@@ -37,9 +37,9 @@ from tests.support import (
 from vault.audit.appender import JobContext
 from vault.audit.semantics import SemanticChecker
 from vault.config import Settings
-from vault.domain import DELEGATOR, VERIFIER
+from vault.domain import DELEGATOR
 from vault.errors import AuditUnavailable
-from vault.ops import audit, revocation, subjects, tokens
+from vault.ops import audit, revocation
 from vault.ops.runtime import Vault
 from vault.storage import principals_repo
 from vault.storage.engine import Tx
@@ -167,17 +167,7 @@ def test_a_token_revoked_while_its_use_is_prepared_is_refused(
     """The security property, on the guarded path: the revocation commits between the
     introspection's read of the token and its commit; the use is refused and the log never
     shows an allowed use after the revocation."""
-    bot = add_principal(vault, "bot", DELEGATOR).principal
-    vault.appender.run(
-        subjects.upsert_job(
-            subjects.parse_subject(SUBJECT, {"email": "u1@example.com", "role": "user"}),
-            actor=None,
-        )
-    )
-    request = {"subject": SUBJECT, "scope": "chat", "reason": "TICKET-1 guarded"}
-    issue = tokens.issue_job(vault.settings, vault.scopes, vault.keys, bot, request, None)
-    issued = vault.appender.submit(issue, read_only=True).result(30)
-    verifier = add_principal(vault, "owui", VERIFIER).principal
+    bot, issued, verifier = a_token(vault, "TICKET-1 guarded")
     introspect, reads = introspection_job(
         vault, verifier, issued.access_token, "GET", "/api/v1/chats/"
     )

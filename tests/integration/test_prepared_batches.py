@@ -22,9 +22,10 @@ from vault.audit.appender import Appender, JobContext
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
 from vault.config import Settings
-from vault.domain import DELEGATOR
+from vault.domain import DELEGATOR, Principal
 from vault.ops import audit, principals, revocation, subjects, tokens
 from vault.ops.runtime import Vault, open_vault
+from vault.ops.tokens import IssuedToken
 from vault.storage import audit_repo, meta_repo, principals_repo
 from vault.storage.engine import Tx
 
@@ -66,6 +67,21 @@ def new_entries(vault: Vault, after: int) -> list[Any]:
 def head_seq(vault: Vault) -> int:
     with vault.db.read() as session:
         return audit_repo.head(session).seq
+
+
+def a_token(vault: Vault, reason: str) -> tuple[Principal, IssuedToken, Principal]:
+    """A delegator, a token it was issued for a subject, and a verifier."""
+    bot = add_principal(vault, "bot", DELEGATOR).principal
+    vault.appender.run(
+        subjects.upsert_job(
+            subjects.parse_subject(SUBJECT, {"email": "u1@example.com", "role": "user"}),
+            actor=None,
+        )
+    )
+    request = {"subject": SUBJECT, "scope": "chat", "reason": reason}
+    issue = tokens.issue_job(vault.settings, vault.scopes, vault.keys, bot, request, None)
+    issued = vault.appender.submit(issue, read_only=True).result(30)
+    return bot, issued, add_principal(vault, "owui", "verifier").principal
 
 
 def note(**data: Any) -> Draft:
@@ -144,23 +160,7 @@ def test_a_use_prepared_before_a_revocation_is_recorded_as_refused(
 ) -> None:
     """The security property: a token revoked (by another process) while its introspection was
     being prepared is refused, and the log never shows an allowed use after the revocation."""
-    bot = add_principal(vault, "bot", DELEGATOR).principal
-    vault.appender.run(
-        subjects.upsert_job(
-            subjects.parse_subject(SUBJECT, {"email": "u1@example.com", "role": "user"}),
-            actor=None,
-        )
-    )
-    issue = tokens.issue_job(
-        vault.settings,
-        vault.scopes,
-        vault.keys,
-        bot,
-        {"subject": SUBJECT, "scope": "chat", "reason": "TICKET-1 prepared"},
-        None,
-    )
-    issued = vault.appender.submit(issue, read_only=True).result(30)
-    verifier = add_principal(vault, "owui", "verifier").principal
+    bot, issued, verifier = a_token(vault, "TICKET-1 prepared")
     introspect, reads = introspection_job(
         vault, verifier, issued.access_token, "GET", "/api/v1/chats/"
     )
@@ -198,17 +198,7 @@ def test_a_token_used_here_and_revoked_elsewhere_is_refused_at_its_next_use(
 ) -> None:
     """What a use read of the token is kept for the next uses while the state stamp holds; a
     revocation by another process replaces the stamp, and the next use here is refused."""
-    bot = add_principal(vault, "bot", DELEGATOR).principal
-    vault.appender.run(
-        subjects.upsert_job(
-            subjects.parse_subject(SUBJECT, {"email": "u1@example.com", "role": "user"}),
-            actor=None,
-        )
-    )
-    request = {"subject": SUBJECT, "scope": "chat", "reason": "TICKET-1 kept"}
-    issue = tokens.issue_job(vault.settings, vault.scopes, vault.keys, bot, request, None)
-    issued = vault.appender.submit(issue, read_only=True).result(30)
-    verifier = add_principal(vault, "owui", "verifier").principal
+    bot, issued, verifier = a_token(vault, "TICKET-1 kept")
 
     async def use(here: Appender) -> Any:
         job, reads = introspection_job(
