@@ -36,12 +36,13 @@ from tests.support import (
 )
 from vault.audit.appender import JobContext
 from vault.audit.semantics import SemanticChecker
+from vault.clock import parse_ts
 from vault.config import Settings
 from vault.domain import DELEGATOR
 from vault.errors import AuditUnavailable
 from vault.ops import audit, revocation
 from vault.ops.runtime import Vault
-from vault.storage import principals_repo
+from vault.storage import engine, principals_repo
 from vault.storage.engine import Tx
 from vault.storage.tables import MetaRow
 
@@ -89,16 +90,24 @@ def test_alone_on_the_chain_read_only_batches_go_guarded(vault: Vault) -> None:
     verified(vault)
 
 
+def clear_of_checkpoints(vault: Vault, room: int) -> None:
+    """Append until a batch of ``room`` entries crosses no checkpoint."""
+    while head_seq(vault) % EVERY + room >= EVERY:
+        vault.appender.submit(record(-3), read_only=True).result(30)
+
+
 def test_jobs_queued_while_a_guarded_batch_is_prepared_join_it(vault: Vault) -> None:
-    """As jobs that queue while a batch waits for the lock join it: one commit, one ts."""
+    """As jobs that queue while a batch waits for the lock join it: one commit, one ts, and no
+    entry older than its request."""
     bot = add_principal(vault, "bot", DELEGATOR).principal
     with alone(vault):
-        while head_seq(vault) % EVERY + 4 >= EVERY:  # the batch of 4 must cross no checkpoint
-            vault.appender.submit(record(-3), read_only=True).result(30)
+        clear_of_checkpoints(vault, 4)
         before, guarded = head_seq(vault), vault.appender.guarded_commits
         first = Held(bot.id)
         held = vault.appender.submit(first, read_only=True)
-        assert first.started.wait(30)  # being prepared
+        assert first.started.wait(30)  # being prepared, decided at its time
+        time.sleep(0.02)
+        submitted = vault.clock.now()
         later = [vault.appender.submit(record(n), read_only=True) for n in range(3)]
         first.gate.set()
         assert held.result(30) is False
@@ -108,6 +117,74 @@ def test_jobs_queued_while_a_guarded_batch_is_prepared_join_it(vault: Vault) -> 
     new = [e for e in new_entries(vault, before) if e.type == "test.note"]
     assert [e.data.get("n", "held") for e in new] == ["held", 0, 1, 2]
     assert len({e.ts for e in new}) == 1
+    assert parse_ts(new[0].ts) >= submitted  # the batch's time is its last decision's
+    verified(vault)
+
+
+class Counting:
+    """A read-only job that records how many times it ran."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.runs = n, 0
+
+    def __call__(self, _session: Tx, ctx: JobContext) -> int:
+        self.runs += 1
+        ctx.record(note(n=self.n, run=self.runs))
+        return self.n
+
+
+@pytest.mark.parametrize("change", ["head", "stamp"])
+def test_jobs_that_joined_a_batch_whose_guard_fails_are_answered_once(
+    vault: Vault, settings: Settings, change: str
+) -> None:
+    """The batch goes the usual way with the jobs that joined it: each answered once; decided
+    again only if the stamp changed."""
+    bot = add_principal(vault, "bot", DELEGATOR).principal
+
+    def disable_quietly(session: Any, _ctx: JobContext) -> None:
+        principals_repo.set_disabled(session, bot.id)
+
+    with other_writer(settings) as other, alone(vault):
+        clear_of_checkpoints(vault, 8)
+        before, guarded = head_seq(vault), vault.appender.guarded_commits
+        first = Held(bot.id)
+        held = vault.appender.submit(first, read_only=True)
+        assert first.started.wait(30)
+        jobs = [Counting(n) for n in range(3)]
+        later = [vault.appender.submit(job, read_only=True) for job in jobs]
+        if change == "head":
+            other.appender.submit(record(100), read_only=True).result(30)
+        else:
+            other.appender.run(disable_quietly)
+        first.gate.set()
+        assert held.result(30) is (change == "stamp")
+        assert [future.result(30) for future in later] == [0, 1, 2]
+    runs = 1 if change == "head" else 2
+    assert [first.runs, *(job.runs for job in jobs)] == [runs] * 4
+    assert vault.appender.guarded_commits == guarded
+    mine = [e.data for e in new_entries(vault, before) if e.type == "test.note"]
+    mine = [data for data in mine if data.get("n") != 100]
+    assert mine == [
+        {"disabled": change == "stamp", "run": runs},
+        *({"n": n, "run": runs} for n in range(3)),
+    ]
+    verified(vault)
+
+
+def test_a_connection_idle_for_long_gets_the_write_that_retries_its_begin(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept connection may die without the server saying so: after a pause, the next batch
+    goes the usual way (its BEGIN alone first, retried once on a new connection), then the
+    guard again."""
+    monkeypatch.setattr(engine, "GUARDED_IDLE_SECONDS", 0.05)
+    with alone(vault):
+        time.sleep(0.1)
+        guarded = vault.appender.guarded_commits
+        assert vault.appender.submit(record(1), read_only=True).result(30) == 1
+        assert vault.appender.guarded_commits == guarded
+        assert vault.appender.submit(record(2), read_only=True).result(30) == 2
+        assert vault.appender.guarded_commits == guarded + 1
     verified(vault)
 
 
@@ -215,7 +292,7 @@ def meta_inserts(database_url: str) -> int:
 def test_any_other_error_fails_the_batch_closed_and_it_is_not_sent_again(
     vault: Vault, database_url: str
 ) -> None:
-    """A failure that is not the guard's (here a duplicate key at COMMIT time) may come after
+    """A failure that is not the guard's (here a duplicate key, in the pipeline) may come after
     a COMMIT that committed: the batch fails with 503, it is sent once (neither its job nor its
     inserts again), and nothing of it is in the log."""
     runs: list[int] = []

@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.support import MovableClock, add_principal, introspection_job, kill_connections
 from vault.audit.appender import Appender, JobContext
 from vault.audit.entry import Draft
 from vault.audit.semantics import SemanticChecker
+from vault.clock import format_ts
 from vault.config import Settings
 from vault.domain import DELEGATOR, Principal
 from vault.ops import audit, principals, revocation, subjects, tokens
@@ -214,6 +216,31 @@ def test_a_token_used_here_and_revoked_elsewhere_is_refused_at_its_next_use(
     assert [e.data["reason"] for e in rejected] == ["revoked_token"]
     report = audit.verify_database(vault.db, semantics=SemanticChecker(scopes=vault.scopes))
     assert report.ok, report.to_dict()
+
+
+def test_a_tokens_state_serves_its_next_uses_until_the_stamp_changes(vault: Vault) -> None:
+    """What a use read of the token is kept: a change that replaces no stamp (made here behind
+    the vault's back, as no vault job does) is not seen by the next use; once the stamp
+    changes, it is."""
+    _bot, issued, verifier = a_token(vault, "TICKET-1 kept")
+
+    async def use() -> Any:
+        job, reads = introspection_job(
+            vault, verifier, issued.access_token, "GET", "/api/v1/chats/"
+        )
+        return await vault.appender.submit_async(job, read_only=True, reads=reads)
+
+    assert asyncio.run(use())["active"] is True
+    with vault.db.write() as session:
+        session.execute(
+            text("UPDATE tokens SET revoked_at = :at WHERE jti = :jti"),
+            {"at": format_ts(vault.clock.now()), "jti": issued.claims.jti},
+        )
+    assert asyncio.run(use())["active"] is True  # the kept state: the stamp is unchanged
+    vault.appender.run(lambda _s, ctx: ctx.record(note(changed="stamp")))
+    assert asyncio.run(use()) == {"active": False}
+    (rejected,) = [e for e in new_entries(vault, 0) if e.type == "token.rejected"]
+    assert rejected.data["reason"] == "revoked_token"
 
 
 def test_batches_are_prepared_only_while_another_writer_appends(

@@ -79,6 +79,7 @@ from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_ma
 
 log = logging.getLogger("vault.audit")
 SHARED_FOR_SECONDS = 2.0  # how long one sign of another writer keeps batches prepared first
+SHARED_AFTER_A_GUARD_FAILED = 60.0  # the same after a guarded batch found another writer
 KEPT_MAX = 10_000  # lasting reads kept from one batch to the next, at most
 T = TypeVar("T")
 
@@ -246,7 +247,7 @@ class _Prepared:
     outcomes: list[_Outcome]
     drafts: Linked
     rows: Rows
-    now: datetime  # the time the jobs decided at
+    now: datetime  # the batch's time, its entries' ts: at or after each job's decision
 
     def holds(self, stamp: str | None, now: datetime) -> bool:
         """Under the chain lock, where the stamp is ``stamp``: may this be committed as it is?
@@ -537,17 +538,19 @@ class Appender:
 
     def _prepare_joining(self, batch: list[_Pending[Any]], prepared: _Prepared) -> _Prepared | None:
         """Take the read-only jobs that queued meanwhile into ``batch`` and prepare them onto
-        ``prepared`` (same reads, same time); ``None`` if the database failed, and then the
-        whole batch, those jobs included, runs under the lock."""
+        ``prepared`` (same reads), decided now; the batch's time becomes now, so no entry
+        predates its request. ``None`` if the database failed, and then the whole batch, those
+        jobs included, runs under the lock."""
         joining = self._take_read_only(batch)
         if not joining:
             return prepared
+        now = self._clock.now()
         try:
             with self._db.read_driver() as tx:
                 self._run_read_only_jobs(
                     tx,
                     joining,
-                    prepared.now,
+                    now,
                     prepared.reads,
                     prepared.outcomes,
                     prepared.drafts,
@@ -555,6 +558,7 @@ class Appender:
                 )
         except SQLAlchemyError:
             return None
+        prepared.now = max(prepared.now, now)
         return prepared
 
     def _knows_state(self) -> bool:
@@ -564,7 +568,7 @@ class Appender:
         then the guard would only fail)."""
         return (
             self._prepare_first is None
-            and self._db.guards_writes
+            and self._db.guarded_write_ready()
             and self._kept_stamp is not None
             and self._last_head is not None
             and time.monotonic() >= self._shared_until
@@ -594,7 +598,9 @@ class Appender:
                     tx, prepared.drafts, format_ts(prepared.now), forced=False, before=head
                 )
         except GuardFailed:
-            self._shared_until = time.monotonic() + SHARED_FOR_SECONDS
+            # another writer: prepare first, and leave the guard alone for a while (each failed
+            # guard costs a round trip, and psycopg logs a warning for its aborted pipeline)
+            self._shared_until = time.monotonic() + SHARED_AFTER_A_GUARD_FAILED
             return False
         except Exception as exc:  # as in _commit: nothing of this batch exists
             log.error(

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from vault.storage.log_rows import POSTGRESQL, SQLITE, RowSource
 
 CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit chain
 MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
+GUARDED_IDLE_SECONDS = 5.0  # a kept connection idle longer is not sent a guarded write
 _DIVISION_BY_ZERO = "22012"  # SQLSTATE of a failed guard (``Database.write_guarded``)
 
 
@@ -99,6 +102,7 @@ class Database:
         self._mutex = threading.Lock()
         self._lock_path: Path | None = None
         self._held: Any = None  # write_driver's connection, kept between its transactions
+        self._held_used = -math.inf  # time.monotonic() of its last transaction that committed
         self._held_read: Any = None  # read_driver's, likewise
         self._read_mutex = threading.Lock()
         if self.dialect == "sqlite":
@@ -193,12 +197,18 @@ class Database:
             except BaseException:
                 self._drop_held()
                 raise
+            self._held_used = time.monotonic()
 
-    @property
-    def guards_writes(self) -> bool:
-        """Whether ``write_guarded`` is available (PostgreSQL): a write whose reads are all
-        done before it can go to the server as one round trip."""
-        return self.dialect == "postgresql"
+    def guarded_write_ready(self) -> bool:
+        """Whether to use ``write_guarded`` now: on PostgreSQL, with a kept connection that
+        served a write less than ``GUARDED_IDLE_SECONDS`` ago. A connection idle for longer may
+        have died without the server saying so (a failover, a reset path), and only a write that
+        sends BEGIN alone first (``write_driver``) can take a new one and try again."""
+        return (
+            self.dialect == "postgresql"
+            and self._held is not None
+            and time.monotonic() - self._held_used < GUARDED_IDLE_SECONDS
+        )
 
     @contextmanager
     def write_guarded(self, condition: str, params: tuple[Any, ...]) -> Iterator[DriverTx]:
@@ -234,6 +244,7 @@ class Database:
             try:
                 yield tx
                 _send_deferred(tx, commit=True)
+                self._held_used = time.monotonic()
             except DBAPIError as exc:
                 if getattr(exc.orig, "sqlstate", None) != _DIVISION_BY_ZERO:
                     self._drop_held()
@@ -493,7 +504,7 @@ def _closed_by_server(connection: Any) -> bool:
     that ends a connection (a restart, ``pg_terminate_backend``, an idle timeout) says so and
     closes it, and nothing else is sent to an idle connection that listens to nothing. One
     non-blocking ``select``: no round trip."""
-    if connection.closed or connection.broken:
+    if connection.closed or getattr(connection, "broken", False):
         return True
     poller = select.poll()  # not select(): a process may hold more than 1,024 descriptors
     try:
