@@ -143,6 +143,12 @@ class Api:
             headers["Authorization"] = f"Bearer {credential}"
         return self.http.request(method, path, headers=headers, **kw)
 
+    def raw(self, method: str, path: str, credential: str | None, content: bytes) -> httpx.Response:
+        """``content`` sent as it is, labelled JSON: bodies a JSON encoder would not write."""
+        return self.call(
+            method, path, credential, content=content, headers={"Content-Type": "application/json"}
+        )
+
     def principal(
         self, name: str, *roles: str, policy: dict[str, Any] | None = None
     ) -> tuple[str, str]:

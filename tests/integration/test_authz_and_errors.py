@@ -278,13 +278,7 @@ def test_errors_are_json_with_a_code(
 def test_body_at_the_limit_is_read(cast: Cast) -> None:
     body = json.dumps({"name": "n", "roles": ["auditor"]}).encode()
     padded = body + b" " * (64 * 1024 - len(body))
-    r = cast.api.call(
-        "POST",
-        "/v1/principals",
-        cast.api.owner,
-        content=padded,
-        headers={"Content-Type": "application/json"},
-    )
+    r = cast.api.raw("POST", "/v1/principals", cast.api.owner, padded)
     assert r.status_code == 201, r.text
 
 

@@ -14,16 +14,6 @@ import pytest
 from tests.support import Api
 
 
-def raw_post(api: Api, path: str, credential: str, body: str):
-    return api.call(
-        "POST",
-        path,
-        credential,
-        content=body.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -39,7 +29,7 @@ def test_unstorable_token_requests_are_a_400_and_the_service_goes_on(api: Api, b
     api.subject("u-1", "u1@example.com")
     _, delegator = api.principal("bot", "delegator")
 
-    refused = raw_post(api, "/v1/token", delegator, body)
+    refused = api.raw("POST", "/v1/token", delegator, body.encode())
 
     assert refused.status_code == 400, refused.text
     assert set(refused.json()) == {"error", "error_description"}
@@ -65,9 +55,7 @@ def test_unstorable_admin_bodies_are_a_400(api: Api, method: str, path: str) -> 
     body = '{"email": "a@b.c", "name": "bad \\ud800", "roles": ["auditor"]}'
     if path == "/v1/principals":
         body = '{"name": "bad \\u0000", "roles": ["auditor"]}'
-    refused = api.call(
-        method, path, api.owner, content=body.encode(), headers={"Content-Type": "application/json"}
-    )
+    refused = api.raw(method, path, api.owner, body.encode())
     assert refused.status_code == 400, refused.text
 
 
@@ -178,7 +166,7 @@ def test_a_body_naming_a_member_twice_is_a_400(api: Api, path: str, body: str) -
     _, delegator = api.principal("bot", "delegator")
     _, verifier = api.principal("owui", "verifier")
     credential = delegator if path == "/v1/token" else verifier
-    refused = raw_post(api, path, credential, body)
+    refused = api.raw("POST", path, credential, body.encode())
     assert refused.status_code == 400, refused.text
     assert refused.json() == {
         "error": "invalid_request",
@@ -187,12 +175,11 @@ def test_a_body_naming_a_member_twice_is_a_400(api: Api, path: str, body: str) -
     if path == "/v1/token":
         assert api.entries(type="token.denied")[-1]["data"]["error"] == "invalid_request"
     assert not api.entries(type="token.issued")
-    subject = api.call(
+    subject = api.raw(
         "PUT",
         "/v1/subjects/u-2",
         api.owner,
-        content=b'{"email": "a@example.com", "email": "b@example.com", "name": "x"}',
-        headers={"Content-Type": "application/json"},
+        b'{"email": "a@example.com", "email": "b@example.com", "name": "x"}',
     )
     assert subject.status_code == 400, subject.text
     assert subject.json()["error_description"] == "body names a member more than once"
@@ -203,7 +190,7 @@ def test_nan_and_infinity_are_not_json(api: Api, constant: str) -> None:
     api.subject("u-1", "u1@example.com")
     _, delegator = api.principal("bot", "delegator")
     body = f'{{"subject": "u-1", "reason": "TICKET-1", "ttl_seconds": {constant}}}'
-    refused = raw_post(api, "/v1/token", delegator, body)
+    refused = api.raw("POST", "/v1/token", delegator, body.encode())
     assert refused.status_code == 400, refused.text
     assert refused.json()["error_description"] == "body is not valid JSON"
 

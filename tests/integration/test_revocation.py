@@ -199,13 +199,7 @@ def test_revoke_needs_a_credential(world: World) -> None:
 )
 def test_revoke_body_names_exactly_one_target(world: World, api: Api, content: bytes) -> None:
     jti = world.issue(world.a)
-    r = api.call(
-        "POST",
-        "/v1/revoke",
-        api.owner,
-        content=content,
-        headers={"Content-Type": "application/json"},
-    )
+    r = api.raw("POST", "/v1/revoke", api.owner, content)
     assert r.status_code == 400, r.text
     assert set(r.json()) == {"error", "error_description"}
     assert r.json()["error"] == "invalid_request"

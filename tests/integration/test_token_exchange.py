@@ -504,26 +504,14 @@ def test_disabled_delegator_is_401(bot: Bot) -> None:
 def test_malformed_token_request_is_400_and_audited(
     bot: Bot, content: bytes, expected_subject: Any
 ) -> None:
-    r = bot.api.call(
-        "POST",
-        "/v1/token",
-        bot.credential,
-        content=content,
-        headers={"Content-Type": "application/json"},
-    )
+    r = bot.api.raw("POST", "/v1/token", bot.credential, content)
     assert_refused(bot, r, 400, "invalid_request", subject=expected_subject)
 
 
 def test_a_body_over_the_limit_is_413_and_audited(bot: Bot) -> None:
     """Refused before it is read to the end, but refused to a known delegator: a denial."""
     body = json.dumps({"subject": "u-1", "reason": "x" * (65 * 1024)}).encode()
-    r = bot.api.call(
-        "POST",
-        "/v1/token",
-        bot.credential,
-        content=body,
-        headers={"Content-Type": "application/json"},
-    )
+    r = bot.api.raw("POST", "/v1/token", bot.credential, body)
     entry = assert_refused(bot, r, 413, "request_too_large", subject=None, reason=None)
     assert entry["actor"] == bot.id
     assert entry["subject"] is None  # nothing of the body was read
