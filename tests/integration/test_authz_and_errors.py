@@ -145,6 +145,18 @@ def test_public_endpoints_need_no_credential(api: Api, path: str) -> None:
         assert "d" not in key, "a public key set must hold no private key material"
 
 
+@pytest.mark.parametrize(
+    "path", ["/.well-known/jwks.json", "/.well-known/audit-keys.json", "/healthz", "/readyz"]
+)
+def test_public_endpoints_answer_head_as_get_without_a_body(api: Api, path: str) -> None:
+    got = api.call("GET", path)
+    head = api.call("HEAD", path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers.get(name) == got.headers.get(name), name
+
+
 def test_key_sets_are_apart(api: Api, initialized: InitResult) -> None:
     tokens = api.call("GET", "/.well-known/jwks.json").json()
     audit = api.call("GET", "/.well-known/audit-keys.json").json()
@@ -238,6 +250,7 @@ def test_an_email_and_an_id_never_name_two_subjects(cast: Cast) -> None:
         ("POST", "/v1/introspect", "verifier", {"content": b" " * OVER_LIMIT}, 413, None),
         ("POST", "/v1/revoke", "owner", {"content": _chunks}, 413, None),
         ("POST", "/v1/token", "delegator", {"content": _chunks}, 413, None),
+        ("POST", "/v1/keys/rotate", "owner", {"content": _chunks}, 413, None),
         # a trailing slash is not one of the vault's paths: 404, no redirect built from Host
         ("POST", "/v1/token/", "delegator", {"json": {}}, 404, "not_found"),
         ("GET", "/v1/subjects/", "owner", {}, 404, "not_found"),
@@ -536,6 +549,9 @@ def records_of(records: list[logging.LogRecord], name: str) -> list[str]:
 def test_a_method_not_allowed_says_which_are(api: Api) -> None:
     r = api.call("DELETE", "/healthz")
     assert_error_body(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, HEAD"
+    r = api.call("HEAD", "/v1/audit/export", api.owner)  # HEAD only where it costs nothing
+    assert r.status_code == 405
     assert r.headers["allow"] == "GET"
     r = api.call("PUT", "/v1/token", api.owner)
     assert r.status_code == 405

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -338,16 +339,71 @@ def test_vault_signed_but_invalid_token_is_rejected(
     assert len(setup.api.entries(type="token.used")) == 1
 
 
-def test_oversized_token_is_refused_even_when_signed(setup: Setup, vault_key: Any) -> None:
+def _typ(header: dict[str, Any], claims: dict[str, Any]) -> tuple[Any, Any]:
+    return {**header, "typ": "JWT"}, claims
+
+
+def _no_typ(header: dict[str, Any], claims: dict[str, Any]) -> tuple[Any, Any]:
+    return {k: v for k, v in header.items() if k != "typ"}, claims
+
+
+def _crit(header: dict[str, Any], claims: dict[str, Any]) -> tuple[Any, Any]:
+    return {**header, "crit": ["exp"]}, claims
+
+
+def _oversized(header: dict[str, Any], claims: dict[str, Any]) -> tuple[Any, Any]:
+    return header, {**claims, "padding": "x" * 9000}
+
+
+def _payload_not_json(header: dict[str, Any], claims: dict[str, Any]) -> tuple[Any, Any]:
+    return header, None
+
+
+FORM_REFUSALS = {
+    "typ-JWT": (_typ, "wrong_token_type"),
+    "no-typ": (_no_typ, "wrong_token_type"),
+    "crit": (_crit, "malformed_token"),
+    "over-8-KiB": (_oversized, "token_too_large"),
+    "payload-not-json": (_payload_not_json, "malformed_token"),
+}
+
+
+def _signed(header: dict[str, Any], claims: Any, sign: Callable[[bytes], bytes]) -> str:
+    head = b64(json.dumps(header).encode())
+    body = b64(b"not json" if claims is None else json.dumps(claims).encode())
+    return f"{head}.{body}.{b64(sign(f'{head}.{body}'.encode()))}"
+
+
+@pytest.mark.parametrize("name", sorted(FORM_REFUSALS))
+def test_a_token_refused_by_its_form_is_recorded_when_the_vault_signed_it(
+    setup: Setup, vault_key: Any, name: str
+) -> None:
+    """Its header or size is refused before its signature is checked; a token that verifies
+    with the vault's key is then recorded all the same (SPEC §6), a forgery never."""
+    change, reason = FORM_REFUSALS[name]
     issued = setup.issue()
     head, body, _ = issued["access_token"].split(".")
-    claims = {**segment(body), "padding": "x" * 9000}
-    token = jwt.encode(claims, vault_key.private_key, algorithm="EdDSA", headers=segment(head))
+    header, claims = change(segment(head), segment(body))
+    forged = _signed(header, claims, Ed25519PrivateKey.generate().sign)  # our kid, not our key
+    no_kid = _signed({k: v for k, v in header.items() if k != "kid"}, claims, vault_key.sign)
     before = setup.head()
+    for token in (forged, no_kid):
+        r = setup.introspect(token)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"active": False}
+    assert setup.head() == before, "only a token one of our keys signed is recorded"
+
+    token = _signed(header, claims, vault_key.sign)
     r = setup.introspect(token)
     assert r.status_code == 200, r.text
-    assert r.json() == {"active": False}, "tokens over 8 KiB are refused before anything else"
-    assert setup.head() == before
+    assert r.json() == {"active": False}
+    (rejected,) = setup.api.entries(type="token.rejected")
+    assert rejected["data"]["reason"] == reason, rejected
+    assert rejected["data"]["jti"] == (None if claims is None else issued["jti"])
+    assert rejected["subject"] == (None if claims is None else "u-1")
+    assert rejected["data"]["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in json.dumps(rejected)
+    assert len(setup.api.entries(type="token.used")) == 0
 
 
 # --- the request itself --------------------------------------------------------------------------

@@ -128,6 +128,24 @@ def test_rotate_needs_an_owner_and_a_valid_body(api: Api) -> None:
     assert not [e for e in api.entries() if e["type"] == "key.rotated"]
 
 
+def test_a_chunked_body_is_read_like_any_other(api: Api, initialized: InitResult) -> None:
+    # No Content-Length: the body still says which key to rotate, and an empty one means token.
+    def chunked(*parts: bytes) -> Iterator[bytes]:
+        yield from parts
+
+    r = api.call("POST", "/v1/keys/rotate", api.owner, content=chunked(b'{"purpose":', b'"audit"}'))
+    assert r.status_code == 200, r.text
+    assert r.json()["purpose"] == "audit"
+    assert r.json()["previous_kid"] == initialized.audit_kid
+    assert kids(api, "/.well-known/jwks.json") == {initialized.token_kid}
+    r = api.call("POST", "/v1/keys/rotate", api.owner, content=chunked(b"[", b"]"))
+    assert r.status_code == 400, r.text
+    r = api.call("POST", "/v1/keys/rotate", api.owner, content=chunked())
+    assert r.status_code == 200, r.text
+    assert r.json()["purpose"] == "token"
+    assert r.json()["previous_kid"] == initialized.token_kid
+
+
 def test_token_rotation_keeps_old_tokens_valid(
     api: Api, initialized: InitResult, settings: Settings, clock: MovableClock
 ) -> None:

@@ -346,6 +346,25 @@ def test_subject_allow_list(api: Api) -> None:
     assert_refused_after_issue(bot, bot.token("bob@example.com"), 403, "subject_not_allowed")
 
 
+def test_a_policy_body_that_is_not_an_object_changes_nothing(api: Api) -> None:
+    """``null`` (or a list) is no policy: it is refused, never read as "the defaults", which
+    would widen a restricted delegator to every user and scope. ``{}`` asks for the defaults."""
+    api.subject("u-1", "alice@example.com")
+    api.subject("u-2", "bob@example.com")
+    narrow = {"subjects": ["u-1"], "scopes": ["chat"]}
+    principal_id, credential = api.principal("bot", "delegator", policy=narrow)
+    bot = Bot(api, principal_id, credential)
+    entries = len(api.entries())
+    for content in (b"null", b"[]", b'"{}"'):
+        r = api.raw("PUT", f"/v1/principals/{principal_id}/policy", api.owner, content)
+        assert_error(r, 400, "invalid_request")
+    assert len(api.entries()) == entries
+    assert_refused_after_issue(bot, bot.token("u-2"), 403, "subject_not_allowed")
+    r = api.call("PUT", f"/v1/principals/{principal_id}/policy", api.owner, json={})
+    assert r.status_code == 200, r.text
+    assert bot.token("u-2").status_code == 200
+
+
 def test_an_allow_list_names_subjects_by_id_not_by_email(api: Api) -> None:
     """An email in the allow-list would match no token (they are matched by id): refused with
     the id to use, on creation and on a change; an id not known yet is kept (synced later)."""

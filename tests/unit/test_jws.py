@@ -156,6 +156,28 @@ def test_signature_valid_tells_our_refusals_from_forgeries(kit):
     assert expired.value.signature_valid is True
 
 
+@pytest.mark.parametrize("changes", [{"typ": "JWT"}, {"typ": ...}, {"crit": ["exp"]}])
+def test_signed_by_us_tells_a_form_we_refuse_but_signed_from_a_forgery(kit, changes):
+    header = kit.header(**changes)
+    ours = kit.forge(header, kit.payload(), kit.ours)
+    with pytest.raises(TokenError) as refused:
+        kit.verify(ours)
+    assert refused.value.signature_valid is False  # refused before the signature was checked
+    assert jws.signed_by_us(ours, kit.lookup) == kit.payload()
+    assert jws.signed_by_us(kit.forge(header, kit.payload(), kit.theirs), kit.lookup) is None
+
+
+def test_signed_by_us_needs_our_algorithm_and_one_of_our_kids(kit):
+    for header in (kit.header(kid=...), kit.header(alg="HS256"), kit.header(kid="not-ours")):
+        assert jws.signed_by_us(kit.forge(header, kit.payload(), kit.ours), kit.lookup) is None
+    assert jws.signed_by_us(kit.forge(kit.header(), b"not json", kit.ours), kit.lookup) == {}
+    assert jws.signed_by_us(kit.forge(kit.header(), b"[1]", kit.ours), kit.lookup) == {}
+    oversized = kit.forge(kit.header(), kit.payload(pad="x" * 9000), kit.ours)
+    assert jws.signed_by_us(oversized, kit.lookup) == kit.payload(pad="x" * 9000)
+    for text in ("", "a.b", "a.b.c", "a.b.c.d", kit.token() + "A"):
+        assert jws.signed_by_us(text, kit.lookup) is None
+
+
 # --- properties: nothing but a TokenError ever comes out, and nothing altered gets in ------------
 
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -178,6 +200,7 @@ def test_any_single_character_change_is_refused(kit, data):
 def test_arbitrary_text_is_refused_with_a_token_error(kit, text):
     with pytest.raises(TokenError):
         kit.verify(text)
+    assert jws.signed_by_us(text, kit.lookup) is None
 
 
 _json = st.recursive(

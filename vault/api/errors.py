@@ -94,13 +94,24 @@ async def _classified(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(*classify(exc))
 
 
+# The public GET paths that monitors and caches may ask with HEAD (RFC 9110 §9.3.2), answered as
+# the GET without its body (``vault.api.hot.VaultApp``). The others stay 405: a HEAD of an export
+# would read the whole log for nothing.
+HEAD_AS_GET = frozenset(
+    {"/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/audit-keys.json"}
+)
+
+
 def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> str:
     """Every method some route of ``routes`` serves at the request's path, e.g. ``GET, POST``.
     Starlette's 405 names only the first route it met there, while RFC 9110 wants them all."""
     methods: set[str] = set()
     for route in routes:
         if route.matches(scope)[0] != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+            served = getattr(route, "methods", None) or ()
+            methods.update(served)
+            if "GET" in served and getattr(route, "path", None) in HEAD_AS_GET:
+                methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import FastAPI
 
 from vault.api.deps import Call, read_limited, sole_authorization
-from vault.api.errors import classify, error_body, error_headers
+from vault.api.errors import HEAD_AS_GET, classify, error_body, error_headers
 from vault.api.routes.tokens import NO_STORE, answer_exchange, answer_introspect
 from vault.ops.runtime import Vault
 
@@ -53,7 +53,25 @@ class VaultApp(FastAPI):
                 if answer is not None:
                     await serve(self.state.vault, answer, scope, receive, send)
                     return
+            elif scope["method"] == "HEAD" and route_path(scope) in HEAD_AS_GET:
+                get = {**scope, "method": "GET"}
+                await super().__call__(get, receive, _headers_only(send))
+                return
         await super().__call__(scope, receive, send)
+
+
+def _headers_only(send: Send) -> Send:
+    """``send`` for a HEAD answered as a GET: the status and headers (``Content-Length`` the
+    GET's), then an empty body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
 
 
 def _utf8_path(raw: bytes) -> bool:

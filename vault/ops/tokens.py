@@ -25,13 +25,17 @@ from vault.errors import (
     ExpiredToken,
     Forbidden,
     InvalidRequest,
+    MalformedToken,
     PolicyChanged,
     RevokedToken,
     SignedTokenError,
+    TokenError,
+    TokenTooLarge,
     Unauthenticated,
     UnknownSubject,
     UnknownToken,
     VaultError,
+    WrongTokenType,
 )
 from vault.ops.keyring import KeyManager
 from vault.policy.delegation import DelegationPolicy, check_reason, decide, parse_policy
@@ -327,22 +331,30 @@ def introspect_job(
     A token whose signature does not verify (forged, unknown key, malformed) gets
     ``{"active": false}`` with no audit entry: an unauthenticated party cannot fill the log.
     """
+    claims: Claims | None = None
+    refusal: TokenError | None = None
     try:
         payload = signatures.verify(use.token, token_key, now)
+    except (WrongTokenType, TokenTooLarge, MalformedToken) as exc:
+        # Refused by its form, perhaps before its signature was checked: still recorded if one
+        # of our keys signed it (only the vault, or whoever holds its keys, could have made it).
+        signed = jws.signed_by_us(use.token, token_key)
+        if signed is None:
+            return None
+        payload, refusal = signed, exc
     except VaultError:
         return None
-    claims: Claims | None = None
-    refusal: SignedTokenError | None = None
-    try:
-        claims = jws.check_claims(
-            payload,
-            issuer=settings.issuer,
-            audience=settings.audience,
-            now=now,
-            leeway=settings.leeway_seconds,
-        )
-    except SignedTokenError as exc:
-        refusal = exc
+    if refusal is None:
+        try:
+            claims = jws.check_claims(
+                payload,
+                issuer=settings.issuer,
+                audience=settings.audience,
+                now=now,
+                leeway=settings.leeway_seconds,
+            )
+        except SignedTokenError as exc:
+            refusal = exc
 
     def where() -> dict[str, Any]:
         # What the verifier says of the request goes into the log: never a secret in it (a
@@ -364,7 +376,7 @@ def introspect_job(
             raise Unauthenticated("a valid credential is required")
         jti = payload.get("jti") if isinstance(payload.get("jti"), str) else None
         subject_role: str | None = None
-        refused = refusal
+        refused: TokenError | None = refusal
         if claims is not None and refused is None:
             refused, subject_role = _still_authorized(session, claims, ctx, settings, scopes)
         if refused is not None or claims is None:

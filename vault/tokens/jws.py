@@ -27,6 +27,7 @@ from vault.errors import (
     DisallowedAlgorithm,
     ExpiredToken,
     MalformedToken,
+    TokenError,
     TokenNotYetValid,
     TokenTooLarge,
     UnknownKey,
@@ -160,6 +161,11 @@ def verify_signature(
     public_key = lookup(kid)
     if public_key is None:
         raise UnknownKey("token is signed by a key this vault does not publish")
+    _check_signature(parts, public_key)
+    return kid, _json_object(parts[1], "payload")
+
+
+def _check_signature(parts: list[str], public_key: Ed25519PublicKey) -> None:
     try:
         signature = b64url_decode(parts[2])
     except ValueError:
@@ -168,7 +174,34 @@ def verify_signature(
         public_key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
     except (InvalidSignature, UnicodeEncodeError):
         raise BadSignature("signature does not verify") from None
-    return kid, _json_object(parts[1], "payload")
+
+
+def signed_by_us(token: str, lookup: KeyLookup) -> dict[str, Any] | None:
+    """The payload of a token that one of our keys signed (``{}`` if it is not a JSON object),
+    whatever else its header says and whatever its size; ``None`` if none of ours signed it.
+
+    For the record of a refused token only, never to accept one: ``verify_signature`` refuses a
+    token by its type, a critical header or its size before checking the signature, and a token
+    only the vault could have made is worth a record that a forgery is not.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header = _json_object(parts[0], "header")
+        kid = header.get("kid")
+        if header.get("alg") != ALGORITHM or not isinstance(kid, str) or not kid:
+            return None
+        public_key = lookup(kid)
+        if public_key is None:
+            return None
+        _check_signature(parts, public_key)
+    except TokenError:
+        return None
+    try:
+        return _json_object(parts[1], "payload")
+    except TokenError:
+        return {}
 
 
 def check_claims(

@@ -22,8 +22,8 @@ async def rotate(request: Request, vault: VaultDep, caller: CallerDep) -> dict[s
     """Make a new signing key; the old one stays published while anything it signed is valid."""
     require(caller, OWNER)
     purpose = TOKEN
-    if request.headers.get("content-length") not in (None, "0"):
-        payload = await read_json(request, vault)
+    payload = await read_json(request, vault, optional=True)
+    if payload is not None:
         if not isinstance(payload, dict) or set(payload) - {"purpose"}:
             raise InvalidRequest('body must be {"purpose": "token" | "audit"}')
         purpose = payload.get("purpose", TOKEN)

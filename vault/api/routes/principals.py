@@ -68,9 +68,12 @@ async def set_policy(
 ) -> dict[str, Any]:
     """Replace the delegation policy."""
     require(caller, OWNER)
+    policy = await read_json(request, vault)
+    if not isinstance(policy, dict):  # ``null`` would put the defaults back: say so with {}
+        raise InvalidRequest("body must be a policy, a JSON object ({} for the defaults)")
     job = principals.set_policy_job(
         principal_id,
-        await read_json(request, vault),
+        policy,
         actor=caller.id,
         known_scopes=vault.scopes.names,
         max_ttl=vault.settings.max_ttl,
