@@ -18,6 +18,9 @@ DEFAULT_PORT = 8787
 # More worker processes than this is a mistake on any machine the vault runs on (each holds a
 # database connection pool and the chain lock is one): refused before any is started.
 MAX_WORKERS = 64
+# Delegation tokens are short-lived: no vault grants one for more than a week (and no policy or
+# setting reaches integers a database column cannot hold).
+MAX_TTL_LIMIT = 7 * 24 * 3600
 DEFAULT_ISSUER = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # SPEC §2: it does not follow --port
 
 
@@ -99,7 +102,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = env.get("VAULT_DATABASE_URL") or f"sqlite:///{(home / 'vault.db').as_posix()}"
     master_key_file = Path(env.get("VAULT_MASTER_KEY_FILE") or home / "master.key").expanduser()
     default_ttl = _int(env, "VAULT_DEFAULT_TTL", 300)
-    max_ttl = _int(env, "VAULT_MAX_TTL", 3600)
+    max_ttl = _int(env, "VAULT_MAX_TTL", 3600, maximum=MAX_TTL_LIMIT)
     if default_ttl > max_ttl:
         raise ConfigError(f"VAULT_DEFAULT_TTL ({default_ttl}) exceeds VAULT_MAX_TTL ({max_ttl})")
     scopes_file = env.get("VAULT_SCOPES_FILE")
@@ -113,7 +116,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         default_ttl=default_ttl,
         max_ttl=max_ttl,
         require_reason=env_bool(env, "VAULT_REQUIRE_REASON", True),
-        checkpoint_every=_int(env, "VAULT_CHECKPOINT_EVERY", 1000),
+        checkpoint_every=_int(env, "VAULT_CHECKPOINT_EVERY", 1000, maximum=10**9),
         checkpoint_log=Path(
             env.get("VAULT_CHECKPOINT_LOG") or home / "checkpoints.jsonl"
         ).expanduser(),
@@ -121,5 +124,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=env.get("VAULT_HOST") or DEFAULT_HOST,
         port=_int(env, "VAULT_PORT", DEFAULT_PORT, maximum=65535),
         workers=_int(env, "VAULT_WORKERS", 1, maximum=MAX_WORKERS),
-        commit_batch_max=_int(env, "VAULT_COMMIT_BATCH_MAX", 256),
+        commit_batch_max=_int(env, "VAULT_COMMIT_BATCH_MAX", 256, maximum=100_000),
     )

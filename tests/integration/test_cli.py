@@ -338,6 +338,36 @@ def test_read_commands_on_an_uninitialized_vault_suggest_init(env: dict[str, str
         assert "init" in line, f"dvault {' '.join(args)} on a new vault: {line!r} (bug: say init)"
 
 
+def test_a_database_that_cannot_be_read_is_named_not_taken_for_a_new_one(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Only a database without the vault's tables is "not initialized": one that is not a
+    database, is not there or takes another driver says so, in one line."""
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    absent = f"postgresql+psycopg://postgres@127.0.0.1:5432/dvault_absent_{secrets.token_hex(4)}"
+    for url, needle in (
+        (f"sqlite:///{garbage}", "not a database"),
+        (absent, "does not exist"),
+        ("postgresql+psycopg2://postgres@127.0.0.1:5432/test", "unsupported PostgreSQL driver"),
+        ("postgresql+asyncpg://postgres@127.0.0.1:5432/test", "postgresql+psycopg://"),
+    ):
+        for args in (["audit", "verify"], ["principals", "list"]):
+            line = one_line_error(dvault({**sqlite_env, "VAULT_DATABASE_URL": url}, *args), 1)
+            assert needle.lower() in line.lower(), (url, line)
+            assert "init" not in line, line
+
+
+def test_what_is_not_a_url_is_one_line(sqlite_env: dict[str, str]) -> None:
+    client = {**sqlite_env, "VAULT_CREDENTIAL": "dv_x", "VAULT_URL": "http://[::1"}
+    one_line_error(dvault(client, "token", "issue", "--subject", "u1", "--reason", "x"), 2, "URL")
+    sync = ["subjects", "sync", "--openwebui-url"]
+    admin = {**sqlite_env, "OPENWEBUI_ADMIN_TOKEN": "x"}
+    one_line_error(dvault(admin, *sync, "http://[::1"), 1, "not a URL")
+    not_ascii = {**sqlite_env, "OPENWEBUI_ADMIN_TOKEN": "é"}
+    one_line_error(dvault(not_ascii, *sync, "http://127.0.0.1:9"), 2, "OPENWEBUI_ADMIN_TOKEN")
+
+
 def test_bad_policy_is_refused(sqlite_env: dict[str, str]) -> None:
     env = sqlite_env
     init(env)
@@ -803,6 +833,20 @@ def test_serve_on_an_uninitialized_home_suggests_init(sqlite_env: dict[str, str]
     one_line_error(dvault(sqlite_env, "serve", "--port", port), 1, "dvault init")
     with_key = {**sqlite_env, "VAULT_MASTER_KEY": new_master_key()}
     one_line_error(dvault(with_key, "serve", "--port", port), 1, "not initialized", "--init")
+
+
+def test_serve_on_a_database_that_refuses_writes_is_one_line(sqlite_env: dict[str, str]) -> None:
+    """A serving vault writes first (its scope table): a database that refuses writes, say a
+    read-only replica, stops ``serve`` with one line before any worker starts."""
+    init(sqlite_env)
+    with sqlite3.connect(home_of(sqlite_env) / "vault.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'attempt to write a readonly database'); END"
+        )
+    before = head_seq(sqlite_env)
+    one_line_error(dvault(sqlite_env, "serve", "--port", str(free_port())), 1, "audit")
+    assert head_seq(sqlite_env) == before
 
 
 def test_serve_init_initializes_then_serves(sqlite_env: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ from vault.api.routes import audit, keys, principals, subjects, tokens, wellknow
 from vault.clock import Clock
 from vault.config import Settings, load_settings
 from vault.ops.runtime import open_vault
-from vault.ops.scope_record import record_job
+from vault.ops.scope_record import record_scopes
 
 log = logging.getLogger("vault")
 
@@ -35,8 +35,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         vault = await run_in_threadpool(open_vault, settings, clock=clock, background=True)
         try:
             # Uses are decided with this table: the log says which (vault.ops.scope_record).
-            job = record_job(vault.scopes, vault.keys.audit_now, vault.keys.audit_key)
-            if await run_in_threadpool(vault.appender.run, job):
+            if await run_in_threadpool(record_scopes, vault):
                 log.info("scope table recorded in the audit log (scopes.loaded)")
         except BaseException:
             await run_in_threadpool(vault.close)

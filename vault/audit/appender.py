@@ -484,13 +484,22 @@ class Appender:
                 )
         except Exception as exc:
             # The transaction is gone: nothing of this batch exists. Fail every caller closed.
-            log.error(
-                "audit append failed, batch of %d refused: %s", len(batch), type(exc).__name__
-            )
-            failure = AuditUnavailable("the audit log cannot be written; nothing was done")
+            failure = self._append_failed(exc, len(batch))
             self._answer([(pending, None, failure) for pending in batch])
             return
         self._finish(outcomes, reads, signed, appended, changed=not read_only)
+
+    def _append_failed(self, exc: Exception, jobs: int) -> AuditUnavailable:
+        """What every job of a batch that could not be committed gets. A server logs why (its
+        clients get a 503 and nothing more); a command run in the foreground has one caller,
+        which reports the failure with the driver's reason in one line (never the statement or
+        its parameters)."""
+        reason = str(getattr(exc, "orig", None) or "").strip().splitlines()
+        cause = f"{type(exc).__name__}: {reason[0][:160]}" if reason else type(exc).__name__
+        if self._thread is None:
+            return AuditUnavailable(f"the audit log cannot be written ({cause}); nothing was done")
+        log.error("audit append failed, batch of %d refused: %s", jobs, cause)
+        return AuditUnavailable("the audit log cannot be written; nothing was done")
 
     def _finish(
         self,
@@ -603,12 +612,7 @@ class Appender:
             self._shared_until = time.monotonic() + SHARED_AFTER_A_GUARD_FAILED
             return False
         except Exception as exc:  # as in _commit: nothing of this batch exists
-            log.error(
-                "audit append failed, batch of %d refused: %s",
-                len(prepared.outcomes),
-                type(exc).__name__,
-            )
-            failure = AuditUnavailable("the audit log cannot be written; nothing was done")
+            failure = self._append_failed(exc, len(prepared.outcomes))
             self._answer([(outcome.pending, None, failure) for outcome in prepared.outcomes])
             return True
         self.guarded_commits += 1

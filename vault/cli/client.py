@@ -32,6 +32,8 @@ def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
             headers={"Authorization": f"Bearer {credential}"},
             timeout=30,
         )
+    except httpx.InvalidURL as exc:
+        raise CliError(f"--url (or VAULT_URL) is not a URL: {exc}", 2) from None
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the vault at {url}: {type(exc).__name__}") from None
     try:

@@ -18,6 +18,7 @@ from vault.cli.output import USAGE, CliError, fail
 from vault.config import MAX_WORKERS, Settings, load_settings
 from vault.crypto.canonical import is_utf8_text
 from vault.errors import VaultError
+from vault.redact import redact_secrets
 
 Command = Callable[[Settings, argparse.Namespace], int]
 SUPPRESS = argparse.SUPPRESS
@@ -255,6 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (
+        Exception
+    ) as exc:  # a bug of ours: still one line, never a traceback (it may quote input)
+        logging.getLogger("vault").debug("unexpected error", exc_info=True)
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        fail(f"unexpected error ({type(exc).__name__}): {redact_secrets(first)}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def cmd_subjects_sync(settings: Settings, args: argparse.Namespace) -> int:
     token = os.environ.get("OPENWEBUI_ADMIN_TOKEN")
     if not token:
         raise CliError("set OPENWEBUI_ADMIN_TOKEN to an Open WebUI admin's token or sk- key", 2)
+    if not token.isascii() or not token.isprintable():  # it goes into an HTTP header
+        raise CliError("OPENWEBUI_ADMIN_TOKEN is not a token (printable ASCII)", 2)
     users = fetch_users(args.openwebui_url, token)
     vault = open_vault(settings)
     try:

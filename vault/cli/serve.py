@@ -17,6 +17,7 @@ from vault.cli.output import CliError, note
 from vault.config import Settings
 from vault.errors import NotInitialized
 from vault.ops.runtime import open_vault
+from vault.ops.scope_record import record_scopes
 from vault.storage import meta_repo, migrate
 from vault.storage.engine import Database
 
@@ -35,10 +36,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_overrides(host=args.host, port=args.port, workers=args.workers)
     if args.init and not _initialized(settings):
         cmd_init(settings, argparse.Namespace(json=False))
-    try:
-        open_vault(settings).close()  # fail here, with one clear line, not in every worker
+    try:  # fail here, with one clear line, not in every worker
+        vault = open_vault(settings)
     except NotInitialized as exc:
         raise CliError(f"{exc.description} (or use 'dvault serve --init')") from None
+    try:  # the workers' first write, done here: a database that refuses writes is one line too
+        record_scopes(vault)
+    finally:
+        vault.close()
     if settings.workers < 1 or not 0 < settings.port < 65536:
         raise CliError("--workers must be at least 1 and --port within 1..65535", 2)
     os.environ["VAULT_HOME"] = str(settings.home)

@@ -21,7 +21,7 @@ from vault.ops.keyring import KeyManager
 from vault.ops.tokens import VerifiedSignatures
 from vault.policy.scopes import ScopeTable, load_table
 from vault.storage import audit_repo, meta_repo, migrate
-from vault.storage.engine import Database
+from vault.storage.engine import Database, no_such_table
 
 log = logging.getLogger("vault")
 CHECK_PLAINTEXT = b"dvault master key check v1"
@@ -53,8 +53,10 @@ def is_initialized(db: Database) -> bool:
     try:
         with db.read() as session:
             return meta_repo.get_meta(session, meta_repo.INITIALIZED_AT) is not None
-    except DBAPIError:
-        return False  # no schema yet
+    except DBAPIError as exc:
+        if no_such_table(exc):
+            return False  # no schema yet
+        raise  # unreachable, unreadable, not a database: that, not "run init"
 
 
 def check_configured_master_key(settings: Settings, db: Database) -> bytes | None:

@@ -12,6 +12,7 @@ tables recorded before it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session
@@ -24,6 +25,9 @@ from vault.crypto.keys import KeyPair
 from vault.policy.scopes import ScopeTable
 from vault.storage import audit_repo
 from vault.storage.engine import Tx
+
+if TYPE_CHECKING:
+    from vault.ops.runtime import Vault
 
 
 def record_job(
@@ -49,3 +53,9 @@ def record_job(
         return True
 
     return job
+
+
+def record_scopes(vault: Vault) -> bool:
+    """Record ``vault``'s scope table unless it is the last recorded (``record_job``): what a
+    serving vault does first, its first write. ``True`` if it wrote an entry."""
+    return vault.appender.run(record_job(vault.scopes, vault.keys.audit_now, vault.keys.audit_key))

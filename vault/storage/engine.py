@@ -23,6 +23,7 @@ import fcntl
 import math
 import os
 import select
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,17 @@ CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit cha
 MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
 GUARDED_IDLE_SECONDS = 5.0  # a kept connection idle longer is not sent a guarded write
 _DIVISION_BY_ZERO = "22012"  # SQLSTATE of a failed guard (``Database.write_guarded``)
+_UNDEFINED_TABLE = "42P01"
+POSTGRESQL_DRIVER = "postgresql+psycopg"
+
+
+def no_such_table(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says that a table does not exist: a database with no schema yet, unlike
+    one that cannot be reached or read."""
+    found = exc.orig
+    if getattr(found, "sqlstate", None) == _UNDEFINED_TABLE:
+        return True
+    return isinstance(found, sqlite3.OperationalError) and str(found).startswith("no such table")
 
 
 class GuardFailed(Exception):
@@ -97,8 +109,16 @@ class Database:
             parsed = make_url(url)
         except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError alike
             raise ConfigError(f"bad database URL {redact_url(url)!r}: {exc}") from None
-        self.url = url
         self.dialect = parsed.get_backend_name()
+        if self.dialect == "postgresql" and parsed.drivername != POSTGRESQL_DRIVER:
+            if parsed.drivername != "postgresql":  # psycopg2, asyncpg, pg8000: not installed here
+                raise ConfigError(
+                    f"unsupported PostgreSQL driver {parsed.drivername!r}: "
+                    f"use {POSTGRESQL_DRIVER}://"
+                )
+            # SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2; psycopg is the one we have.
+            url = parsed.set(drivername=POSTGRESQL_DRIVER).render_as_string(hide_password=False)
+        self.url = url
         self._mutex = threading.Lock()
         self._lock_path: Path | None = None
         self._held: Any = None  # write_driver's connection, kept between its transactions

@@ -43,6 +43,8 @@ def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> li
         response = httpx.get(
             url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=timeout
         )
+    except httpx.InvalidURL as exc:
+        raise InvalidRequest(f"the Open WebUI URL is not a URL: {exc}") from None
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach Open WebUI at {base_url}: {type(exc).__name__}") from None
     if response.status_code in (401, 403):
