@@ -17,9 +17,15 @@ from vault.domain import OWNER
 from vault.errors import AlreadyInitialized
 from vault.ops import principals
 from vault.ops.keys import create_key
-from vault.ops.runtime import CHECK_KID, CHECK_PLAINTEXT, CHECK_PURPOSE, resolve_master_key
+from vault.ops.runtime import (
+    CHECK_KID,
+    CHECK_PLAINTEXT,
+    CHECK_PURPOSE,
+    open_vault,
+    resolve_master_key,
+)
 from vault.policy.scopes import load_table
-from vault.storage import meta_repo, migrate
+from vault.storage import audit_repo, meta_repo, migrate
 from vault.storage.engine import Database
 
 
@@ -81,8 +87,20 @@ def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
             checkpoint_log=CheckpointLog(settings.checkpoint_log),
         )
         owner, token_kid, audit_kid = appender.run(job)
+        with db.read() as session:
+            head = audit_repo.head(session)
     finally:
         db.dispose()
+    aside = _set_aside(settings.checkpoint_log, clock)
+    if head.seq >= settings.checkpoint_every:
+        # init's entries passed a multiple of VAULT_CHECKPOINT_EVERY, which it could not sign
+        # (the audit key is made in the same transaction, and the checkpoint log of another
+        # vault had to be set aside first): signed now, so that no entry waits longer than that.
+        vault = open_vault(settings, clock=clock)
+        try:
+            vault.appender.checkpoint_now()
+        finally:
+            vault.close()
     return InitResult(
         owner_id=owner.principal.id,
         credential_id=owner.credential_id,
@@ -90,7 +108,7 @@ def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         master_key_file=created,
         token_kid=token_kid,
         audit_kid=audit_kid,
-        previous_checkpoint_log=_set_aside(settings.checkpoint_log, clock),
+        previous_checkpoint_log=aside,
     )
 
 
