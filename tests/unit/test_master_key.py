@@ -41,6 +41,7 @@ def test_written_file_is_0600_and_reads_back(tmp_path, open_umask):
     path = tmp_path / "nested" / "dir" / "master.key"
     write_master_key_file(path, KEY)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700  # the directory it made, too
     assert path.read_text(encoding="ascii") == KEY_TEXT + "\n"
     assert read_master_key_file(path) == KEY
 

@@ -46,13 +46,21 @@ def generate_master_key() -> bytes:
 
 
 def write_secret_file(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly), in a
+    directory of mode 0700 if it makes one, and durably: the file and its name in the directory
+    are on disk before anything is sealed with what it holds (a crash must not keep the
+    database and lose the key)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def write_master_key_file(path: Path, key: bytes) -> None:
