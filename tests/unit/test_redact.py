@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from vault.api.access_log import shown_path
 from vault.ops.credentials import new_credential
 from vault.redact import PLACEHOLDER, looks_secret, redact_secrets
 
@@ -58,3 +59,25 @@ def test_secret_is_recognized_and_replaced_whole(secret):
 def test_ordinary_text_is_left_alone(text):
     assert not looks_secret(text)
     assert redact_secrets(text) == text
+
+
+# --- the access log's paths (vault.api.access_log) ----------------------------------------------
+
+
+def test_a_path_escaped_once_or_more_is_redacted_in_the_access_log() -> None:
+    credential = new_credential()
+    once = credential.replace("_", "%5F", 1)
+    twice = once.replace("%", "%25")
+    for path in (
+        f"/v1/subjects/{credential}",
+        f"/v1/audit/entries?jti={once}",
+        f"/v1/audit/entries?jti={twice}",
+        f"/v1/audit/entries?jti={twice.replace('%', '%25')}",
+    ):
+        shown = shown_path(path)
+        assert credential[3:] not in shown, path
+        assert PLACEHOLDER in shown, shown
+    for plain in ("/healthz?q=plain", "/v1/subjects/u%C3%A9-1", "/a%25b", "/%zz"):
+        assert shown_path(plain) is plain  # nothing secret: the line stays as it came
+    endless = "/x?jti=%" + "25" * 40 + "41"  # unescaped 41 times before it settles
+    assert shown_path(endless) == "[redacted: escaped too often]"

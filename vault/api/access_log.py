@@ -27,14 +27,30 @@ class RedactSecrets(logging.Filter):
         if isinstance(args, tuple) and len(args) > _PATH:
             path = args[_PATH]
             if isinstance(path, str):
-                shown = path
-                if "%" in path and looks_secret(unquote(path)):  # escaped: "dv%5F...", say
-                    shown = redact_secrets(unquote(path))
-                elif looks_secret(path):
-                    shown = redact_secrets(path)
+                shown = shown_path(path)
                 if shown is not path:
                     record.args = (*args[:_PATH], shown, *args[_PATH + 1 :])
         return True
+
+
+_UNESCAPES = 8  # more than any chain of proxies escapes a path again
+
+
+def shown_path(path: str) -> str:
+    """``path`` as the access log may show it: if it, or it unescaped once or more times
+    ("dv%5F..." or "dv%255F...", say), holds something that looks like a credential or a
+    token, the unescaped text with that redacted; else ``path`` itself."""
+    text = path
+    for _ in range(_UNESCAPES):
+        if looks_secret(text):
+            return redact_secrets(text)
+        if "%" not in text:
+            return path
+        unescaped = unquote(text)
+        if unescaped == text:
+            return path
+        text = unescaped
+    return redact_secrets(text) if looks_secret(text) else "[redacted: escaped too often]"
 
 
 def log_config() -> dict[str, Any]:
