@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from vault.cli import main as cli
 from vault.cli.main import build_parser
+from vault.ops.credentials import new_credential
 
 
 @pytest.mark.parametrize(
@@ -25,3 +27,21 @@ def test_an_unknown_role_is_a_usage_error(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("dvault: error:")
+
+
+def test_an_unexpected_error_is_one_line_without_a_traceback_or_a_secret(
+    capsys, monkeypatch, tmp_path
+):
+    credential = new_credential()
+
+    def broken(_settings, _args):
+        raise RuntimeError(f"something broke near {credential}\nsecond line")
+
+    monkeypatch.setenv("VAULT_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "_command", lambda _target: broken)
+    assert cli.main(["principals", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("dvault: error: unexpected error (RuntimeError): something broke near")
+    assert credential not in err
+    assert "Traceback" not in err

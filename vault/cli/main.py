@@ -256,9 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except (
-        Exception
-    ) as exc:  # a bug of ours: still one line, never a traceback (it may quote input)
+    except Exception as exc:  # a bug of ours: one line all the same, never a traceback
         logging.getLogger("vault").debug("unexpected error", exc_info=True)
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         fail(f"unexpected error ({type(exc).__name__}): {redact_secrets(first)}")
