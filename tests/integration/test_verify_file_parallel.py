@@ -97,6 +97,20 @@ def test_an_export_without_entries_is_left_to_the_one_pass(tmp_path: Path) -> No
     assert in_ranges(tmp_path / "empty", 2) is None
 
 
+@pytest.mark.parametrize("content", [b"", b"\n", b"\r\n\n"])
+def test_an_empty_export_is_not_a_verified_log(tmp_path: Path, content: bytes) -> None:
+    """A download that failed leaves an empty file: it is no vault's log (init writes the first
+    entries), so it fails at seq 1 rather than passing as "0 entries, ok"."""
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(content)
+    for helpers in (0, 2):
+        found = verify_path(path, lookup, trusted=[], helpers=helpers)
+        assert found.ok is False
+        assert found.entries == 0
+        assert found.first_error is not None
+        assert found.first_error.seq == 1
+
+
 @pytest.mark.parametrize("name", BAD_VECTORS.keys())
 def test_a_bad_export_is_left_to_the_one_pass(tmp_path: Path, name: str) -> None:
     vector = BAD_VECTORS[name]

@@ -205,13 +205,21 @@ def verify_export(
         )
         if found is not None:
             return found
-    return verify_rows(
+    found = verify_rows(
         read_rows(export_file_lines(fd)),
         read_checkpoints(export_file_lines(fd)),
         lookup,
         trusted=trusted,
         semantics=semantics,
     )
+    if found.ok and found.entries == 0:
+        # No vault's log is empty (init writes its first entries): an empty file is a download
+        # that failed, or a log cut whole, never one to call verified.
+        return dataclasses.replace(found, ok=False, first_error=Failure(1, NO_ENTRIES))
+    return found
+
+
+NO_ENTRIES = "the export holds no entries; a vault's log starts with the entries of its init"
 
 
 def _logged(checkpoint_log: CheckpointLog | None) -> list[Checkpoint]:
