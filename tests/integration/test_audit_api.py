@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from sqlalchemy import create_engine, text
 from tests.support import Api, LiveServer, MovableClock, make_settings
 from vault.config import Settings
 from vault.ops.setup import InitResult, init_vault
+from vault.storage import migrate
+from vault.storage.engine import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_KEYS = {"seq", "ts", "type", "actor", "subject", "data", "prev", "hash"}
@@ -564,6 +568,35 @@ def test_key_sets_are_disjoint(api: Api) -> None:
         raw = b64u_decode(key["x"])
         members = {"crv": "Ed25519", "kty": "OKP", "x": b64u_encode(raw)}
         assert key["kid"] == b64u_encode(hashlib.sha256(canon(members)).digest())  # RFC 7638
+
+
+def test_init_is_made_even_when_it_cannot_sign_its_entries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """init's own checkpoint comes after its commit, before the owner credential is shown: if
+    it fails, the vault is still made and the credential still given, with a warning."""
+    home = tmp_path / "home"
+    settings = make_settings(home, f"sqlite:///{home / 'vault.db'}", VAULT_CHECKPOINT_EVERY="2")
+    db = Database(settings.database_url)
+    try:
+        migrate.upgrade(db)
+    finally:
+        db.dispose()
+    with sqlite3.connect(home / "vault.db") as conn:  # the checkpoint table refuses, for real
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_checkpoints "
+            "BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END"
+        )
+    with caplog.at_level(logging.WARNING, logger="vault"):
+        made = init_vault(settings)
+    assert made.credential.startswith("dv_")
+    assert "not signed by a checkpoint yet" in caplog.text
+    with LiveServer(settings) as server:
+        api = Api(server.url, made.credential)
+        try:
+            assert api.call("GET", "/v1/principals", api.owner).status_code == 200
+        finally:
+            api.close()
 
 
 @pytest.mark.parametrize("log_setting", ["default", "custom"])

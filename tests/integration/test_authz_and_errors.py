@@ -146,7 +146,14 @@ def test_public_endpoints_need_no_credential(api: Api, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/.well-known/jwks.json", "/.well-known/audit-keys.json", "/healthz", "/readyz"]
+    "path",
+    [
+        "/.well-known/jwks.json",
+        "/.well-known/audit-keys.json",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ],
 )
 def test_public_endpoints_answer_head_as_get_without_a_body(api: Api, path: str) -> None:
     got = api.call("GET", path)
@@ -251,6 +258,7 @@ def test_an_email_and_an_id_never_name_two_subjects(cast: Cast) -> None:
         ("POST", "/v1/revoke", "owner", {"content": _chunks}, 413, None),
         ("POST", "/v1/token", "delegator", {"content": _chunks}, 413, None),
         ("POST", "/v1/keys/rotate", "owner", {"content": _chunks}, 413, None),
+        ("POST", "/v1/keys/rotate", "owner", {"content": b"null"}, 400, "invalid_request"),
         # a trailing slash is not one of the vault's paths: 404, no redirect built from Host
         ("POST", "/v1/token/", "delegator", {"json": {}}, 404, "not_found"),
         ("GET", "/v1/subjects/", "owner", {}, 404, "not_found"),

@@ -358,12 +358,22 @@ def test_a_database_that_cannot_be_read_is_named_not_taken_for_a_new_one(
             assert "init" not in line, line
 
 
-def test_what_is_not_a_url_is_one_line(sqlite_env: dict[str, str]) -> None:
-    client = {**sqlite_env, "VAULT_CREDENTIAL": "dv_x", "VAULT_URL": "http://[::1"}
-    one_line_error(dvault(client, "token", "issue", "--subject", "u1", "--reason", "x"), 2, "URL")
+def test_what_is_not_a_url_is_one_line_and_never_shows_a_password(
+    sqlite_env: dict[str, str],
+) -> None:
+    issue = ["token", "issue", "--subject", "u1", "--reason", "x", "--url"]
     sync = ["subjects", "sync", "--openwebui-url"]
+    client = {**sqlite_env, "VAULT_CREDENTIAL": "dv_x"}
     admin = {**sqlite_env, "OPENWEBUI_ADMIN_TOKEN": "x"}
-    one_line_error(dvault(admin, *sync, "http://[::1"), 1, "not a URL")
+    # httpx reads a password holding "?" or "/" as a port, and says so, quoting it
+    for url in ("http://[::1", "http://svc:Tr0ub4dor&3?x@vault.internal:8787"):
+        assert "Tr0ub4dor" not in one_line_error(dvault(client, *issue, url), 2, "not a URL")
+    for url in ("http://[::1", "http://admin:hunter2/more@owui:8080"):
+        assert "hunter2" not in one_line_error(dvault(admin, *sync, url), 2, "not a URL")
+    # reachable URLs are named in errors too, without their password
+    nowhere = f"http://svc:S3cretPw@127.0.0.1:{free_port()}"
+    assert "S3cretPw" not in one_line_error(dvault(client, *issue, nowhere), 1, "cannot reach")
+    assert "S3cretPw" not in one_line_error(dvault(admin, *sync, nowhere), 1, "cannot reach")
     not_ascii = {**sqlite_env, "OPENWEBUI_ADMIN_TOKEN": "é"}
     one_line_error(dvault(not_ascii, *sync, "http://127.0.0.1:9"), 2, "OPENWEBUI_ADMIN_TOKEN")
 

@@ -77,6 +77,10 @@ def test_a_path_escaped_once_or_more_is_redacted_in_the_access_log() -> None:
         shown = shown_path(path)
         assert credential[3:] not in shown, path
         assert PLACEHOLDER in shown, shown
+    # a secret as it came beside one escaped: both go, as the unescaped text
+    mixed = shown_path(f"/v1/subjects/x?a={credential}&b={once}&c={twice}")
+    assert credential[3:] not in mixed
+    assert mixed.count(PLACEHOLDER) == 3, mixed
     for plain in ("/healthz?q=plain", "/v1/subjects/u%C3%A9-1", "/a%25b", "/%zz"):
         assert shown_path(plain) is plain  # nothing secret: the line stays as it came
     endless = "/x?jti=%" + "25" * 40 + "41"  # unescaped 41 times before it settles

@@ -39,18 +39,16 @@ _UNESCAPES = 8  # more than any chain of proxies escapes a path again
 def shown_path(path: str) -> str:
     """``path`` as the access log may show it: if it, or it unescaped once or more times
     ("dv%5F..." or "dv%255F...", say), holds something that looks like a credential or a
-    token, the unescaped text with that redacted; else ``path`` itself."""
-    text = path
+    token, the text unescaped to the end with every such thing redacted (a secret as it came
+    has no ``%`` and survives unescaping); else ``path`` itself."""
+    text, secret = path, looks_secret(path)
     for _ in range(_UNESCAPES):
-        if looks_secret(text):
-            return redact_secrets(text)
-        if "%" not in text:
-            return path
-        unescaped = unquote(text)
+        unescaped = unquote(text) if "%" in text else text
         if unescaped == text:
-            return path
+            return redact_secrets(text) if secret else path
         text = unescaped
-    return redact_secrets(text) if looks_secret(text) else "[redacted: escaped too often]"
+        secret = secret or looks_secret(text)
+    return "[redacted: escaped too often]"
 
 
 def log_config() -> dict[str, Any]:

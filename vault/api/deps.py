@@ -100,14 +100,16 @@ def require(caller: Principal, *roles: str) -> None:
         raise Forbidden(f"this needs the {' or '.join(roles)} role")
 
 
-async def read_json(request: Request, vault: Vault, *, optional: bool = False) -> Any:
-    """The request body as JSON, refusing more than ``max_body_bytes`` (413) and non-JSON (400).
-    ``optional``: an empty body is ``None``. The body is read whatever the headers say of it (a
-    chunked body has no ``Content-Length``)."""
-    limit = vault.settings.max_body_bytes
+async def read_body(request: Request, vault: Vault) -> bytes:
+    """The request body, refusing more than ``max_body_bytes`` (413); read whatever the headers
+    say of it (a chunked body has no ``Content-Length``)."""
     declared = request.headers.get("content-length")
-    body = await read_limited(request.stream(), declared, limit)
-    return None if optional and not body else decode_json(body)
+    return await read_limited(request.stream(), declared, vault.settings.max_body_bytes)
+
+
+async def read_json(request: Request, vault: Vault) -> Any:
+    """The request body as JSON, refusing more than ``max_body_bytes`` (413) and non-JSON (400)."""
+    return decode_json(await read_body(request, vault))
 
 
 async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:

@@ -8,7 +8,7 @@ import os
 import httpx
 
 from vault.cli.output import CliError, emit_json
-from vault.config import Settings
+from vault.config import Settings, redact_url
 
 
 def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
@@ -32,10 +32,11 @@ def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
             headers={"Authorization": f"Bearer {credential}"},
             timeout=30,
         )
-    except httpx.InvalidURL as exc:
-        raise CliError(f"--url (or VAULT_URL) is not a URL: {exc}", 2) from None
+    except httpx.InvalidURL:  # its text may quote a password in the URL: not shown
+        raise CliError(f"--url (or VAULT_URL) is not a URL: {redact_url(url)}", 2) from None
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the vault at {url}: {type(exc).__name__}") from None
+        shown = redact_url(url)
+        raise CliError(f"cannot reach the vault at {shown}: {type(exc).__name__}") from None
     try:
         payload = response.json()
     except ValueError:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+import httpx
+
 from vault.cli.output import CliError, emit_json, note
-from vault.config import Settings
+from vault.config import Settings, redact_url
 from vault.errors import ConfigError
 from vault.integrations.openwebui import launcher
 from vault.integrations.openwebui.sync import fetch_users, sync
@@ -41,6 +43,12 @@ def cmd_subjects_sync(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError("set OPENWEBUI_ADMIN_TOKEN to an Open WebUI admin's token or sk- key", 2)
     if not token.isascii() or not token.isprintable():  # it goes into an HTTP header
         raise CliError("OPENWEBUI_ADMIN_TOKEN is not a token (printable ASCII)", 2)
+    try:
+        httpx.URL(args.openwebui_url)
+    except httpx.InvalidURL:
+        raise CliError(
+            f"--openwebui-url is not a URL: {redact_url(args.openwebui_url)}", 2
+        ) from None
     users = fetch_users(args.openwebui_url, token)
     vault = open_vault(settings)
     try:

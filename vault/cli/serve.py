@@ -40,12 +40,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         vault = open_vault(settings)
     except NotInitialized as exc:
         raise CliError(f"{exc.description} (or use 'dvault serve --init')") from None
-    try:  # the workers' first write, done here: a database that refuses writes is one line too
+    try:
+        if settings.workers < 1 or not 0 < settings.port < 65536:
+            raise CliError("--workers must be at least 1 and --port within 1..65535", 2)
+        # the workers' first write, done here: a database that refuses writes is one line too
         record_scopes(vault)
     finally:
         vault.close()
-    if settings.workers < 1 or not 0 < settings.port < 65536:
-        raise CliError("--workers must be at least 1 and --port within 1..65535", 2)
     os.environ["VAULT_HOME"] = str(settings.home)
     logging.getLogger("vault").setLevel(logging.INFO)
     forwarded = os.environ.get("VAULT_FORWARDED_ALLOW_IPS", "")

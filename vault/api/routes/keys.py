@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from vault.api.deps import CallerDep, VaultDep, commit, read_json, require
+from vault.api.deps import CallerDep, VaultDep, commit, decode_json, read_body, require
 from vault.api.schemas import ERRORS, RotateBody, body
 from vault.crypto.keys import TOKEN
 from vault.domain import OWNER
@@ -22,8 +22,9 @@ async def rotate(request: Request, vault: VaultDep, caller: CallerDep) -> dict[s
     """Make a new signing key; the old one stays published while anything it signed is valid."""
     require(caller, OWNER)
     purpose = TOKEN
-    payload = await read_json(request, vault, optional=True)
-    if payload is not None:
+    body = await read_body(request, vault)
+    if body:  # none at all: the token key; else exactly this object (not ``null``)
+        payload = decode_json(body)
         if not isinstance(payload, dict) or set(payload) - {"purpose"}:
             raise InvalidRequest('body must be {"purpose": "token" | "audit"}')
         purpose = payload.get("purpose", TOKEN)

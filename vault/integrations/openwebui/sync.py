@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from vault.config import redact_url
 from vault.domain import SUBJECT_ROLES, Subject, has_control_characters
 from vault.errors import Conflict, InvalidRequest, Unavailable
 from vault.ops import subjects
@@ -43,16 +44,17 @@ def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> li
         response = httpx.get(
             url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=timeout
         )
-    except httpx.InvalidURL as exc:
-        raise InvalidRequest(f"the Open WebUI URL is not a URL: {exc}") from None
+    except httpx.InvalidURL:  # its text may quote a password in the URL: not shown
+        raise InvalidRequest(f"not a URL: {redact_url(base_url)}") from None
     except httpx.HTTPError as exc:
-        raise Unavailable(f"cannot reach Open WebUI at {base_url}: {type(exc).__name__}") from None
+        shown = redact_url(base_url)
+        raise Unavailable(f"cannot reach Open WebUI at {shown}: {type(exc).__name__}") from None
     if response.status_code in (401, 403):
         raise InvalidRequest(
             f"Open WebUI refused the admin credential (HTTP {response.status_code})"
         )
     if response.status_code != 200:
-        raise Unavailable(f"Open WebUI answered HTTP {response.status_code} for {url}")
+        raise Unavailable(f"Open WebUI answered HTTP {response.status_code} for {redact_url(url)}")
     try:
         body = response.json()
     except ValueError:
