@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import httpx
 
 from vault.crypto.b64 import b64url_decode
-from vault.errors import TokenError, UnknownKey, VaultError
+from vault.errors import ExpiredToken, TokenError, UnknownKey, VaultError
 from vault.middleware.remote_keys import RemoteKeySet
 from vault.middleware.seen import SeenTokens
 from vault.middleware.vault_http import VaultHttp, VaultHttpError
@@ -347,6 +347,11 @@ class DelegationMiddleware:
                     503, "vault_unavailable", "the vault's keys cannot be fetched; try again"
                 ) from None
             raise _Refusal(401, exc.code, "the delegation token was refused") from None
+        if now >= claims.exp:
+            # The leeway is for clocks that differ (nbf, iat), never for serving past exp: the
+            # app's session for the subject ends at exp, so a token past it is refused here,
+            # before the vault is asked and records a use as allowed that no one served.
+            raise _Refusal(401, ExpiredToken.code, "the delegation token was refused")
         self.seen.put(token, claims)
         return claims
 
