@@ -57,7 +57,8 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password in a database URL for logs and messages."""
+    """Hide the password of a URL (a database's, the vault's, Open WebUI's) in logs and
+    messages."""
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)

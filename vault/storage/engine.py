@@ -523,7 +523,7 @@ def _closed_by_server(connection: Any) -> bool:
     """Whether an idle psycopg connection is known dead, or has something to read: a server
     that ends a connection (a restart, ``pg_terminate_backend``, an idle timeout) says so and
     closes it, and nothing else is sent to an idle connection that listens to nothing. One
-    non-blocking ``select``: no round trip."""
+    non-blocking ``poll``: no round trip."""
     if connection.closed or getattr(connection, "broken", False):
         return True
     poller = select.poll()  # not select(): a process may hold more than 1,024 descriptors
