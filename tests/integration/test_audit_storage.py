@@ -499,6 +499,7 @@ def assert_fails_closed(api: Api, dba: Dba, s: Scene) -> None:
         introspect(api, s, s.token),
     ):
         assert attempt.status_code == 503, attempt.text
+        assert attempt.headers.get("retry-after") == "1", attempt.headers
         body = attempt.json()
         assert body["error"] == "audit_unavailable", body
         assert set(body) == {"error", "error_description"}

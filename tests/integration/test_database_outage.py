@@ -52,6 +52,7 @@ def assert_refused(r: httpx.Response) -> None:
     """503, the SPEC's JSON error body, and nothing a caller could use."""
     assert r.status_code == 503, r.text
     assert r.headers["content-type"].split(";")[0].strip() == "application/json", r.headers
+    assert r.headers.get("retry-after") == "1", r.headers  # failing closed: try again shortly
     body = r.json()
     assert set(body) == {"error", "error_description"}, body
     assert body["error"] in REFUSALS, body
@@ -325,6 +326,7 @@ def test_postgres_stopped_mid_run(private_postgres: PrivatePostgres, tmp_path: P
             scene.assert_down()
             ready = api.call("GET", "/readyz")
             assert ready.status_code == 503, ready.text
+            assert ready.headers.get("retry-after") == "1", ready.headers
             assert ready.json()["status"] == "not_ready"
             assert ready.json()["error"] == "unavailable"
             assert ready.json()["error_description"].startswith("not ready: database unreachable")

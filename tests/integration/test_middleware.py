@@ -36,7 +36,12 @@ from websockets.sync.client import connect as ws_connect
 from tests.support import Api, AsgiServer, LiveServer, MovableClock, cli_env, dvault, free_port
 from vault.config import Settings
 from vault.crypto.keys import thumbprint
-from vault.middleware import DelegationMiddleware, UnknownUser, VerifierConfig
+from vault.middleware import (
+    DelegationExpired,
+    DelegationMiddleware,
+    UnknownUser,
+    VerifierConfig,
+)
 from vault.middleware.remote_keys import RemoteKeySet
 from vault.middleware.vault_http import VaultHttp
 
@@ -468,6 +473,8 @@ def assert_refused(r: httpx.Response, status: int, code: str) -> None:
     assert body["error_description"]
     if status == 401:
         assert r.headers["www-authenticate"].startswith("Bearer")
+    # failing closed: the client is told to try again shortly; no other refusal says so
+    assert r.headers.get("retry-after") == ("1" if status == 503 else None), r.headers
 
 
 def headers_of(seen: Seen) -> dict[str, list[str]]:
@@ -719,6 +726,28 @@ def test_expired_token_gets_401_and_nothing_is_recorded(
     assert_refused(r, 401, "expired_token")
     assert len(stack.api.entries()) == before
     assert len(stack.app.seen) == (1 if seen else 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/api/models"), ("POST", "/api/chat/completions")]
+)
+def test_delegation_expiring_before_the_app_acts_is_401_expired_token(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, method: str, path: str
+) -> None:
+    """The race after the middleware's own ``exp`` check: the mapper finds the delegation over
+    (``DelegationExpired``). The caller is told the token expired, not that the user is unknown,
+    and nothing of the app's is served."""
+
+    async def expired(user_id: str, **_: Any) -> str:
+        raise DelegationExpired("the delegation has expired")
+
+    monkeypatch.setattr(stack.mapper, "native_token", expired)
+    token = stack.issue()
+
+    r = stack.call(method, path, token, json={"model": "m"} if method == "POST" else None)
+
+    assert_refused(r, 401, "expired_token")
+    assert stack.app.seen == []
 
 
 def test_token_not_yet_valid_gets_401(stack: Stack) -> None:

@@ -61,8 +61,18 @@ def error_body(code: str, description: str) -> dict[str, str]:
     return {"error": code, "error_description": redact_secrets(description)}
 
 
+# A 503 is the vault failing closed (its database or audit log unavailable, shutting down): a
+# client may try again, and is told when (RFC 9110 §10.2.3). One second: long enough not to
+# hammer a struggling database, short enough that a restart is hardly noticed.
+RETRY_AFTER_SECONDS = 1
+
+
 def error_headers(status: int) -> dict[str, str]:
-    return {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if status == 503:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return {}
 
 
 def error_response(status: int, code: str, description: str) -> JSONResponse:

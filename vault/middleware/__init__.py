@@ -5,6 +5,7 @@ httpx, so it installs into Open WebUI's own environment.
 """
 
 from vault.middleware.verifier import (
+    DelegationExpired,
     DelegationMiddleware,
     SubjectRoleChanged,
     UnknownUser,
@@ -13,6 +14,7 @@ from vault.middleware.verifier import (
 )
 
 __all__ = [
+    "DelegationExpired",
     "DelegationMiddleware",
     "SubjectRoleChanged",
     "UnknownUser",

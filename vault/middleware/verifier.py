@@ -62,6 +62,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STRIPPED_REQUEST_HEADERS = {b"authorization", b"cookie", b"x-api-key"}
 SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1, less OPTIONS (CORS, no bearer)
 SESSION_COOKIES = (b"token=", b"oauth_id_token=", b"oauth_session_id=")
+RETRY_AFTER = b"1"  # seconds, on a 503 (as the vault's own 503s say)
 
 
 class UnknownUser(VaultError):
@@ -74,6 +75,13 @@ ROLE_CHANGED = (
     "the subject's role in the app is not the one the vault authorized; "
     "the vault's subjects need a sync ('dvault subjects sync')"
 )
+
+
+class DelegationExpired(UnknownUser):
+    """The delegation token's ``exp`` passed before the app could act as its subject (the
+    middleware refuses a token past ``exp`` first; this is the race after that check)."""
+
+    code = ExpiredToken.code
 
 
 class SubjectRoleChanged(UnknownUser):
@@ -174,6 +182,8 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+    elif status == 503:  # failing closed (the vault unreachable or refusing): try again shortly
+        headers.append((b"retry-after", RETRY_AFTER))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from vault.api.deps import VaultDep
-from vault.api.errors import error_body
+from vault.api.errors import error_body, error_headers
 from vault.ops.runtime import Vault
 
 router = APIRouter(tags=["public"])
@@ -64,4 +64,8 @@ async def readyz(vault: VaultDep) -> JSONResponse:
         return JSONResponse({"status": "ready", "checks": checks})
     # Not ready is an error answer: the pinned error members, and the checks beside them.
     body = error_body("unavailable", f"not ready: {'; '.join(failing)}")
-    return JSONResponse({**body, "status": "not_ready", "checks": checks}, status_code=503)
+    return JSONResponse(
+        {**body, "status": "not_ready", "checks": checks},
+        status_code=503,
+        headers=error_headers(503),
+    )

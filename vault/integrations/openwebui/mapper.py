@@ -19,7 +19,7 @@ from collections.abc import Callable, MutableMapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from vault.middleware import SubjectRoleChanged, UnknownUser
+from vault.middleware import DelegationExpired, SubjectRoleChanged, UnknownUser
 from vault.middleware.verifier import ROLE_CHANGED
 
 MAX_NATIVE_LIFETIME = 60
@@ -46,12 +46,13 @@ class OpenWebUIMapper:
         issued for a user never acts as an admin. The minted token is reused (until 10 s before
         its ``exp``) only while the user's role and session stamp are unchanged.
         """
+        now = self._now()
+        if not_after - now <= 0:
+            raise DelegationExpired("the delegation has expired")
+
         from open_webui.models.auths import Auths
         from open_webui.models.users import Users
 
-        now = self._now()
-        if not_after - now <= 0:
-            raise UnknownUser("the delegation has expired")
         if not checked:  # the caller checks before releasing anything (``UserMapper``)
             latest = self._latest.get((user_id, not_after))
             if latest is not None and latest[1] - REUSE_MARGIN > now:
