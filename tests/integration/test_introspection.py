@@ -182,11 +182,15 @@ def test_use_outcome_follows_the_scopes(
 # --- tokens that are no longer good --------------------------------------------------------------
 
 
-def test_expired_token_is_inactive_and_rejected(setup: Setup, clock: MovableClock) -> None:
+@pytest.mark.parametrize("past", [0, 1, 31])  # at exp, within the 30 s leeway, beyond it
+def test_expired_token_is_inactive_and_rejected(
+    setup: Setup, clock: MovableClock, past: int
+) -> None:
+    """From exp on by the vault's own clock: the leeway is for other clocks (nbf, iat)."""
     issued = setup.issue(ttl_seconds=60)
     clock.advance(50)
     assert setup.introspect(issued["access_token"]).json()["active"] is True
-    clock.advance(60 - 50 + 31)  # past exp and the 30 s leeway
+    clock.advance(60 - 50 + past)
     r = setup.introspect(issued["access_token"])
     assert r.status_code == 200, r.text
     assert r.json() == {"active": False}
@@ -196,6 +200,21 @@ def test_expired_token_is_inactive_and_rejected(setup: Setup, clock: MovableCloc
     assert rejected["subject"] == "u-1"
     assert issued["access_token"] not in json.dumps(rejected)
     assert len(setup.api.entries(type="token.used")) == 1, "the expired use is not a use"
+
+
+def test_a_token_past_exp_that_revocation_no_longer_takes_is_not_honoured(
+    setup: Setup, clock: MovableClock
+) -> None:
+    """Revocation takes the tokens still live (exp in the future); introspection must not
+    honour one that revocation no longer takes, or an owner's revoke would do nothing to it."""
+    issued = setup.issue(ttl_seconds=60)
+    clock.advance(61)
+    revoked = setup.api.call("POST", "/v1/revoke", setup.api.owner, json={"jti": issued["jti"]})
+    assert revoked.json() == {"revoked": 0}
+    assert setup.introspect(issued["access_token"]).json() == {"active": False}
+    assert setup.api.entries(type="token.used") == []
+    (rejected,) = setup.api.entries(type="token.rejected")
+    assert rejected["data"]["reason"] == "expired_token"
 
 
 def test_revoked_token_is_inactive_and_rejected(setup: Setup) -> None:

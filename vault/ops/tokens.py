@@ -446,10 +446,13 @@ def _still_authorized(
     narrowed policy takes effect on the next request, not when the token expires. Returns the
     refusal (or None) and the subject's role as authorized (the middleware holds the app to
     it)."""
-    expires = claims.exp + settings.leeway_seconds
-    if int(ctx.now.timestamp()) >= expires:
-        return ExpiredToken("token has expired"), None  # expired while its use was queued
-    ctx.holds_until(expires)  # an allowed use must be recorded before it expires
+    # From exp on by the vault's own clock, with no leeway: the leeway is for clocks that
+    # differ (a verifier's nbf and iat checks), and exp is the vault's own time. A token the
+    # vault still honoured after exp could not be revoked (revocation takes live tokens, exp
+    # in the future), and the middleware refuses it from exp on too.
+    if int(ctx.now.timestamp()) >= claims.exp:
+        return ExpiredToken("token has expired"), None  # perhaps while its use was queued
+    ctx.holds_until(claims.exp)  # an allowed use must be recorded before it expires
     # Kept for later batches while the state stamp holds: a token's row changes only by its
     # revocation, a job that replaces the stamp. (Kept "never issued" is never wrong either: a
     # token is handed out only once its row is committed, so no use of it comes before.)
