@@ -431,3 +431,14 @@ def introspection_job(
     )
     assert found is not None, "the token's signature did not verify"
     return found
+
+
+def escaped(text: str, times: int) -> str:
+    """``text`` with its ``.``, ``_`` and ``-`` percent-escaped, then the escapes escaped again
+    ``times - 1`` times (``%2E``, ``%252E``, ...): what a path or a form may carry."""
+    if times == 0:
+        return text
+    once = text.replace("%", "%25").replace(".", "%2E").replace("_", "%5F").replace("-", "%2D")
+    for _ in range(times - 1):
+        once = once.replace("%", "%25")
+    return once

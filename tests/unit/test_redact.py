@@ -6,7 +6,6 @@ import secrets
 
 import pytest
 
-from vault.api.access_log import shown_path
 from vault.ops.credentials import new_credential
 from vault.redact import PLACEHOLDER, looks_secret, redact_secrets
 
@@ -74,14 +73,49 @@ def test_a_path_escaped_once_or_more_is_redacted_in_the_access_log() -> None:
         f"/v1/audit/entries?jti={twice}",
         f"/v1/audit/entries?jti={twice.replace('%', '%25')}",
     ):
-        shown = shown_path(path)
+        shown = redact_secrets(path)
         assert credential[3:] not in shown, path
         assert PLACEHOLDER in shown, shown
     # a secret as it came beside one escaped: both go, as the unescaped text
-    mixed = shown_path(f"/v1/subjects/x?a={credential}&b={once}&c={twice}")
+    mixed = redact_secrets(f"/v1/subjects/x?a={credential}&b={once}&c={twice}")
     assert credential[3:] not in mixed
     assert mixed.count(PLACEHOLDER) == 3, mixed
     for plain in ("/healthz?q=plain", "/v1/subjects/u%C3%A9-1", "/a%25b", "/%zz"):
-        assert shown_path(plain) is plain  # nothing secret: the line stays as it came
+        assert redact_secrets(plain) is plain  # nothing secret: the line stays as it came
     endless = "/x?jti=%" + "25" * 40 + "41"  # unescaped 41 times before it settles
-    assert shown_path(endless) == "[redacted: escaped too often]"
+    assert redact_secrets(endless) == "[redacted: escaped too often]"
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        JWT.replace(".", "%2E"),
+        JWT.replace(".", "%2e"),
+        JWT.replace(".", "%252E"),
+        new_credential().replace("_", "%5F", 1),
+        "sk%2D" + secrets.token_hex(16),
+    ],
+    ids=["jwt-dots-escaped", "jwt-dots-escaped-lowercase", "jwt-escaped-twice", "dv", "sk"],
+)
+def test_a_secret_behind_percent_escapes_is_recognized_and_replaced(hidden: str) -> None:
+    text = f"TICKET-9 pasted {hidden} here"
+    assert looks_secret(text)
+    redacted = redact_secrets(text)
+    assert redacted == f"TICKET-9 pasted {PLACEHOLDER} here"
+    assert hidden[-12:] not in redacted
+
+
+def test_a_plain_secret_that_unescaping_would_break_up_goes_whole() -> None:
+    """``%2e`` followed by a JWT: unescaped, ``%2e`` and the JWT's first ``e`` become ``.``,
+    and what is left no longer looks like a JWT; it is taken before unescaping."""
+    text = "/x?t=%2" + JWT
+    assert looks_secret(text)
+    redacted = redact_secrets(text)
+    assert JWT[-12:] not in redacted and JWT[3:20] not in redacted, redacted
+    assert PLACEHOLDER in redacted
+
+
+@pytest.mark.parametrize("text", ["/a%25b", "100%", "%zz", "caf%C3%A9 chats:read"])
+def test_escaped_ordinary_text_is_left_as_it_came(text: str) -> None:
+    assert not looks_secret(text)
+    assert redact_secrets(text) is text

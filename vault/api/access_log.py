@@ -10,11 +10,10 @@ from __future__ import annotations
 import copy
 import logging
 from typing import Any
-from urllib.parse import unquote
 
 from uvicorn.config import LOGGING_CONFIG
 
-from vault.redact import looks_secret, redact_secrets
+from vault.redact import redact_secrets
 
 _PATH = 2  # uvicorn's access record: client address, method, path with query, version, status
 
@@ -27,28 +26,10 @@ class RedactSecrets(logging.Filter):
         if isinstance(args, tuple) and len(args) > _PATH:
             path = args[_PATH]
             if isinstance(path, str):
-                shown = shown_path(path)
+                shown = redact_secrets(path)  # escaped or not
                 if shown is not path:
                     record.args = (*args[:_PATH], shown, *args[_PATH + 1 :])
         return True
-
-
-_UNESCAPES = 8  # more than any chain of proxies escapes a path again
-
-
-def shown_path(path: str) -> str:
-    """``path`` as the access log may show it: if it, or it unescaped once or more times
-    ("dv%5F..." or "dv%255F...", say), holds something that looks like a credential or a
-    token, the text unescaped to the end with every such thing redacted (a secret as it came
-    has no ``%`` and survives unescaping); else ``path`` itself."""
-    text, secret = path, looks_secret(path)
-    for _ in range(_UNESCAPES):
-        unescaped = unquote(text) if "%" in text else text
-        if unescaped == text:
-            return redact_secrets(text) if secret else path
-        text = unescaped
-        secret = secret or looks_secret(text)
-    return "[redacted: escaped too often]"
 
 
 def log_config() -> dict[str, Any]:
