@@ -24,7 +24,7 @@ import pytest
 from tests.support import Api, add_principal, introspection_job, next_batch
 from vault.config import Settings
 from vault.domain import DELEGATOR
-from vault.errors import Forbidden
+from vault.errors import Unauthenticated
 from vault.ops import principals, revocation, subjects, tokens
 from vault.ops.runtime import Vault, open_vault
 from vault.storage import audit_repo, principals_repo, tokens_repo
@@ -71,9 +71,15 @@ def test_a_delegator_disabled_elsewhere_gets_no_more_tokens(
     with other_vault(settings) as elsewhere:
         elsewhere.appender.run(principals.disable_job(parties["delegator_id"], actor=None))
 
-    again = api.token(parties["delegator"], "u-1", scope="chat")
-    assert again.status_code in {401, 403}, again.text
-    assert "access_token" not in again.text
+    entries = len(api.entries())
+    for subject in ("u-1", "nobody"):
+        again = api.token(parties["delegator"], subject, scope="chat")
+        # as a credential no longer good anywhere: 401, never "forbidden" (which would say
+        # that it is real but disabled), and nothing written (SPEC: a 401 is not audited)
+        assert again.status_code == 401, again.text
+        assert again.json()["error"] == "unauthorized"
+        assert "access_token" not in again.text
+    assert len(api.entries()) == entries, api.entries()[entries:]
     issued = api.entries(type="token.issued", actor=parties["delegator_id"])
     assert [e["data"]["jti"] for e in issued] == [first.json()["jti"]]
 
@@ -149,7 +155,7 @@ def test_a_read_only_job_sees_a_change_made_before_it_in_its_batch(vault: Vault)
         after = _issue(vault, caller)
     jti = before.result(30).claims.jti
     assert disabled.result(30)["revoked"] == 1  # the token issued just before, in the batch
-    with pytest.raises(Forbidden):
+    with pytest.raises(Unauthenticated):  # a disabled principal's credential is no longer good
         after.result(30)
     with vault.db.read() as session:
         assert tokens_repo.token_state(session, jti).state == tokens_repo.REVOKED

@@ -163,9 +163,14 @@ def issue_job(
 
     def job(session: Tx, ctx: JobContext) -> IssuedToken:
         subject_id: str | None = None
+        fresh = _principal(session, ctx, caller.id)
+        if fresh is None or fresh.disabled:
+            # Disabled since its credential was checked (the server's credential cache, or
+            # another process): refused as any credential no longer good is, 401 and nothing
+            # recorded (a 403, and a token.denied entry, would say it is real but disabled).
+            raise Unauthenticated("a valid credential is required")
         try:
-            fresh = _principal(session, ctx, caller.id)
-            if fresh is None or fresh.disabled or not fresh.has(DELEGATOR):
+            if not fresh.has(DELEGATOR):
                 raise Forbidden("only an enabled delegator exchanges its credential for tokens")
             request = parse_token_request(body)
             reason = check_reason(request.reason, required=settings.require_reason)
