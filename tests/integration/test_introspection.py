@@ -179,6 +179,33 @@ def test_use_outcome_follows_the_scopes(
     assert entry["data"]["path"] == path
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"method": "GET"}, {"path": "/api/models"}, {"method": None, "path": None}],
+    ids=["token-only", "no-path", "no-method", "nulls"],
+)
+def test_a_use_naming_no_request_is_recorded_as_allowing_nothing(
+    setup: Setup, body: dict[str, Any]
+) -> None:
+    """Without a method and a path there is no request whose scope could be checked: the token
+    is active (it verifies, is live, was issued), but the use is recorded ``denied_scope``, so
+    the log never says "allowed" of what nobody checked."""
+    issued = setup.issue(scope="chat models:read")
+    r = setup.api.call(
+        "POST", "/v1/introspect", setup.verifier, json={"token": issued["access_token"], **body}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] is True
+    assert r.json()["outcome"] == "denied_scope"
+    (used,) = setup.api.entries(type="token.used")
+    assert used["data"]["outcome"] == "denied_scope"
+    assert (used["data"]["method"], used["data"]["path"]) == (
+        body.get("method"),
+        body.get("path"),
+    )
+    assert setup.api.call("GET", "/v1/audit/verify", setup.api.owner).json()["ok"] is True
+
+
 # --- tokens that are no longer good --------------------------------------------------------------
 
 

@@ -406,10 +406,12 @@ def introspect_job(
                 )
             )
             return dict(INACTIVE)
+        # A use that names no request (no method or no path) allows nothing: the log never
+        # says "allowed" of a request whose scope was not checked.
         allowed = (
-            True
-            if use.method is None or use.path is None
-            else scopes.allows(claims.scope, use.method, use.path)
+            use.method is not None
+            and use.path is not None
+            and scopes.allows(claims.scope, use.method, use.path)
         )
         outcome = "allowed" if allowed else "denied_scope"
         ctx.record(
