@@ -5,7 +5,12 @@ holds the chain lock) that changes state and records audit drafts. The appender 
 that are waiting, each in a savepoint, links all their drafts onto the chain, makes a signed
 checkpoint when the chain crosses a multiple of ``checkpoint_every``, and commits once. Only
 after that commit does any caller get its result: if the commit fails, every job of the batch
-fails with ``AuditUnavailable`` and nothing it did exists.
+fails with ``AuditUnavailable`` and nothing it did exists. One failure leaves that open: the
+COMMIT's answer lost on its way back (a connection reset, a terminated backend) after the
+database committed. The appender then reads, under the chain lock (which the old transaction
+holds until it has ended), whether the batch's last entry is in the log: if it is, the batch is
+answered as committed; if it is not, it failed and nothing of it exists; if the database cannot
+say, the callers are refused with a 503 that does not claim nothing was done.
 
 A job that refuses (raises a ``VaultError``) has its changes rolled back, but the drafts it
 recorded with ``ctx.refuse(...)`` are still appended, so refusals are audited in the same chain.
@@ -43,8 +48,9 @@ where each statement under the lock is a round trip, it prepares a read-only bat
 sends it in one pipeline behind a guard (``Database.write_guarded``): the lock, then "the stamp and
 the head are still these", then the inserts and COMMIT. A failed guard has committed nothing, and
 the batch goes the usual way; any other error fails it closed, never retried (a COMMIT whose
-answer was lost may have committed). A sequential introspection on PostgreSQL takes two round
-trips instead of three (one when its token was read by an earlier use under the same stamp).
+answer was lost may have committed: the log says whether it did, as above). A sequential
+introspection on PostgreSQL takes two round trips instead of three (one when its token was read
+by an earlier use under the same stamp).
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
 from vault.storage import audit_repo, meta_repo
-from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_many
+from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_many, fetch_first
 
 log = logging.getLogger("vault.audit")
 SHARED_FOR_SECONDS = 2.0  # how long one sign of another writer keeps batches prepared first
@@ -437,6 +443,7 @@ class Appender:
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         outcomes: list[_Outcome] = []
         read_only = all(pending.read_only for pending in batch)
+        signed: list[Checkpoint] = []
         appended: tuple[Head, Head] | None = None
         reads: _Reads | None = None
         prepared: _Prepared | None = None
@@ -483,22 +490,69 @@ class Appender:
                     before=before,
                 )
         except Exception as exc:
-            # The transaction is gone: nothing of this batch exists. Fail every caller closed.
-            failure = self._append_failed(exc, len(batch))
-            self._answer([(pending, None, failure) for pending in batch])
-            return
+            # The transaction is gone: nothing of this batch exists, unless only the COMMIT's
+            # answer was lost. Fail every caller closed, unless the log holds the batch.
+            if not self._in_log_after(exc, batch, appended):
+                return
         self._finish(outcomes, reads, signed, appended, changed=not read_only)
 
-    def _append_failed(self, exc: Exception, jobs: int) -> AuditUnavailable:
+    def _in_log_after(
+        self, exc: Exception, batch: list[_Pending[Any]], appended: tuple[Head, Head] | None
+    ) -> bool:
+        """After the transaction of ``batch`` failed with ``exc``: True if the batch is in the
+        log all the same (the caller then finishes it as committed); else its callers are
+        answered ``AuditUnavailable`` here.
+
+        ``appended`` is known once the batch was linked and inserted, so the failure was the
+        COMMIT's (or its answer's); before that, nothing was sent that could commit."""
+        found: bool | None = False
+        if appended is not None:
+            found = self._holds(appended[1])
+            if found:
+                log.warning(
+                    "the commit of a batch of %d jobs reported %s, but the batch is in the log "
+                    "(the COMMIT's answer was lost): answered as committed",
+                    len(batch),
+                    type(exc).__name__,
+                )
+                return True
+        failure = self._append_failed(exc, len(batch), unsure=found is None)
+        self._answer([(pending, None, failure) for pending in batch])
+        return False
+
+    def _holds(self, head: Head) -> bool | None:
+        """Whether the log holds ``head`` (its seq, with that hash), read under the chain lock:
+        a transaction whose COMMIT was on its way holds the lock until it has ended one way or
+        the other (PostgreSQL releases a transaction's advisory lock at its end; SQLite's commit
+        ended in this thread). ``None`` if the database cannot say."""
+        try:
+            with self._db.write_driver() as tx:
+                row = fetch_first(tx, audit_repo.HASH_AT_SQL, (head.seq,))
+        except Exception as exc:  # still failing: nobody can say
+            log.error("whether a failed commit committed cannot be read: %s", type(exc).__name__)
+            return None
+        return row is not None and row[0] == head.hash
+
+    def _append_failed(
+        self, exc: Exception, jobs: int, *, unsure: bool = False
+    ) -> AuditUnavailable:
         """What every job of a batch that could not be committed gets. A server logs why (its
         clients get a 503 and nothing more); a command run in the foreground has one caller,
         which reports the failure with the driver's reason in one line (never the statement or
-        its parameters)."""
+        its parameters). ``unsure``: whether the batch committed could not be read; the callers
+        are refused all the same, but not told that nothing was done."""
         reason = str(getattr(exc, "orig", None) or "").strip().splitlines()
         cause = f"{type(exc).__name__}: {reason[0][:160]}" if reason else type(exc).__name__
+        done = (
+            "whether its entries were written is unknown (audit verify shows them)"
+            if unsure
+            else "nothing was done"
+        )
         if self._thread is None:
-            return AuditUnavailable(f"the audit log cannot be written ({cause}); nothing was done")
-        log.error("audit append failed, batch of %d refused: %s", jobs, cause)
+            return AuditUnavailable(f"the audit log cannot be written ({cause}); {done}")
+        log.error("audit append failed, batch of %d refused: %s; %s", jobs, cause, done)
+        if unsure:
+            return AuditUnavailable("the audit log did not confirm the write; refused all the same")
         return AuditUnavailable("the audit log cannot be written; nothing was done")
 
     def _finish(
@@ -600,6 +654,7 @@ class Appender:
         ):
             return False
         guard = (prepared.reads.stamp, head.seq, head.hash)
+        appended: tuple[Head, Head] | None = None
         try:
             with self._db.write_guarded(_UNCHANGED, guard) as tx:
                 _insert_rows(tx, list(prepared.rows))  # a copy: kept if it must go again
@@ -611,10 +666,10 @@ class Appender:
             # guard costs a round trip, and psycopg logs a warning for its aborted pipeline)
             self._shared_until = time.monotonic() + SHARED_AFTER_A_GUARD_FAILED
             return False
-        except Exception as exc:  # as in _commit: nothing of this batch exists
-            failure = self._append_failed(exc, len(prepared.outcomes))
-            self._answer([(outcome.pending, None, failure) for outcome in prepared.outcomes])
-            return True
+        except Exception as exc:  # as in _commit
+            batch = [outcome.pending for outcome in prepared.outcomes]
+            if not self._in_log_after(exc, batch, appended):
+                return True
         self.guarded_commits += 1
         self._finish(prepared.outcomes, prepared.reads, signed, appended, changed=False)
         return True

@@ -38,6 +38,7 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 
 
 HEAD_SQL = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
+HASH_AT_SQL = "SELECT hash FROM audit_entries WHERE seq = ?"
 
 
 def head(session: Tx) -> Head:
