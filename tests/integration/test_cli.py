@@ -572,6 +572,30 @@ def _append_raw_rows(database: Path, first: int, last: int, *, odd: int) -> None
         conn.close()
 
 
+def test_an_export_cut_short_leaves_no_shorter_file_that_looks_whole(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``audit export --out FILE`` writes beside FILE and renames once complete: an export that
+    fails part way (here a row it cannot show, far past the first lines written) leaves FILE as
+    it was, or absent, and no partial file behind. Its checkpoints come last, so a shorter file
+    would verify as a whole log."""
+    init(sqlite_env)
+    database = home_of(sqlite_env) / "vault.db"
+    out = tmp_path / "exports" / "audit.jsonl"
+    out.parent.mkdir()
+    ok(dvault(sqlite_env, "audit", "export", "--out", str(out)))
+    whole = out.read_bytes()
+    assert whole.endswith(b"}\n")
+    head = len(exported(sqlite_env)[0])
+    _append_raw_rows(database, head + 1, 3000, odd=2900)
+
+    for target in (out, tmp_path / "exports" / "new.jsonl"):
+        failed = dvault(sqlite_env, "audit", "export", "--out", str(target))
+        one_line_error(failed, 1, "entry seq 2900")
+    assert out.read_bytes() == whole
+    assert sorted(p.name for p in out.parent.iterdir()) == ["audit.jsonl"]
+
+
 def _read_stream(http: httpx.Client, path: str) -> tuple[int, bytes, Exception | None]:
     """The answer's status, the bytes of its body that came, and the error that cut it short."""
     received = bytearray()

@@ -8,7 +8,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -190,13 +190,40 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
                 sys.stdout.write(chunk)
             sys.stdout.flush()
         else:
-            with args.out.open("w", encoding="utf-8") as handle:
-                for chunk in audit.export_lines(db):
-                    handle.write(chunk)
+            _write_whole(args.out, audit.export_lines(db))
             note(f"exported to {args.out}")
     finally:
         db.dispose()
     return 0
+
+
+def _write_whole(path: Path, chunks: Iterator[str]) -> None:
+    """``chunks`` into ``path``, which is either the whole export or left as it was: an export
+    cut short (interrupted, killed, a row it cannot show) must never be a shorter log that
+    verifies as whole, since its checkpoints come last. A regular file (or a new one) is written
+    beside ``path`` and renamed onto it once complete and on disk; anything else (a FIFO,
+    ``/dev/stdout``) is written as it goes."""
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8") as stream:
+            for chunk in chunks:
+                stream.write(chunk)
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("x", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)  # the new name survives a crash too
+    finally:
+        os.close(directory)
 
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
