@@ -58,13 +58,33 @@ class Settings:
 
 def redact_url(url: str) -> str:
     """Hide the password of a URL (a database's, the vault's, Open WebUI's) in logs and
-    messages."""
-    if "://" not in url or "@" not in url:
+    messages. Of a text with ``@`` that is not a URL (``postgresql//u:pw@host``, a ``:``
+    missing), only what follows the last ``@`` is shown."""
+    if "@" not in url:
         return url
-    scheme, rest = url.split("://", 1)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***@" + url.rsplit("@", 1)[1]
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+def hide_url_password(text: str, url: str) -> str:
+    """``text`` (a driver's message, say) without the password of ``url`` in it, whole or in
+    the pieces a parser may have split it into at an unescaped ``@`` (``u:Top@Secret@host``
+    read as host ``Secret@host``). Pieces shorter than 4 characters are left: replacing them
+    would garble the message and hide little."""
+    rest = url.partition("://")[2] or url
+    if "@" not in rest:
+        return text
+    _, colon, password = rest.rsplit("@", 1)[0].partition(":")
+    if not colon:
+        return text
+    for piece in sorted({password, *password.split("@")}, key=len, reverse=True):
+        if len(piece) >= 4:
+            text = text.replace(piece, "***")
+    return text
 
 
 def _int(

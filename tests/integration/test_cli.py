@@ -358,6 +358,21 @@ def test_a_database_that_cannot_be_read_is_named_not_taken_for_a_new_one(
             assert "init" not in line, line
 
 
+def test_a_bad_database_url_never_shows_its_password(sqlite_env: dict[str, str]) -> None:
+    """A database URL that does not parse (a ``:`` missing), and one whose password holds an
+    unescaped ``@`` (the parser then takes part of it for the host, which the driver quotes):
+    one line, the password nowhere in it."""
+    for url, password in (
+        ("postgresql+psycopg//u:TopSecretPw@127.0.0.1/x", "TopSecretPw"),
+        (f"postgresql+psycopg://u:Top@Secret9@127.0.0.1:{free_port()}/x", "Secret9"),
+    ):
+        for args in (["migrate"], ["--database-url", url, "audit", "verify"]):
+            env = {**sqlite_env, "VAULT_DATABASE_URL": url}
+            line = one_line_error(dvault(env, *args), 1)
+            assert password not in line, line
+            assert "127.0.0.1" in line, line  # still says where
+
+
 def test_what_is_not_a_url_is_one_line_and_never_shows_a_password(
     sqlite_env: dict[str, str],
 ) -> None:

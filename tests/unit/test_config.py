@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vault.config import MAX_TTL_LIMIT, load_settings
+from vault.config import MAX_TTL_LIMIT, hide_url_password, load_settings, redact_url
 from vault.errors import ConfigError
 
 
@@ -47,3 +47,26 @@ def test_a_default_ttl_above_the_max_is_refused() -> None:
         load_settings({"VAULT_DEFAULT_TTL": "601", "VAULT_MAX_TTL": "600"})
     with pytest.raises(ConfigError, match="VAULT_DEFAULT_TTL"):
         load_settings({"VAULT_DEFAULT_TTL": str(MAX_TTL_LIMIT + 1)})  # above the default max
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:pw@db:5432/x", "postgresql+psycopg://u:***@db:5432/x"),
+        ("postgresql+psycopg://u@db/x", "postgresql+psycopg://u@db/x"),
+        ("postgresql+psycopg://u:Top@Secret@db/x", "postgresql+psycopg://u:***@db/x"),
+        ("postgresql+psycopg//u:TopSecretPw@db/x", "***@db/x"),  # not a URL: a ":" missing
+        ("sqlite:///home/vault.db", "sqlite:///home/vault.db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_url_hides_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_hide_url_password_takes_the_password_and_its_pieces_from_a_message() -> None:
+    url = "postgresql+psycopg://u:Top@Secret9@db/x"
+    said = "failed to resolve host 'Secret9@db'; password 'Top@Secret9' refused"
+    assert hide_url_password(said, url) == "failed to resolve host '***@db'; password '***' refused"
+    assert hide_url_password("no password here", "sqlite:///v.db") == "no password here"
+    assert hide_url_password("ab at ab", "postgresql://u:ab@db/x") == "ab at ab"  # too short

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from vault import __version__
 from vault.cli.output import USAGE, CliError, fail
-from vault.config import MAX_WORKERS, Settings, load_settings
+from vault.config import MAX_WORKERS, Settings, hide_url_password, load_settings
 from vault.crypto.canonical import is_utf8_text
 from vault.errors import VaultError
 from vault.redact import redact_secrets
@@ -249,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(exc.description)
         return 1
     except SQLAlchemyError as exc:
-        fail(f"database error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        first = str(exc).splitlines()[0][:200]
+        shown = hide_url_password(first, os.environ.get("VAULT_DATABASE_URL", ""))
+        fail(f"database error: {type(exc).__name__}: {shown}")
         return 1
     except OSError as exc:
         fail(str(exc))
