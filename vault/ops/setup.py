@@ -89,7 +89,14 @@ def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
             checkpoint_every=2**62,
             checkpoint_log=CheckpointLog(settings.checkpoint_log),
         )
-        owner, token_kid, audit_kid = appender.run(job)
+        try:
+            owner, token_kid, audit_kid = appender.run(job)
+        except AlreadyInitialized:
+            # Another init won the race: the key made here seals nothing, and left behind it
+            # would only make this home fail later with "the master key does not match".
+            if created is not None:
+                created.unlink(missing_ok=True)
+            raise
         with db.read() as session:
             head = audit_repo.head(session)
     finally:
