@@ -7,10 +7,12 @@ server's port (``/proc/net/tcp``) and the socket descriptors each worker holds.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -199,3 +201,30 @@ def test_the_access_log_never_shows_a_secret_put_in_a_path(tmp_path: Path, count
     assert logged.count('"PUT /v1/subjects/[redacted] HTTP/1.1" 401') == 4 * count
     assert logged.count('"GET /v1/audit/entries?jti=[redacted] HTTP/1.1" 401') == 8 * count
     assert "/healthz?q=plain" in logged  # the rest of the log is as it was
+
+
+def test_the_workers_log_lines_carry_their_level_and_logger(tmp_path: Path) -> None:
+    """A spawned worker starts with no logging configured: its lines (here the appender's, on a
+    database that refuses audit inserts) must read as the single process's do."""
+    env = cli_env(tmp_path / "home")
+    made = dvault(env, "init", "--json")
+    _ok(made)
+    owner = json.loads(made.stdout)["credential"]
+    with ServedVault(env, "--workers", "2") as vault:
+        wait_for_workers(vault, 2)
+        with sqlite3.connect(tmp_path / "home" / "vault.db") as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+                "BEGIN SELECT RAISE(ABORT, 'simulated outage'); END"
+            )
+        headers = {"Authorization": f"Bearer {owner}"}
+        for n in range(6):  # over several connections: each worker gets some
+            with httpx.Client(base_url=vault.url, headers=headers, timeout=10) as client:
+                refused = client.put(f"/v1/subjects/u-{n}", json={"email": f"u{n}@example.com"})
+                assert refused.status_code == 503, refused.text
+        deadline = time.monotonic() + 10
+        while vault.stderr().count("audit append failed") < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = [line for line in vault.stderr().splitlines() if "audit append failed" in line]
+    assert len(lines) == 6, lines
+    assert all(line.startswith("ERROR vault.audit: audit append failed") for line in lines), lines

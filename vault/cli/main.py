@@ -14,7 +14,7 @@ from typing import NoReturn
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault import __version__
-from vault.cli.output import USAGE, CliError, fail
+from vault.cli.output import USAGE, CliError, configure_logging, fail
 from vault.config import MAX_WORKERS, Settings, hide_url_password, load_settings
 from vault.crypto.canonical import is_utf8_text
 from vault.errors import VaultError
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers)):
             if value is not None:
                 os.environ[f"VAULT_{name}"] = str(value)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         settings = load_settings()
         return _command(args.run)(settings, args)

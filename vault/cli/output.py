@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """The vault's own log lines (warnings and errors) on stderr, each with its level and
+    logger: in the CLI's process and in each worker ``serve --workers N`` spawns, which starts
+    with no logging configured (its lines would lose both)."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+
 
 OK = 0
 REFUSED = 1  # verification failed, or the operation was refused

@@ -29,6 +29,8 @@ from typing import Any
 
 import uvicorn
 
+from vault.cli.output import configure_logging
+
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start serving
 BACKLOG = 2048  # uvicorn's default
 POLL_SECONDS = 0.5
@@ -65,6 +67,7 @@ def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.soc
 
 def _worker(options: dict[str, Any]) -> None:
     """One worker: its own socket, then uvicorn's server on it (as ``uvicorn.run`` would)."""
+    configure_logging()  # a spawned process starts with none: as the parent's, not bare lines
     config = uvicorn.Config(**options)
     try:
         sock = listening_socket(config.host, config.port)
