@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from vault.ops.credentials import new_credential
-from vault.redact import PLACEHOLDER, looks_secret, redact_secrets
+from vault.redact import PLACEHOLDER, _spans, looks_secret, redact_secrets
 
 JWT = (
     "eyJhbGciOiJFZERTQSIsInR5cCI6ImF0K2p3dCJ9"
@@ -83,7 +86,7 @@ def test_a_path_escaped_once_or_more_is_redacted_in_the_access_log() -> None:
     for plain in ("/healthz?q=plain", "/v1/subjects/u%C3%A9-1", "/a%25b", "/%zz"):
         assert redact_secrets(plain) is plain  # nothing secret: the line stays as it came
     endless = "/x?jti=%" + "25" * 40 + "41"  # unescaped 41 times before it settles
-    assert redact_secrets(endless) == "[redacted: escaped too often]"
+    assert redact_secrets(endless) == f"{PLACEHOLDER} (escaped too often)"
 
 
 @pytest.mark.parametrize(
@@ -120,3 +123,40 @@ def test_a_plain_secret_that_unescaping_would_break_up_goes_whole() -> None:
 def test_escaped_ordinary_text_is_left_as_it_came(text: str) -> None:
     assert not looks_secret(text)
     assert redact_secrets(text) is text
+
+
+# The expression ``vault.redact`` documents, run by ``re``: the reference ``_spans`` must equal.
+REFERENCE = re.compile(
+    r"dv_[A-Za-z0-9_-]{20,}"
+    r"|(?<![A-Za-z0-9])(?i:dv)[_-][A-Za-z0-9_-]{20,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?"
+    r"|sk-[A-Za-z0-9]{16,}"
+)
+PIECES = ["eyJ", "dv_", "DV-", "dv-", "sk-", ".", "a", "Z9", "_", "-", "%2E", " ", "=", "x" * 9]
+
+
+@hypothesis.settings(max_examples=3000)
+@hypothesis.given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
+def test_spans_are_the_reference_expressions_matches(text: str) -> None:
+    assert _spans(text) == [m.span() for m in REFERENCE.finditer(text)]
+    if "%" not in text:
+        assert redact_secrets(text) == REFERENCE.sub(PLACEHOLDER, text)
+
+
+@hypothesis.given(st.text(alphabet="eyJdvsk_-.aZ9 ", max_size=80))
+def test_spans_are_the_reference_expressions_matches_on_any_text(text: str) -> None:
+    assert _spans(text) == [m.span() for m in REFERENCE.finditer(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "eyJ" * 700,  # the reference's worst case: every start scans to the end
+        "eyJ" * 300 + "." + "a" * 8,
+        "dv_" * 700,
+        "x" + "eyJ" * 10 + ".abcdefgh.ij" + "dv-" + "q" * 30,
+        "DV_" + "A" * 25 + " sk-" + "b" * 16 + "-" + "eyJ" + "c" * 8 + ".d" * 9,
+    ],
+)
+def test_spans_on_long_and_mixed_runs(text: str) -> None:
+    assert _spans(text) == [m.span() for m in REFERENCE.finditer(text)]

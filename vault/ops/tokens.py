@@ -277,7 +277,7 @@ def parse_use_request(body: Any) -> UseRequest:
 def _unsecret(value: str | None) -> str | None:
     """``value`` as the log may hold it: whatever in it looks like a credential or a token is
     replaced by ``[redacted]`` (the semantic checks then leave its scope unchecked)."""
-    return value if value is None or not looks_secret(value) else redact_secrets(value)
+    return None if value is None else redact_secrets(value)
 
 
 def token_digest(token: str) -> str:
@@ -361,15 +361,15 @@ def introspect_job(
         except SignedTokenError as exc:
             refusal = exc
 
-    def where() -> dict[str, Any]:
-        # What the verifier says of the request goes into the log: never a secret in it (a
-        # credential or a token in a path). The scope is decided on the request as it was.
-        return {
-            "method": _unsecret(use.method),
-            "path": _unsecret(use.path),
-            "client_ip": _unsecret(use.client_ip),
-            "verifier": verifier.id,
-        }
+    # What the verifier says of the request goes into the log: never a secret in it (a
+    # credential or a token in a path). The scope is decided on the request as it was. Made
+    # once, here, not in the job (which runs under the chain lock, and may run twice).
+    where = {
+        "method": _unsecret(use.method),
+        "path": _unsecret(use.path),
+        "client_ip": _unsecret(use.client_ip),
+        "verifier": verifier.id,
+    }
 
     def job(session: Tx, ctx: JobContext) -> dict[str, Any]:
         # The credential was checked before the job (perhaps from a cache): this is the check
@@ -401,7 +401,7 @@ def introspect_job(
                         "jti": jti,
                         "reason": refused.code if refused else "invalid_token",
                         "token_sha256": token_digest(use.token),
-                        **where(),
+                        **where,
                     },
                 )
             )
@@ -419,7 +419,7 @@ def introspect_job(
                 type=TOKEN_USED,
                 actor=claims.actor,
                 subject=claims.sub,
-                data={"jti": claims.jti, "outcome": outcome, **where()},
+                data={"jti": claims.jti, "outcome": outcome, **where},
             )
         )
         return {
