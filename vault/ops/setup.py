@@ -15,13 +15,14 @@ from vault.config import Settings
 from vault.crypto import envelope, keys
 from vault.crypto.master import generate_master_key, write_master_key_file
 from vault.domain import OWNER
-from vault.errors import AlreadyInitialized
+from vault.errors import AlreadyInitialized, MasterKeyError
 from vault.ops import principals
 from vault.ops.keys import create_key
 from vault.ops.runtime import (
     CHECK_KID,
     CHECK_PLAINTEXT,
     CHECK_PURPOSE,
+    check_master_key,
     open_vault,
     resolve_master_key,
 )
@@ -49,6 +50,18 @@ def _master_key(settings: Settings) -> tuple[bytes, Path | None]:
     key = generate_master_key()
     write_master_key_file(settings.master_key_file, key)
     return key, settings.master_key_file
+
+
+def _seals(db: Database, master_key: bytes) -> bool:
+    """Whether the initialized vault in ``db`` is sealed with ``master_key``; also True if that
+    cannot be read (a key file is never removed on a guess)."""
+    try:
+        check_master_key(db, master_key)
+    except MasterKeyError:
+        return False
+    except Exception:
+        log.warning("whether the vault is sealed with this home's new master key is unknown")
+    return True
 
 
 def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
@@ -92,9 +105,11 @@ def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
         try:
             owner, token_kid, audit_kid = appender.run(job)
         except AlreadyInitialized:
-            # Another init won the race: the key made here seals nothing, and left behind it
-            # would only make this home fail later with "the master key does not match".
-            if created is not None:
+            # Another init won the race. The key file made here is removed only if the vault
+            # is not sealed with it: left behind, it would make this home fail later with "the
+            # master key does not match"; but an init that shared this home may have found
+            # the file and won with its key.
+            if created is not None and not _seals(db, master_key):
                 created.unlink(missing_ok=True)
             raise
         with db.read() as session:
