@@ -6,6 +6,7 @@ Nothing is read at import time. ``load_settings()`` builds the object; everythin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,10 +57,14 @@ class Settings:
         return f"Settings(home={str(self.home)!r}, database={redact_url(self.database_url)!r})"
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
     """Hide the password of a URL (a database's, the vault's, Open WebUI's) in logs and
     messages. Of a text with ``@`` that is not a URL (``postgresql//u:pw@host``, a ``:``
     missing), only what follows the last ``@`` is shown."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)  # libpq's ?password=... too
     if "@" not in url:
         return url
     scheme, sep, rest = url.partition("://")
@@ -75,13 +80,13 @@ def hide_url_password(text: str, url: str) -> str:
     the pieces a parser may have split it into at an unescaped ``@`` (``u:Top@Secret@host``
     read as host ``Secret@host``). Pieces shorter than 4 characters are left: replacing them
     would garble the message and hide little."""
+    pieces = {m.group(2) for m in _QUERY_PASSWORD.finditer(url)}
     rest = url.partition("://")[2] or url
-    if "@" not in rest:
-        return text
-    _, colon, password = rest.rsplit("@", 1)[0].partition(":")
-    if not colon:
-        return text
-    for piece in sorted({password, *password.split("@")}, key=len, reverse=True):
+    if "@" in rest:
+        _, colon, password = rest.rsplit("@", 1)[0].partition(":")
+        if colon:
+            pieces |= {password, *password.split("@")}
+    for piece in sorted(pieces, key=len, reverse=True):
         if len(piece) >= 4:
             text = text.replace(piece, "***")
     return text

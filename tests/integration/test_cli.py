@@ -611,6 +611,25 @@ def test_an_export_cut_short_leaves_no_shorter_file_that_looks_whole(
     assert sorted(p.name for p in out.parent.iterdir()) == ["audit.jsonl"]
 
 
+def test_an_export_over_a_file_keeps_its_mode_and_writes_through_a_link(
+    sqlite_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Written beside and renamed into place, the export still replaces the file the operator
+    named as writing into it would: a 0600 file stays 0600, and a symlink stays a link, to the
+    file that now holds the export."""
+    init(sqlite_env)
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("old\n", "utf-8")
+    kept.chmod(0o600)
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(kept)
+    for target in (kept, link):
+        ok(dvault(sqlite_env, "audit", "export", "--out", str(target)))
+        assert mode(kept) == 0o600
+        assert link.is_symlink()
+        assert kept.read_text("utf-8").startswith('{"actor":')
+
+
 def _read_stream(http: httpx.Client, path: str) -> tuple[int, bytes, Exception | None]:
     """The answer's status, the bytes of its body that came, and the error that cut it short."""
     received = bytearray()

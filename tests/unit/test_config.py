@@ -58,6 +58,14 @@ def test_a_default_ttl_above_the_max_is_refused() -> None:
         ("postgresql+psycopg//u:TopSecretPw@db/x", "***@db/x"),  # not a URL: a ":" missing
         ("sqlite:///home/vault.db", "sqlite:///home/vault.db"),
         ("not a url", "not a url"),
+        (
+            "postgresql+psycopg://u@db/x?password=hunter22",
+            "postgresql+psycopg://u@db/x?password=***",
+        ),
+        (
+            "postgresql://db/x?sslmode=disable&PASSWORD=pw9&a=1",
+            "postgresql://db/x?sslmode=disable&PASSWORD=***&a=1",
+        ),
     ],
 )
 def test_redact_url_hides_the_password(url: str, shown: str) -> None:
@@ -70,3 +78,5 @@ def test_hide_url_password_takes_the_password_and_its_pieces_from_a_message() ->
     assert hide_url_password(said, url) == "failed to resolve host '***@db'; password '***' refused"
     assert hide_url_password("no password here", "sqlite:///v.db") == "no password here"
     assert hide_url_password("ab at ab", "postgresql://u:ab@db/x") == "ab at ab"  # too short
+    in_query = "postgresql+psycopg://u@db/x?password=hunter22"
+    assert hide_url_password("password 'hunter22' refused", in_query) == "password '***' refused"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import stat
@@ -208,9 +209,16 @@ def _write_whole(path: Path, chunks: Iterator[str]) -> None:
             for chunk in chunks:
                 stream.write(chunk)
         return
+    path = path.resolve() if path.is_symlink() else path  # the link's file is the one replaced
+    before = path.stat() if path.exists() else None
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with partial.open("x", encoding="utf-8") as handle:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        with open(fd, "w", encoding="utf-8") as handle:
+            if before is not None:  # a file replaced keeps its mode and, if allowed, owner
+                os.fchmod(fd, stat.S_IMODE(before.st_mode))
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fd, before.st_uid, before.st_gid)
             for chunk in chunks:
                 handle.write(chunk)
             handle.flush()
