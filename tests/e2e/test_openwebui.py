@@ -254,6 +254,7 @@ def test_subjects_sync_is_idempotent(stack: Stack) -> None:
     result = json.loads(again.stdout)
     assert (result["seen"], result["unchanged"]) == (len(accounts), len(accounts)), result
     assert (result["created"], result["updated"], result["skipped"]) == (0, 0, [])
+    assert (result["deactivated"], result["kept_inactive"]) == (0, [])
     assert len(stack.api.entries(type="subject.upserted")) == upserts
 
 
@@ -311,6 +312,41 @@ def test_a_subject_promoted_in_open_webui_after_issuance_gets_no_admin_power(
     after_sync = stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"])
     assert after_sync.status_code == 401, after_sync.text
     assert after_sync.json()["error"] == "revoked_token"
+
+
+def test_a_user_deleted_in_open_webui_is_deactivated_by_the_next_sync(stack: Stack) -> None:
+    """Open WebUI's user list says how many users it has: a sync that got them all deactivates
+    the subjects it no longer lists, so no token is issued for a deleted user (and the ones
+    issued before are refused at the vault)."""
+    admin = {"Authorization": f"Bearer {stack.accounts.admin.session_token}"}
+    added = stack.http.post(
+        "/api/v1/auths/add",
+        headers=admin,
+        json={
+            "name": "Leaving Five",
+            "email": "leaving5@example.com",
+            "password": "Leave-pass-123!",
+            "role": "user",
+        },
+    )
+    assert added.status_code == 200, added.text
+    user_id = added.json()["id"]
+    assert stack.sync().returncode == 0
+    issued = stack.issue(user_id, "read")
+
+    deleted = stack.http.delete(f"/api/v1/users/{user_id}", headers=admin)
+    assert deleted.status_code == 200, deleted.text
+    synced = stack.sync()
+
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["deactivated"] == 1, synced.stdout
+    subject = stack.api.call("GET", f"/v1/subjects/{user_id}", stack.api.owner).json()
+    assert subject["active"] is False
+    refused = stack.api.token(stack.delegator, user_id, scope="read")
+    assert refused.status_code == 403, refused.text
+    after = stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"])
+    assert after.status_code == 401, after.text
+    assert after.json()["error"] == "revoked_token"  # the vault's no, before Open WebUI's
 
 
 def test_with_the_vault_down_delegation_fails_closed_and_native_credentials_work(

@@ -750,6 +750,41 @@ def test_delegation_expiring_before_the_app_acts_is_401_expired_token(
     assert stack.app.seen == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/api/models"), ("POST", "/api/chat/completions")]
+)
+def test_a_user_gone_from_the_app_is_refused_and_the_refusal_is_logged(
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+) -> None:
+    """The vault allowed the use (its subject is still active: no sync since), the app no
+    longer has the user: 401 ``unknown_user``, nothing of the app's served, and a warning
+    that names the jti of the vault's ``token.used`` entry, so that the two can be matched."""
+
+    async def gone(user_id: str, **_: Any) -> str:
+        raise UnknownUser("no such active Open WebUI user")
+
+    monkeypatch.setattr(stack.mapper, "native_token", gone)
+    token = stack.issue()
+    jti = segments(token)[1]["jti"]
+    caplog.set_level(logging.WARNING, logger="vault.middleware")
+
+    r = stack.call(method, path, token, json={"model": "m"} if method == "POST" else None)
+
+    assert_refused(r, 401, "unknown_user")
+    assert stack.app.seen == []
+    [used] = stack.used(token)
+    assert used["data"]["outcome"] == "allowed"  # the vault's decision, as it was made
+    [warning] = [rec for rec in caplog.records if rec.name == "vault.middleware"]
+    assert warning.levelno == logging.WARNING
+    assert jti in warning.getMessage()
+    assert "unknown_user" in warning.getMessage()
+    assert token not in warning.getMessage()
+
+
 def test_token_not_yet_valid_gets_401(stack: Stack) -> None:
     token = stack.issue()
     stack.offset[0] = -35  # the middleware's clock is behind the token's nbf by more than leeway

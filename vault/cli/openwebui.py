@@ -49,10 +49,10 @@ def cmd_subjects_sync(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(
             f"--openwebui-url is not a URL: {redact_url(args.openwebui_url)}", 2
         ) from None
-    users = fetch_users(args.openwebui_url, token)
+    listed = fetch_users(args.openwebui_url, token)
     vault = open_vault(settings)
     try:
-        result = sync(vault, users)
+        result = sync(vault, listed)
     finally:
         vault.close()
     emit_json(result.to_dict())

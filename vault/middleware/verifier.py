@@ -274,7 +274,7 @@ class DelegationMiddleware:
             native = await self.mapper.native_token(claims.sub, not_after=claims.exp, checked=False)
         except UnknownUser as exc:
             await verdict  # the vault's refusal, if any, comes first (as in the strict order)
-            raise _Refusal(401, exc.code, exc.description) from None
+            raise _refused_by_app(claims, exc) from None
         except BaseException:
             verdict.cancel()
             raise
@@ -325,10 +325,9 @@ class DelegationMiddleware:
             try:
                 await self.mapper.native_token(claims.sub, not_after=claims.exp, role=role)
             except UnknownUser as exc:
-                raise _Refusal(401, exc.code, exc.description) from None
+                raise _refused_by_app(claims, exc) from None
         elif role is not None and seen != role:
-            refused = SubjectRoleChanged(ROLE_CHANGED)
-            raise _Refusal(401, refused.code, refused.description)
+            raise _refused_by_app(claims, SubjectRoleChanged(ROLE_CHANGED))
 
     async def _verify(self, token: str, header: dict[str, Any] | None = None) -> Claims:
         now = int(self.now())
@@ -370,7 +369,7 @@ class DelegationMiddleware:
         try:
             return await self.mapper.native_token(claims.sub, not_after=claims.exp, role=role)
         except UnknownUser as exc:
-            raise _Refusal(401, exc.code, exc.description) from None
+            raise _refused_by_app(claims, exc) from None
 
     async def _introspected(self, token: str, claims: Claims, scope: Scope) -> str | None:
         """Steps 2 and 3: the vault's yes (the subject's role as it authorized it), or
@@ -426,6 +425,21 @@ class DelegationMiddleware:
         if not isinstance(answer, dict):
             raise _Refusal(503, "vault_unavailable", "the vault's answer was not a JSON object")
         return answer
+
+
+def _refused_by_app(claims: Claims, exc: UnknownUser) -> _Refusal:
+    """The refusal of a request the vault allowed (its ``token.used`` entry says so) that the
+    app's side refuses (its user changed since the subjects were synced, or the token expired
+    meanwhile): logged, so that the two can be matched, and answered 401."""
+    log.warning(
+        "delegated request refused after the vault allowed it (token.used jti %s): subject %s, "
+        "%s: %s",
+        claims.jti,
+        claims.sub,
+        exc.code,
+        exc.description,
+    )
+    return _Refusal(401, exc.code, exc.description)
 
 
 def _as_subject(scope: Scope, native: str, claims: Claims) -> Scope:

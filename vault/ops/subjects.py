@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlmodel import Session
@@ -57,38 +58,73 @@ def parse_subject(subject_id: str, body: Any) -> Subject:
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 
 
-def upsert_job(subject: Subject, *, actor: str | None) -> Job[tuple[Subject, str]]:
-    """Insert or replace; returns the subject and created/updated/unchanged (no entry then)."""
+def upsert_job(
+    subject: Subject, *, actor: str | None, keep_deactivated: bool = False
+) -> Job[tuple[Subject, str]]:
+    """Insert or replace; returns the subject as stored and created/updated/unchanged (no entry
+    then).
+
+    ``keep_deactivated`` (``subjects sync``): a subject that is inactive here though its role is
+    not ``pending`` was deactivated in the vault (by an owner, or by a sync that no longer saw
+    it in the app), and stays inactive whatever the app says: a sync never undoes that. Only an
+    owner's upsert activates it again."""
 
     def job(session: Session, ctx: JobContext) -> tuple[Subject, str]:
-        owner = subjects_repo.email_owner(session, subject.email)
-        if owner is not None and owner != subject.id:
-            raise Conflict("another subject has this email")
-        # A subject may be named by id or by email: neither may name two subjects.
-        if "@" in subject.id:
-            owner = subjects_repo.email_owner(session, subject.id)
-            if owner is not None and owner != subject.id:
-                raise Conflict("another subject has this id as its email")
-        # Names resolve by exact id first (``find_subject``): only an id equal to this (stored,
-        # lower-case) email would make the email name another subject.
-        named = subjects_repo.get_subject(session, subject.email)
-        if named is not None and named.id != subject.id:
-            raise Conflict("this email is another subject's id")
-        before = subjects_repo.get_subject(session, subject.id)
-        if before == subject:
-            return subject, UNCHANGED
-        subjects_repo.upsert_subject(session, subject, updated_at=format_ts(ctx.now))
-        ctx.record(
-            Draft(
-                type=SUBJECT_UPSERTED,
-                actor=actor,
-                subject=subject.id,
-                data={
-                    **subject.to_public(),
-                    "previous": None if before is None else before.to_public(),
-                },
-            )
-        )
-        return subject, CREATED if before is None else UPDATED
+        return _upsert(session, ctx, subject, actor=actor, keep_deactivated=keep_deactivated)
 
     return job
+
+
+def deactivate_job(subject_id: str, *, actor: str | None) -> Job[bool]:
+    """Make a subject inactive (``subjects sync``, for a user gone from the app); True if it
+    was active. Its tokens are refused from then on, as for any inactive subject."""
+
+    def job(session: Session, ctx: JobContext) -> bool:
+        before = subjects_repo.get_subject(session, subject_id)
+        if before is None or not before.active:
+            return False
+        _upsert(session, ctx, replace(before, active=False), actor=actor)
+        return True
+
+    return job
+
+
+def _upsert(
+    session: Session,
+    ctx: JobContext,
+    subject: Subject,
+    *,
+    actor: str | None,
+    keep_deactivated: bool = False,
+) -> tuple[Subject, str]:
+    owner = subjects_repo.email_owner(session, subject.email)
+    if owner is not None and owner != subject.id:
+        raise Conflict("another subject has this email")
+    # A subject may be named by id or by email: neither may name two subjects.
+    if "@" in subject.id:
+        owner = subjects_repo.email_owner(session, subject.id)
+        if owner is not None and owner != subject.id:
+            raise Conflict("another subject has this id as its email")
+    # Names resolve by exact id first (``find_subject``): only an id equal to this (stored,
+    # lower-case) email would make the email name another subject.
+    named = subjects_repo.get_subject(session, subject.email)
+    if named is not None and named.id != subject.id:
+        raise Conflict("this email is another subject's id")
+    before = subjects_repo.get_subject(session, subject.id)
+    if keep_deactivated and before is not None and not before.active and before.role != "pending":
+        subject = replace(subject, active=False)
+    if before == subject:
+        return subject, UNCHANGED
+    subjects_repo.upsert_subject(session, subject, updated_at=format_ts(ctx.now))
+    ctx.record(
+        Draft(
+            type=SUBJECT_UPSERTED,
+            actor=actor,
+            subject=subject.id,
+            data={
+                **subject.to_public(),
+                "previous": None if before is None else before.to_public(),
+            },
+        )
+    )
+    return subject, CREATED if before is None else UPDATED

@@ -3,11 +3,16 @@
 Reads ``GET /api/v1/users/all`` with an Open WebUI admin credential (a session JWT or an ``sk-``
 key, from ``OPENWEBUI_ADMIN_TOKEN``). A user whose role is ``pending`` is imported as inactive.
 Only changes are written, each as a ``subject.upserted`` entry.
+
+A sync never activates a subject deactivated in the vault (inactive, its role not ``pending``:
+an owner's decision, or a user gone from Open WebUI); it is reported as ``kept_inactive``. When
+Open WebUI's answer says it lists every user (its ``total``), the active subjects it does not
+list (users deleted there) are deactivated, and counted as ``deactivated``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -18,6 +23,9 @@ from vault.errors import Conflict, InvalidRequest, Unavailable
 from vault.ops import subjects
 from vault.ops.runtime import Vault
 from vault.redact import redact_secrets
+from vault.storage import subjects_repo
+
+PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,8 @@ class SyncResult:
     updated: int
     unchanged: int
     skipped: list[str]
+    kept_inactive: list[str] = field(default_factory=list)
+    deactivated: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,10 +45,18 @@ class SyncResult:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "skipped": self.skipped,
+            "kept_inactive": self.kept_inactive,
+            "deactivated": self.deactivated,
         }
 
 
-def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class UserList:
+    users: list[dict[str, Any]]
+    complete: bool  # Open WebUI said how many users it has, and listed that many
+
+
+def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> UserList:
     url = base_url.rstrip("/") + "/api/v1/users/all"
     try:
         response = httpx.get(
@@ -62,7 +80,9 @@ def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> li
     users = body.get("users") if isinstance(body, dict) else body
     if not isinstance(users, list):
         raise Unavailable("Open WebUI's user list has an unexpected shape")
-    return [u for u in users if isinstance(u, dict)]
+    listed = [u for u in users if isinstance(u, dict)]
+    total = body.get("total") if isinstance(body, dict) else None
+    return UserList(listed, complete=type(total) is int and total == len(listed) == len(users))
 
 
 def to_subject(user: dict[str, Any]) -> Subject:
@@ -85,21 +105,42 @@ def _named(user: dict[str, Any]) -> str:
     return redact_secrets(repr(user.get("id")))[:80]  # redacted first: a cut could split one
 
 
-def sync(vault: Vault, users: list[dict[str, Any]]) -> SyncResult:
-    created = updated = unchanged = 0
+def sync(vault: Vault, listed: UserList) -> SyncResult:
+    created = updated = unchanged = deactivated = 0
     skipped: list[str] = []
-    for user in users:
+    kept: list[str] = []
+    seen: set[Any] = {user.get("id") for user in listed.users}
+    for user in listed.users:
         try:
             subject = to_subject(user)
         except InvalidRequest as exc:
             skipped.append(f"{_named(user)}: {exc.description}")
             continue
+        job = subjects.upsert_job(subject, actor=None, keep_deactivated=True)
         try:
-            _, outcome = vault.appender.run(subjects.upsert_job(subject, actor=None))
+            stored, outcome = vault.appender.run(job)
         except Conflict as exc:
             skipped.append(f"{subject.id}: {exc.description}")
             continue
+        if subject.active and not stored.active:
+            kept.append(subject.id)
         created += outcome == subjects.CREATED
         updated += outcome == subjects.UPDATED
         unchanged += outcome == subjects.UNCHANGED
-    return SyncResult(len(users), created, updated, unchanged, skipped)
+    if listed.complete:  # else a user missing from the list may only be on another page
+        for subject_id in _active_subjects(vault):
+            if subject_id not in seen:
+                deactivated += vault.appender.run(subjects.deactivate_job(subject_id, actor=None))
+    return SyncResult(len(listed.users), created, updated, unchanged, skipped, kept, deactivated)
+
+
+def _active_subjects(vault: Vault) -> list[str]:
+    found: list[str] = []
+    after: str | None = None
+    while True:
+        with vault.db.read() as session:
+            page = subjects_repo.list_subjects(session, limit=PAGE, after_id=after)
+        found += [subject.id for subject in page if subject.active]
+        if len(page) < PAGE:
+            return found
+        after = page[-1].id
