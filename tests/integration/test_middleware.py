@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import hmac
@@ -597,7 +598,13 @@ def test_another_issuers_at_jwt_passes_through_untouched(stack: Stack, alg: str)
     assert r.json() == {"detail": "Not authenticated"}  # the app's own answer
     assert stack.app.seen[-1].user is None
     assert (b"authorization", f"Bearer {token}".encode()) in stack.app.seen[-1].headers
-    assert len(stack.vault_calls) == calls
+    # never introspected; the vault's keys fetched once at most (never fetched before: then
+    # they are, to tell whether the token is the vault's under another issuer's name)
+    assert INTROSPECT_PATH not in stack.vault_calls[calls:]
+    assert stack.vault_calls[calls:].count(JWKS_PATH) <= 1
+    again = len(stack.vault_calls)
+    assert stack.call("GET", "/api/models", token).status_code == 401
+    assert len(stack.vault_calls) == again  # and only once
     # The same token naming this vault as its issuer is judged here, and refused here.
     ours = sign_ed25519({**header_, "kid": thumbprint(key.public_key())}, payload, key)
     assert_refused(stack.call("GET", "/api/models", ours), 401, "unknown_key")
@@ -620,6 +627,26 @@ def test_a_token_of_the_vaults_key_naming_another_issuer_is_refused_not_passed(
     r = stack.call("GET", "/api/models", renamed)
     assert_refused(r, 401, "bad_signature")
     assert len(stack.app.seen) == seen
+
+
+def test_a_mismatched_issuer_is_seen_from_the_first_token_not_passed_through(
+    stack: Stack,
+) -> None:
+    """VAULT_ISSUER set otherwise than the vault's: every genuine token names "another" issuer.
+    The middleware has not fetched the vault's keys yet; it fetches them to ask whether the
+    token is the vault's, and refuses it (401, ``wrong_issuer``) instead of handing it to the
+    app unchecked."""
+    stack.middleware.config = dataclasses.replace(
+        stack.middleware.config, issuer="http://vault.elsewhere.example:8787"
+    )
+    assert not stack.keys.loaded
+    token = stack.issue()
+
+    r = stack.call("GET", "/api/models", token)
+
+    assert_refused(r, 401, "wrong_issuer")
+    assert stack.app.seen == []
+    assert INTROSPECT_PATH not in stack.vault_calls
 
 
 def _alg_none(token: str, jwks: dict[str, Any]) -> str:

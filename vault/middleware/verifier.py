@@ -224,7 +224,7 @@ class DelegationMiddleware:
         if (
             header is not None
             and names_another_issuer(token or "", self.config.issuer)
-            and not self._signed_by_us(header)
+            and not await self._signed_by_us(header)
         ):
             header = None  # another issuer's at+jwt: not ours to judge
         if token is None or (seen is None and header is None):
@@ -247,13 +247,19 @@ class DelegationMiddleware:
             return
         await self.app(_as_subject(scope, native, claims), receive, _scrub(send, native))
 
-    def _signed_by_us(self, header: dict[str, Any]) -> bool:
-        """Whether the header names one of the vault's keys known here: such a token is the
-        vault's whatever its ``iss`` says, and is judged (and refused) here. A mismatched
+    async def _signed_by_us(self, header: dict[str, Any]) -> bool:
+        """Whether the header names one of the vault's keys: such a token is the vault's
+        whatever its ``iss`` says, and is judged (and refused) here. A mismatched
         ``VAULT_ISSUER`` then shows as ``wrong_issuer`` refusals, not as tokens passed to the
-        app unchecked."""
+        app unchecked. Until the vault's keys were fetched once, they are fetched for this
+        question (rate-limited, as for an unknown kid): with a mismatched issuer, every token
+        names "another" issuer, and nothing else would ever fetch them."""
         kid = header.get("kid")
-        return isinstance(kid, str) and self.keys.cached(kid) is not None
+        if not isinstance(kid, str):
+            return False
+        if self.keys.cached(kid) is None and not self.keys.loaded:
+            await self.keys.ensure(kid)
+        return self.keys.cached(kid) is not None
 
     async def _safe(
         self, token: str, claims: Claims, scope: Scope, receive: Receive, send: Send
