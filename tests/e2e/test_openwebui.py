@@ -296,6 +296,7 @@ def test_a_subject_promoted_in_open_webui_after_issuance_gets_no_admin_power(
     user_id = added.json()["id"]
     assert stack.sync().returncode == 0
     issued = stack.issue(user_id, "read")
+    chat = stack.issue(user_id, "chat")  # a scope with a state-changing request in it
     assert stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"]).status_code == 200
 
     promoted = stack.http.post(
@@ -307,6 +308,15 @@ def test_a_subject_promoted_in_open_webui_after_issuance_gets_no_admin_power(
     assert refused.status_code == 401, refused.text
     assert refused.json()["error"] == "subject_role_changed"
     assert "sync" in refused.json()["error_description"]
+    # A state-changing request is refused before Open WebUI sees it (the user is read first).
+    posted = stack.as_bearer(
+        "POST",
+        "/api/chat/completions",
+        chat["access_token"],
+        json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert posted.status_code == 401, posted.text
+    assert posted.json()["error"] == "subject_role_changed"
     # Once the vault learns the new role, the delegator's users-only policy refuses the token.
     assert stack.sync().returncode == 0
     after_sync = stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"])

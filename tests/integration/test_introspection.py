@@ -385,6 +385,26 @@ def test_vault_signed_but_invalid_token_is_rejected(
     assert len(setup.api.entries(type="token.used")) == 1
 
 
+def test_a_revoked_tokens_claims_re_signed_otherwise_are_an_unknown_token(
+    setup: Setup, vault_key: Any
+) -> None:
+    """A holder of the signing key re-signs a revoked token's claims with a later exp: the jti
+    was issued, but not as this. The record says ``unknown_token`` (a leaked key), not
+    ``revoked_token``; the genuine revoked token is still ``revoked_token``."""
+    issued = setup.issue()
+    revoked = setup.api.call("POST", "/v1/revoke", setup.api.owner, json={"jti": issued["jti"]})
+    assert revoked.json() == {"revoked": 1}
+    head, body, _ = issued["access_token"].split(".")
+    claims = {**segment(body), "exp": segment(body)["exp"] + 600}
+    forged = jwt.encode(claims, vault_key.private_key, algorithm="EdDSA", headers=segment(head))
+
+    assert setup.introspect(forged).json() == {"active": False}
+    assert setup.introspect(issued["access_token"]).json() == {"active": False}
+
+    reasons = [e["data"]["reason"] for e in setup.api.entries(type="token.rejected")]
+    assert reasons == ["unknown_token", "revoked_token"]
+
+
 def _typ(header: dict[str, Any], claims: dict[str, Any]) -> tuple[Any, Any]:
     return {**header, "typ": "JWT"}, claims
 

@@ -70,3 +70,29 @@ def test_a_change_after_issuance_takes_effect_at_the_next_use(
     rejected = api.entries(type="token.rejected", jti=issued["jti"])
     assert [e["data"]["reason"] for e in rejected] == ["policy_changed"]
     assert api.entries(type="token.used", jti=issued["jti"]) == []
+
+
+@pytest.mark.parametrize(("issued_as", "now"), [("user", "admin"), ("admin", "user")])
+def test_a_token_keeps_the_role_it_was_issued_for_even_where_the_policy_allows_both(
+    api: Api, issued_as: str, now: str
+) -> None:
+    """A delegator allowed to act for users and admins gets a token for a user; the user is
+    promoted. The token does not act as an admin: it was issued for a user (and the other way
+    round). A new token, for the subject as it is now, can be asked for."""
+    api.subject("u-2", "u2@example.com", role=issued_as)
+    policy = {"subject_roles": ["user", "admin"]}
+    _, delegator = api.principal("both", "delegator", policy=policy)
+    _, verifier = api.principal("owui", "verifier")
+    response = api.token(delegator, "u-2", scope="chat")
+    assert response.status_code == 200, response.text
+    token, jti = response.json()["access_token"], response.json()["jti"]
+    assert introspect(api, verifier, token)["subject_role"] == issued_as
+
+    api.subject("u-2", "u2@example.com", role=now)
+
+    assert introspect(api, verifier, token) == {"active": False}
+    [rejected] = api.entries(type="token.rejected", jti=jti)
+    assert rejected["data"]["reason"] == "policy_changed"
+    fresh = api.token(delegator, "u-2", scope="chat")
+    assert fresh.status_code == 200, fresh.text
+    assert introspect(api, verifier, fresh.json()["access_token"])["subject_role"] == now

@@ -223,7 +223,7 @@ def issue_job(
             now=int(ctx.now.timestamp()),
         )
         token = jws.sign(claims, key)
-        ctx.insert(TokenRow, tokens_repo.token_row(claims, kid=key.kid))
+        ctx.insert(TokenRow, tokens_repo.token_row(claims, kid=key.kid, subject_role=subject.role))
         ctx.record(
             Draft(
                 type=TOKEN_ISSUED,
@@ -463,14 +463,14 @@ def _still_authorized(
     # Kept for later batches while the state stamp holds: a token's row changes only by its
     # revocation, a job that replaces the stamp. (Kept "never issued" is never wrong either: a
     # token is handed out only once its row is committed, so no use of it comes before.)
-    state, issued = ctx.memoized(
+    state, issued, issued_role = ctx.memoized(
         ("token", claims.jti),
         lambda: tokens_repo.token_state(session, claims.jti),
         lasting=True,
     )
-    if state == tokens_repo.LIVE and issued != tokens_repo.issued_as(claims):
-        # Its jti was issued, but not with these claims: only a holder of a signing key could
-        # have made this token. It was never issued here.
+    if state != tokens_repo.UNKNOWN and issued != tokens_repo.issued_as(claims):
+        # Its jti was issued (and perhaps revoked since), but not with these claims: only a
+        # holder of a signing key could have made this token. It was never issued here.
         state = tokens_repo.UNKNOWN
     if state == tokens_repo.REVOKED:
         return RevokedToken("token was revoked"), None
@@ -486,6 +486,11 @@ def _still_authorized(
     )
     if subject is None:
         return RevokedToken("the subject is gone"), None
+    if issued_role is not None and subject.role != issued_role:
+        # Issued for a user, the subject is an admin now (or the other way): a token never
+        # acts with another role than the one it was issued for, even where the delegator's
+        # policy allows that role too. A new token can be asked for.
+        return PolicyChanged(f"the subject's role is no longer {issued_role!r}"), None
     policy = _policy(ctx, delegator, settings, scopes)
     try:
         decide(

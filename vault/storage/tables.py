@@ -100,6 +100,7 @@ class TokenRow(SQLModel, table=True):
     iat: int = Field(sa_column=Column(BigInteger, nullable=False))
     exp: int = Field(sa_column=Column(BigInteger, nullable=False))
     revoked_at: str | None = None
+    subject_role: str | None = None  # as issued (migration 0003; NULL for tokens before it)
 
 
 class MetaRow(SQLModel, table=True):

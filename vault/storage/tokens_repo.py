@@ -15,8 +15,9 @@ LIVE = "live"
 REVOKED = "revoked"
 
 
-def token_row(claims: Claims, *, kid: str) -> dict[str, Any]:
-    """The ``tokens`` row of a token being issued, as an insert's values."""
+def token_row(claims: Claims, *, kid: str, subject_role: str) -> dict[str, Any]:
+    """The ``tokens`` row of a token being issued (for a subject of ``subject_role``), as an
+    insert's values."""
     return {
         "jti": claims.jti,
         "kid": kid,
@@ -26,6 +27,7 @@ def token_row(claims: Claims, *, kid: str) -> dict[str, Any]:
         "iat": claims.iat,
         "exp": claims.exp,
         "revoked_at": None,
+        "subject_role": subject_role,
     }
 
 
@@ -39,10 +41,11 @@ class TokenState(NamedTuple):
 
     state: str
     issued: tuple[str, str, str, int, int] | None = None  # subject, actor, scope, iat, exp
+    subject_role: str | None = None  # the subject's role at issuance (None before 0003)
 
 
 NEVER_ISSUED = TokenState(UNKNOWN)
-_STATE_COLUMNS = "jti, revoked_at, subject_id, actor_id, scope, iat, exp"
+_STATE_COLUMNS = "jti, revoked_at, subject_id, actor_id, scope, iat, exp, subject_role"
 
 
 def issued_as(claims: Claims) -> tuple[str, str, str, int, int]:
@@ -51,7 +54,7 @@ def issued_as(claims: Claims) -> tuple[str, str, str, int, int]:
 
 
 def _state(row: Any) -> TokenState:
-    return TokenState(LIVE if row[1] is None else REVOKED, tuple(row[2:7]))
+    return TokenState(LIVE if row[1] is None else REVOKED, tuple(row[2:7]), row[7])
 
 
 def token_state(session: Tx, jti: str) -> TokenState:
