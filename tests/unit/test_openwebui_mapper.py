@@ -14,15 +14,18 @@ from vault.middleware import DelegationExpired, UnknownUser
 NOW = 1_800_000_000
 
 
-@pytest.mark.parametrize("not_after", [NOW, NOW - 1, NOW - 3600])
+@pytest.mark.parametrize(
+    ("not_after", "now"), [(NOW, NOW), (NOW - 1, NOW), (NOW - 3600, NOW), (NOW, NOW - 0.5)]
+)
 @pytest.mark.parametrize("checked", [True, False])
 def test_a_delegation_at_or_past_its_exp_is_refused_as_expired(
-    not_after: int, checked: bool
+    not_after: int, now: float, checked: bool
 ) -> None:
-    """Before anything of Open WebUI is read (none is installed here): at or past ``exp`` the
-    refusal says the token expired (401 ``expired_token`` from the middleware), not that the
-    user is unknown."""
-    mapper = OpenWebUIMapper(now=lambda: float(NOW))
+    """Before anything of Open WebUI is read (none is installed here): at or past ``exp``, or
+    less than the shortest token Open WebUI mints (a second) before it, the refusal says the
+    token expired (401 ``expired_token`` from the middleware), not that the user is unknown;
+    and no token outliving the delegation is minted."""
+    mapper = OpenWebUIMapper(now=lambda: float(now))
 
     with pytest.raises(DelegationExpired) as refused:
         asyncio.run(mapper.native_token("u-1", not_after=not_after, checked=checked))

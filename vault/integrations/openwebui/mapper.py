@@ -47,7 +47,7 @@ class OpenWebUIMapper:
         its ``exp``) only while the user's role and session stamp are unchanged.
         """
         now = self._now()
-        if not_after - now <= 0:
+        if not_after - now < 1:  # a minted token lives a whole second at least: past not_after
             raise DelegationExpired("the delegation has expired")
 
         from open_webui.models.auths import Auths
