@@ -275,6 +275,19 @@ def test_users_are_imported_with_their_roles_and_pending_ones_inactive(stack: St
     assert refused.status_code == 403, refused.text
 
 
+def add_synced_user(stack: Stack, name: str, email: str) -> str:
+    """A new ordinary user, added by Open WebUI's admin, then synced into the vault: its id."""
+    added = stack.http.post(
+        "/api/v1/auths/add",
+        headers={"Authorization": f"Bearer {stack.accounts.admin.session_token}"},
+        json={"name": name, "email": email, "password": "Added-pass-123!", "role": "user"},
+    )
+    assert added.status_code == 200, added.text
+    assert stack.sync().returncode == 0
+    user_id: str = added.json()["id"]
+    return user_id
+
+
 def test_a_subject_promoted_in_open_webui_after_issuance_gets_no_admin_power(
     stack: Stack,
 ) -> None:
@@ -282,19 +295,7 @@ def test_a_subject_promoted_in_open_webui_after_issuance_gets_no_admin_power(
     # Acting with the admin's powers would bypass the delegator's policy (admin subjects need
     # "admin" in subject_roles), so the mapper refuses until the vault knows (subjects sync).
     admin = {"Authorization": f"Bearer {stack.accounts.admin.session_token}"}
-    added = stack.http.post(
-        "/api/v1/auths/add",
-        headers=admin,
-        json={
-            "name": "Promoted Four",
-            "email": "promoted4@example.com",
-            "password": "Prom-pass-123!",
-            "role": "user",
-        },
-    )
-    assert added.status_code == 200, added.text
-    user_id = added.json()["id"]
-    assert stack.sync().returncode == 0
+    user_id = add_synced_user(stack, "Promoted Four", "promoted4@example.com")
     issued = stack.issue(user_id, "read")
     chat = stack.issue(user_id, "chat")  # a scope with a state-changing request in it
     assert stack.as_bearer("GET", "/api/v1/chats/", issued["access_token"]).status_code == 200
@@ -329,19 +330,7 @@ def test_a_user_deleted_in_open_webui_is_deactivated_by_the_next_sync(stack: Sta
     the subjects it no longer lists, so no token is issued for a deleted user (and the ones
     issued before are refused at the vault)."""
     admin = {"Authorization": f"Bearer {stack.accounts.admin.session_token}"}
-    added = stack.http.post(
-        "/api/v1/auths/add",
-        headers=admin,
-        json={
-            "name": "Leaving Five",
-            "email": "leaving5@example.com",
-            "password": "Leave-pass-123!",
-            "role": "user",
-        },
-    )
-    assert added.status_code == 200, added.text
-    user_id = added.json()["id"]
-    assert stack.sync().returncode == 0
+    user_id = add_synced_user(stack, "Leaving Five", "leaving5@example.com")
     issued = stack.issue(user_id, "read")
 
     deleted = stack.http.delete(f"/api/v1/users/{user_id}", headers=admin)
