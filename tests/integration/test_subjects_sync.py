@@ -4,9 +4,14 @@ Open WebUI stop being subjects anyone can act for. The user lists are what Open 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from vault.integrations.openwebui.sync import UserList, sync
+import pytest
+
+from tests.support import AsgiServer
+from vault.clock import SystemClock, format_ts
+from vault.integrations.openwebui.sync import UserList, fetch_users, sync
 from vault.ops import subjects
 from vault.ops.runtime import Vault
 from vault.storage import subjects_repo
@@ -17,7 +22,8 @@ def user(uid: str, role: str = "user") -> dict[str, Any]:
 
 
 def listed(*users: dict[str, Any], complete: bool = True) -> UserList:
-    return UserList(list(users), complete=complete)
+    """A list as Open WebUI answered it now (its read time taken now, as ``fetch_users`` does)."""
+    return UserList(list(users), complete=complete, listed_at=format_ts(SystemClock().now()))
 
 
 def stored(vault: Vault, uid: str) -> tuple[str, bool] | None:
@@ -76,3 +82,71 @@ def test_an_incomplete_list_deactivates_no_one(vault: Vault) -> None:
 
     assert result.deactivated == 0
     assert stored(vault, "u-1") == ("user", True)
+
+
+def test_a_list_with_an_unreadable_user_deactivates_no_one(vault: Vault) -> None:
+    """A user whose entry cannot be read as a subject (no id, an id that is not a string) may be
+    any of the subjects: with one in the list, none is taken as deleted."""
+    sync(vault, listed(user("u-1"), user("u-2")))
+    renamed = [
+        {("user_id" if k == "id" else k): v for k, v in user(u).items()} for u in ("u-1", "u-2")
+    ]
+
+    result = sync(vault, listed(*renamed, {**user("u-3"), "id": None}))
+
+    assert (result.deactivated, len(result.skipped)) == (0, 3)
+    assert stored(vault, "u-1") == ("user", True)
+    assert stored(vault, "u-2") == ("user", True)
+
+
+def test_a_list_older_than_a_subject_does_not_deactivate_it(vault: Vault) -> None:
+    """A list read before a subject was created (or changed) says nothing of it: another sync,
+    or an owner, wrote it since."""
+    sync(vault, listed(user("u-1")))
+    stale = listed(user("u-1"))  # read now; u-2 appears after it
+    sync(vault, listed(user("u-1"), user("u-2")))
+
+    result = sync(vault, stale)
+
+    assert result.deactivated == 0
+    assert stored(vault, "u-2") == ("user", True)
+
+
+class OpenWebUIUsers:
+    """``GET /api/v1/users/all`` of an Open WebUI (outside the project), answering ``body``."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = json.dumps(body).encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@pytest.mark.parametrize(
+    ("body", "complete"),
+    [
+        ({"users": [user("u-1"), user("u-2")], "total": 2}, True),  # Open WebUI 0.12.4's answer
+        ([user("u-1"), user("u-2")], False),  # a bare list: how many there are is not said
+        ({"users": [user("u-1")]}, False),
+        ({"users": [user("u-1")], "total": 2}, False),  # another page
+        ({"users": [user("u-1")], "total": True}, False),
+        ({"users": [user("u-1"), "u-2"], "total": 2}, False),
+        ({"users": [user("u-1"), {**user("u-2"), "id": None}], "total": 2}, False),
+        ({"users": [user("u-1"), {"email": "x@example.com"}], "total": 2}, False),
+        ({"users": [user("u-1"), user("u-1")], "total": 2}, False),  # an id twice
+    ],
+)
+def test_a_list_is_complete_only_if_it_says_so_and_names_each_user_once(
+    body: Any, complete: bool
+) -> None:
+    with AsgiServer(OpenWebUIUsers(body)) as owui:
+        found = fetch_users(owui.url, "admin-token")
+    assert found.complete is complete
+    assert found.listed_at

@@ -75,13 +75,19 @@ def upsert_job(
     return job
 
 
-def deactivate_job(subject_id: str, *, actor: str | None) -> Job[bool]:
+def deactivate_job(subject_id: str, *, actor: str | None, unchanged_since: str) -> Job[bool]:
     """Make a subject inactive (``subjects sync``, for a user gone from the app); True if it
-    was active. Its tokens are refused from then on, as for any inactive subject."""
+    was active. Its tokens are refused from then on, as for any inactive subject. Only if its
+    row was not written since ``unchanged_since`` (a canonical UTC time: when the app's list
+    was read), checked under the chain lock: a subject created or changed meanwhile (another
+    sync, an owner) is not judged by a list older than it."""
 
     def job(session: Session, ctx: JobContext) -> bool:
         before = subjects_repo.get_subject(session, subject_id)
         if before is None or not before.active:
+            return False
+        written = subjects_repo.updated_at(session, subject_id)
+        if written is None or written >= unchanged_since:
             return False
         _upsert(session, ctx, replace(before, active=False), actor=actor)
         return True

@@ -61,3 +61,9 @@ def list_subjects(session: Session, *, limit: int, after_id: str | None) -> list
     if after_id is not None:
         stmt = stmt.where(col(SubjectRow.id) > after_id)
     return [_subject(row) for row in session.exec(stmt).all()]
+
+
+def updated_at(session: Session, subject_id: str) -> str | None:
+    """When the subject's row was last written (canonical UTC text, which sorts by time)."""
+    row = session.get(SubjectRow, subject_id)
+    return None if row is None else row.updated_at

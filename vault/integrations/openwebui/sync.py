@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from vault.clock import SystemClock, format_ts
 from vault.config import redact_url
 from vault.domain import SUBJECT_ROLES, Subject, has_control_characters
 from vault.errors import Conflict, InvalidRequest, Unavailable
@@ -53,10 +54,15 @@ class SyncResult:
 @dataclass(frozen=True, slots=True)
 class UserList:
     users: list[dict[str, Any]]
-    complete: bool  # Open WebUI said how many users it has, and listed that many
+    complete: bool  # Open WebUI said how many users it has, and listed that many, each by id
+    listed_at: str = ""  # when it was read (canonical UTC); "" means long ago
 
 
 def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> UserList:
+    """Open WebUI's users. ``complete`` only if its answer says how many users it has, lists
+    that many, each with an id of its own: only then may a user missing from it be taken as
+    deleted there."""
+    listed_at = format_ts(SystemClock().now())  # before the request: the list is at least this old
     url = base_url.rstrip("/") + "/api/v1/users/all"
     try:
         response = httpx.get(
@@ -82,7 +88,14 @@ def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> Us
         raise Unavailable("Open WebUI's user list has an unexpected shape")
     listed = [u for u in users if isinstance(u, dict)]
     total = body.get("total") if isinstance(body, dict) else None
-    return UserList(listed, complete=type(total) is int and total == len(listed) == len(users))
+    ids = [u.get("id") for u in listed]
+    complete = (
+        type(total) is int
+        and total == len(listed) == len(users)
+        and all(isinstance(i, str) and i for i in ids)
+        and len(set(ids)) == len(ids)
+    )
+    return UserList(listed, complete=complete, listed_at=listed_at)
 
 
 def to_subject(user: dict[str, Any]) -> Subject:
@@ -109,12 +122,14 @@ def sync(vault: Vault, listed: UserList) -> SyncResult:
     created = updated = unchanged = deactivated = 0
     skipped: list[str] = []
     kept: list[str] = []
+    invalid = False  # a user the list names that could not be read as a subject
     seen: set[Any] = {user.get("id") for user in listed.users}
     for user in listed.users:
         try:
             subject = to_subject(user)
         except InvalidRequest as exc:
             skipped.append(f"{_named(user)}: {exc.description}")
+            invalid = True
             continue
         job = subjects.upsert_job(subject, actor=None, keep_deactivated=True)
         try:
@@ -127,10 +142,16 @@ def sync(vault: Vault, listed: UserList) -> SyncResult:
         created += outcome == subjects.CREATED
         updated += outcome == subjects.UPDATED
         unchanged += outcome == subjects.UNCHANGED
-    if listed.complete:  # else a user missing from the list may only be on another page
+    # A missing user is gone only from a list that is whole (else it may be on another page,
+    # or be one whose entry could not be read), and only for a subject not written since the
+    # list was read.
+    if listed.complete and listed.listed_at and not invalid:
         for subject_id in _active_subjects(vault):
             if subject_id not in seen:
-                deactivated += vault.appender.run(subjects.deactivate_job(subject_id, actor=None))
+                gone = subjects.deactivate_job(
+                    subject_id, actor=None, unchanged_since=listed.listed_at
+                )
+                deactivated += vault.appender.run(gone)
     return SyncResult(len(listed.users), created, updated, unchanged, skipped, kept, deactivated)
 
 
