@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -593,6 +594,25 @@ def test_another_issuers_at_jwt_passes_through_untouched(
         _another_issuers_at_jwt(stack, alg)
 
 
+def test_another_issuers_token_does_not_wait_out_an_unreachable_vaults_keys(
+    api: Api, settings: Settings
+) -> None:
+    """Until the vault's keys were fetched once, a token naming another issuer waits briefly for
+    them (to tell whether it is the vault's); with the vault unreachable (a socket that never
+    answers) it passes on to the app after that brief wait, not after the fetch's 5 s timeout."""
+    with socket.create_server(("127.0.0.1", 0)) as hole:
+        unreachable = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        with build_stack(api, settings, vault_url=unreachable) as stack:
+            header_, payload = segments(stack.issue())
+            key = Ed25519PrivateKey.generate()
+            theirs = {**payload, "iss": "https://login.example.com"}
+            token = sign_ed25519({**header_, "kid": thumbprint(key.public_key())}, theirs, key)
+            with httpx.Client(base_url=stack.server.url, timeout=2.5) as client:
+                r = client.get("/api/models", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401, r.text
+            assert r.json() == {"detail": "Not authenticated"}  # the app's own answer
+
+
 def _another_issuers_at_jwt(stack: Stack, alg: str) -> None:
     header_, payload = segments(stack.issue())
     theirs = {**payload, "iss": "https://login.example.com", "sub": "u-2"}
@@ -740,14 +760,15 @@ def test_bad_tokens_get_401_with_the_exact_code(
     assert stack.app.seen == []
 
 
-@pytest.mark.parametrize("past", [1, 31])  # within the leeway, and beyond it
+@pytest.mark.parametrize("past", [-0.5, 1, 31])  # its last second, within the leeway, beyond
 @pytest.mark.parametrize("seen", [True, False])
 def test_expired_token_gets_401_and_nothing_is_recorded(
-    stack: Stack, clock: MovableClock, past: int, seen: bool
+    stack: Stack, clock: MovableClock, past: float, seen: bool
 ) -> None:
     """Past ``exp`` a token is refused by the middleware's own clock, before the vault is asked:
     the leeway is for clocks apart, and a use the vault recorded as allowed would be one the app
-    never served (its session for the subject ends at ``exp``)."""
+    never served (its session for the subject ends at ``exp``). So is a token in its last
+    second: Open WebUI's tokens live whole seconds, and the mapper mints none then."""
     token = stack.issue(ttl=120)
     if seen:
         assert stack.call("GET", "/api/models", token).status_code == 200  # now in the cache

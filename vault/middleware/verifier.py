@@ -33,6 +33,7 @@ untouched. State is per request, in locals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -63,6 +64,7 @@ STRIPPED_REQUEST_HEADERS = {b"authorization", b"cookie", b"x-api-key"}
 SAFE_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §9.2.1, less OPTIONS (CORS, no bearer)
 SESSION_COOKIES = (b"token=", b"oauth_id_token=", b"oauth_session_id=")
 RETRY_AFTER = b"1"  # seconds, on a 503 (as the vault's own 503s say)
+KEYS_WAIT_SECONDS = 0.25  # how long a token naming another issuer waits for the vault's keys
 
 
 class UnknownUser(VaultError):
@@ -232,6 +234,11 @@ class DelegationMiddleware:
             return
         try:
             claims = seen or await self._verify(token, header)
+            if self.now() > claims.exp - 1:
+                # Its last second, by this clock: the app's own tokens live whole seconds, so
+                # none minted now would end with the delegation (the mapper refuses then too).
+                # Refused here, before the vault records a use as allowed that is not served.
+                raise _Refusal(401, ExpiredToken.code, "the delegation token was refused")
             if scope["method"] in SAFE_METHODS and self.scopes.allows(
                 claims.scope, scope["method"], scope["path"]
             ):
@@ -258,7 +265,11 @@ class DelegationMiddleware:
         if not isinstance(kid, str):
             return False
         if self.keys.cached(kid) is None and not self.keys.loaded:
-            await self.keys.ensure(kid)
+            # Waited for briefly: while the vault cannot be reached, another issuer's token
+            # (which needs nothing of the vault) must not wait out the fetch's timeout. The
+            # fetch goes on, and the next such token is judged by its result.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.keys.ensure(kid)), KEYS_WAIT_SECONDS)
         return self.keys.cached(kid) is not None
 
     async def _safe(
