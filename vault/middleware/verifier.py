@@ -235,9 +235,11 @@ class DelegationMiddleware:
         try:
             claims = seen or await self._verify(token, header)
             if self.now() > claims.exp - 1:
-                # Its last second, by this clock: the app's own tokens live whole seconds, so
-                # none minted now would end with the delegation (the mapper refuses then too).
-                # Refused here, before the vault records a use as allowed that is not served.
+                # The one expiry check here, seen or not: the leeway is for clocks that differ
+                # (nbf, iat), never for serving past exp, and a token's last second counts as
+                # past (the app's own tokens live whole seconds: none minted now would end with
+                # the delegation, and the mapper refuses then too). Refused before the vault
+                # is asked, so it records no use as allowed that no one served.
                 raise _Refusal(401, ExpiredToken.code, "the delegation token was refused")
             if scope["method"] in SAFE_METHODS and self.scopes.allows(
                 claims.scope, scope["method"], scope["path"]
@@ -373,12 +375,7 @@ class DelegationMiddleware:
                     503, "vault_unavailable", "the vault's keys cannot be fetched; try again"
                 ) from None
             raise _Refusal(401, exc.code, "the delegation token was refused") from None
-        if now >= claims.exp:
-            # The leeway is for clocks that differ (nbf, iat), never for serving past exp: the
-            # app's session for the subject ends at exp, so a token past it is refused here,
-            # before the vault is asked and records a use as allowed that no one served.
-            raise _Refusal(401, ExpiredToken.code, "the delegation token was refused")
-        self.seen.put(token, claims)
+        self.seen.put(token, claims)  # its expiry is the caller's check (and ends its entry)
         return claims
 
     async def _authorize(self, token: str, claims: Claims, scope: Scope) -> str:
