@@ -161,6 +161,13 @@ def test_active_answer_and_use_entry(setup: Setup) -> None:
         ("files", "GET", "/api/v1/auths/", "allowed"),
         ("read", "GET", "/api/v1/auths/", "allowed"),
         ("chat", "POST", "/api/v1/auths/", "denied_scope"),
+        ("chat", "GET", "/api/v1/auths", "allowed"),  # Open WebUI redirects it to the route
+        ("chat", "HEAD", "/api/v1/auths/", "allowed"),
+        ("models:read", "HEAD", "/api/models", "allowed"),  # a GET rule is a HEAD rule
+        ("chat", "HEAD", "/api/chat/completions", "denied_scope"),
+        ("models:read", "GET", "/api/models?id=x&y=%2F", "allowed"),  # matched as routed
+        ("models:read", "GET", "/openai/models/?x", "denied_scope"),  # ... which this is not
+        ("read", "GET", "/api/v1/auths/api_key?x=1", "denied_scope"),  # never, in any spelling
     ],
 )
 def test_use_outcome_follows_the_scopes(

@@ -66,6 +66,52 @@ def test_who_am_i_is_allowed_under_every_scope(name):
 
 def test_who_am_i_is_allowed_even_with_no_scope():
     assert TABLE.allows([], "GET", "/api/v1/auths/")
+    assert TABLE.allows([], "GET", "/api/v1/auths")  # Open WebUI redirects it to the route
+    assert TABLE.allows([], "HEAD", "/api/v1/auths/")
+    assert TABLE.allows([], "GET", "/api/v1/auths/?x=1")
+
+
+def test_a_get_rule_is_a_head_rule_and_nothing_more():
+    """HEAD is the GET without its body: a grant for GET grants HEAD; nothing else does."""
+    assert TABLE.allows(["models:read"], "HEAD", "/api/models")
+    assert TABLE.allows(["read"], "head", "/api/v1/chats/x")
+    assert not TABLE.allows(["chat"], "HEAD", "/api/chat/completions")  # a POST rule
+    assert not TABLE.allows(["chat"], "HEAD", "/api/v1/auths/signin")
+    assert not Rule.parse("POST /x").matches("HEAD", ("x",))
+    assert Rule.parse("GET /x").matches("HEAD", ("x",))
+    assert not Rule.parse("HEAD /x").matches("GET", ("x",))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"], ids=["get", "head"])
+def test_a_never_rule_for_get_refuses_head_too(tmp_path: Path, method: str) -> None:
+    table = table_from(
+        tmp_path,
+        '[scopes.all]\nallow = ["* /**"]\n[never]\ndeny = ["GET /api/v1/secret"]\n',
+    )
+    assert not table.allows(["all"], method, "/api/v1/secret")
+    assert table.allows(["all"], "POST", "/api/v1/secret")
+
+
+@pytest.mark.parametrize(
+    ("scope", "path", "allowed"),
+    [
+        ("models:read", "/api/models?id=x", True),
+        ("models:read", "/api/models?", True),
+        ("models:read", "/api/models#top", True),
+        ("models:read", "/api/models?x=/../v1/users", False),  # a dot segment: refused
+        ("models:read", "/api/modelsX?x=1", False),
+        ("models:read", "/openai/models/?x=1", False),  # its path is /openai/models/
+        ("chats:read", "/api/v1/chats?x=1", True),
+        ("chat", "/api/models?x=1", False),
+        ("read", "/api/v1/auths/api_key?x=1", False),  # never-delegated, query or not
+        ("read", "/api/v1/auths%2Fapi_key?x=1", False),
+        ("read", "?/api/models", False),  # no path at all
+    ],
+)
+def test_grants_are_matched_on_the_path_a_server_routes_on(scope, path, allowed):
+    """A verifier other than ours may send the request target with its query: the query does
+    not choose the endpoint, so grants are matched without it (never-rules on every spelling)."""
+    assert TABLE.allows([scope], "GET", path) is allowed
 
 
 @pytest.mark.parametrize(
@@ -147,8 +193,9 @@ def test_scopes_combine():
 @given(path=paths.map(lambda p: "/api" + p))
 def test_read_allows_any_get_under_api_and_nothing_else(path):
     assert TABLE.allows(["read"], "GET", path)
+    assert TABLE.allows(["read"], "HEAD", path)  # the GET without its body
     for method in METHODS:
-        if method != "GET":
+        if method not in {"GET", "HEAD"}:
             assert not TABLE.allows(["read"], method, path)
 
 

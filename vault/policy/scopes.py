@@ -16,7 +16,9 @@ from vault.errors import ConfigError, InvalidScope
 
 ALL = "all"
 DEFAULT_REQUEST_SCOPE = ("chat", "models:read")
-ALWAYS_ALLOWED = (("GET", "/api/v1/auths/"),)  # who am I, under every scope
+# Who am I, under every scope: Open WebUI's route, and the same without its slash (which Open
+# WebUI only redirects to the route).
+ALWAYS_ALLOWED = (("GET", "/api/v1/auths/"), ("GET", "/api/v1/auths"))
 # Never delegated, whatever the scope (``all`` included) and whatever a scope file says: what
 # would turn a short-lived, scoped delegation into the user's lasting credentials or sessions.
 # Open WebUI 0.12.4: the raw API key (read, create, delete), password and MFA changes, sign-in,
@@ -66,7 +68,7 @@ class Rule:
         return f"{self.method} /{'/'.join(self.segments)}"
 
     def matches(self, method: str, path_segments: tuple[str, ...]) -> bool:
-        if self.method != "*" and self.method != method:
+        if self.method != "*" and self.method != _as_rules_name(method):
             return False
         pattern = self.segments
         if pattern and pattern[-1] == "**":
@@ -75,6 +77,18 @@ class Rule:
                 return False
             return _segments_match(prefix, path_segments[: len(prefix)])
         return len(pattern) == len(path_segments) and _segments_match(pattern, path_segments)
+
+
+def _as_rules_name(method: str) -> str:
+    """``HEAD`` is the ``GET`` without its body (RFC 9110 §9.3.2): a rule for ``GET`` is one for
+    ``HEAD`` too, a grant and a never-rule alike."""
+    return "GET" if method == "HEAD" else method
+
+
+def routed_path(path: str) -> str:
+    """The part of a request target that a server routes on: without its query (or fragment).
+    A verifier other than ours may send the target as it came; our middleware sends the path."""
+    return path.split("?", 1)[0].split("#", 1)[0]
 
 
 def _segments_match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
@@ -163,13 +177,15 @@ def any_allows(
     tables: Iterable[ScopeTable], granted: tuple[str, ...], method: str, path: str
 ) -> bool:
     """Whether one of ``tables`` allows ``method path`` under the scopes ``granted``: a rule of
-    one of those scopes matches it and none of the same table's never-rules does. The path's
-    spellings are worked out once, and only if some table's scopes match."""
-    segments = split_path(path)
+    one of those scopes matches it and none of the same table's never-rules does. Grants are
+    matched on the path a server routes on (``routed_path``); never-rules on every spelling of
+    the whole target, worked out once, and only if some table's scopes match."""
+    routed = routed_path(path)
+    segments = split_path(routed)
     if segments is None:
         return False
     method = method.upper()
-    always = (method, path) in ALWAYS_ALLOWED
+    always = (_as_rules_name(method), routed) in ALWAYS_ALLOWED
     candidates = [t for t in tables if always or t._grants(granted, method, segments)]
     if not candidates:
         return False
