@@ -51,6 +51,24 @@ def test_a_sync_never_undoes_an_owners_deactivation(vault: Vault) -> None:
     assert stored(vault, "u-1") == ("user", True)
 
 
+def test_an_owners_deactivation_outlasts_pending_and_approval_in_open_webui(
+    vault: Vault,
+) -> None:
+    """Open WebUI's admin makes the user ``pending`` and approves them again: to a sync that
+    stored ``pending``, the approval would look like a new user's, and undo the owner."""
+    sync(vault, listed(user("u-1")))
+    owner_sets(vault, "u-1", active=False)
+
+    assert sync(vault, listed(user("u-1", "pending"))).kept_inactive == []  # inactive there too
+    assert stored(vault, "u-1") == ("user", False)
+    result = sync(vault, listed(user("u-1", "user")))
+
+    assert stored(vault, "u-1") == ("user", False)
+    assert result.kept_inactive == ["u-1"]
+    assert sync(vault, listed(user("u-1", "admin"))).kept_inactive == ["u-1"]
+    assert stored(vault, "u-1") == ("admin", False)  # other roles are the app's, still inactive
+
+
 def test_a_pending_user_approved_in_open_webui_is_activated(vault: Vault) -> None:
     sync(vault, listed(user("u-1", "pending")))
     assert stored(vault, "u-1") == ("pending", False)

@@ -66,8 +66,9 @@ def upsert_job(
 
     ``keep_deactivated`` (``subjects sync``): a subject that is inactive here though its role is
     not ``pending`` was deactivated in the vault (by an owner, or by a sync that no longer saw
-    it in the app), and stays inactive whatever the app says: a sync never undoes that. Only an
-    owner's upsert activates it again."""
+    it in the app), and stays inactive whatever the app says: a sync never undoes that, nor
+    stores the app's ``pending`` for it (a later approval in the app would then look like the
+    first one). Only an owner's upsert activates it again."""
 
     def job(session: Session, ctx: JobContext) -> tuple[Subject, str]:
         return _upsert(session, ctx, subject, actor=actor, keep_deactivated=keep_deactivated)
@@ -118,7 +119,10 @@ def _upsert(
         raise Conflict("this email is another subject's id")
     before = subjects_repo.get_subject(session, subject.id)
     if keep_deactivated and before is not None and not before.active and before.role != "pending":
-        subject = replace(subject, active=False)
+        # Deactivated in the vault: it stays so, and keeps what marks it so (a role that is not
+        # ``pending``): were the app's ``pending`` stored, its approval there would undo it.
+        role = before.role if subject.role == "pending" else subject.role
+        subject = replace(subject, role=role, active=False)
     if before == subject:
         return subject, UNCHANGED
     subjects_repo.upsert_subject(session, subject, updated_at=format_ts(ctx.now))
