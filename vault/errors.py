@@ -62,6 +62,13 @@ class Conflict(VaultError):
     code = "conflict"
 
 
+class AmbiguousSubject(Conflict):
+    """A name that is one subject's id and, case aside, another's email (written before such
+    pairs were refused): it names neither, rather than perhaps the wrong one."""
+
+    code = "ambiguous_subject"
+
+
 class NotFound(VaultError):
     code = "not_found"
 

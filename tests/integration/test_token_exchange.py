@@ -17,6 +17,9 @@ import pytest
 from tests.support import Api, LiveServer, MovableClock, make_settings
 from vault.config import Settings
 from vault.ops.setup import InitResult, init_vault
+from vault.storage import meta_repo
+from vault.storage.engine import Database
+from vault.storage.tables import SubjectRow
 
 TOKEN_RESPONSE_MEMBERS = {
     "access_token",
@@ -534,3 +537,48 @@ def test_a_body_over_the_limit_is_413_and_audited(bot: Bot) -> None:
     entry = assert_refused(bot, r, 413, "request_too_large", subject=None, reason=None)
     assert entry["actor"] == bot.id
     assert entry["subject"] is None  # nothing of the body was read
+
+
+def test_a_name_never_means_two_subjects(api: Api, settings: Settings) -> None:
+    """A subject is named by its id, or by its email case aside: an email that is another
+    subject's id but for case is refused, and a pair written before that (held in the database)
+    makes the name mean neither subject, never perhaps the wrong one."""
+    api.subject("Eve@x.com", "eve-a@x.com")
+    r = api.call(
+        "PUT", "/v1/subjects/eve-b", api.owner, json={"email": "Eve@x.com", "role": "user"}
+    )
+    assert_error(r, 409, "conflict")
+    r = api.call(
+        "PUT", "/v1/subjects/eve-b", api.owner, json={"email": "EVE@X.COM", "role": "user"}
+    )
+    assert_error(r, 409, "conflict")
+    api.subject("eve-b", "eve-b@x.com")  # any other email is fine
+
+    # the pair as an earlier version could store it
+    db = Database(settings.database_url)
+    try:
+        with db.write() as session:
+            row = session.get(SubjectRow, "eve-b")
+            assert row is not None
+            row.email = "eve@x.com"
+            session.add(row)
+            meta_repo.restamp(session)
+    finally:
+        db.dispose()
+    principal_id, credential = api.principal("bot", "delegator")
+    bot = Bot(api, principal_id, credential)
+    denial = assert_refused(bot, bot.token("Eve@x.com"), 409, "ambiguous_subject")
+    assert denial["subject"] is None
+    r = api.call("GET", "/v1/subjects/Eve@x.com", api.owner)
+    assert_error(r, 409, "ambiguous_subject")
+    r = api.call("POST", "/v1/revoke", api.owner, json={"subject": "Eve@x.com"})
+    assert_error(r, 409, "ambiguous_subject")
+    # the log stays searchable by each id: entries about A, none about B
+    about = api.entries(subject="Eve@x.com")
+    assert about
+    assert {entry["subject"] for entry in about} == {"Eve@x.com"}
+    # a name that is no subject's id is an email; and an id that is no email names its subject
+    for name, subject_id in [("eve@x.com", "eve-b"), ("EVE@X.com", "eve-b"), ("eve-b", "eve-b")]:
+        assert api.call("GET", f"/v1/subjects/{name}", api.owner).json()["id"] == subject_id
+        token = bot.token(name).json()["access_token"]
+        assert segment(token.split(".")[1])["sub"] == subject_id

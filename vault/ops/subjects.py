@@ -112,10 +112,9 @@ def _upsert(
         owner = subjects_repo.email_owner(session, subject.id)
         if owner is not None and owner != subject.id:
             raise Conflict("another subject has this id as its email")
-    # Names resolve by exact id first (``find_subject``): only an id equal to this (stored,
-    # lower-case) email would make the email name another subject.
-    named = subjects_repo.get_subject(session, subject.email)
-    if named is not None and named.id != subject.id:
+    # Names resolve by id, else by email, case aside (``find_subject``): an id that is this
+    # (stored, lower-case) email but for case would make that name mean two subjects.
+    if any(other != subject.id for other in subjects_repo.ids_folding_to(session, subject.email)):
         raise Conflict("this email is another subject's id")
     before = subjects_repo.get_subject(session, subject.id)
     if keep_deactivated and before is not None and not before.active and before.role != "pending":

@@ -22,6 +22,7 @@ from vault.config import Settings
 from vault.crypto.keys import TOKEN as TOKEN_PURPOSE
 from vault.domain import DELEGATOR, VERIFIER, Principal, Subject
 from vault.errors import (
+    AmbiguousSubject,
     ExpiredToken,
     Forbidden,
     InvalidRequest,
@@ -73,7 +74,10 @@ def _named_subject_id(session: Tx, ctx: JobContext, named: Any) -> str | None:
     a denial is then found by its subject like every other entry about that subject."""
     if not isinstance(named, str) or not named or len(named) > MAX_SUBJECT_NAME:
         return None
-    subject = _subject(session, ctx, named)
+    try:
+        subject = _subject(session, ctx, named)
+    except AmbiguousSubject:  # names two subjects: the denial names neither
+        return None
     return None if subject is None else subject.id
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from vault.domain import Subject
-from vault.storage.engine import Tx, fetch_first
+from vault.errors import AmbiguousSubject
+from vault.storage.engine import Tx, fetch_all, fetch_first
 from vault.storage.tables import SubjectRow
 
 
@@ -28,11 +29,26 @@ def get_subject(session: Tx, subject_id: str) -> Subject | None:
 
 
 def find_subject(session: Tx, id_or_email: str) -> Subject | None:
-    """By id first, then by (case-insensitive) email."""
+    """By id, else by (case-insensitive) email. ``AmbiguousSubject`` for a name that is one
+    subject's id and another's email: writes refuse such pairs (``ids_folding_to``), but a
+    database may hold one from before, and the name must not pick one of the two."""
     found = get_subject(session, id_or_email)
-    if found is not None or "@" not in id_or_email:
+    if "@" not in id_or_email:
         return found
-    return _read_subject(session, "email = ?", id_or_email.lower())
+    by_email = _read_subject(session, "email = ?", id_or_email.lower())
+    if found is not None and by_email is not None and by_email.id != found.id:
+        raise AmbiguousSubject(
+            "this name is one subject's id and another's email: name the subject by its id"
+        )
+    return found or by_email
+
+
+def ids_folding_to(session: Tx, email: str) -> list[str]:
+    """The ids that name the same as ``email`` (a lower-cased email) does, case aside: such an
+    id and a subject with that email would make one name mean two subjects. Only ids holding
+    an ``@`` can; Open WebUI's are UUIDs, so this reads few rows."""
+    rows = fetch_all(session, "SELECT id FROM subjects WHERE id LIKE ?", ("%@%",))
+    return [row[0] for row in rows if row[0].lower() == email]
 
 
 def email_owner(session: Session, email: str) -> str | None:

@@ -18,7 +18,7 @@ from vault.api.schemas import ERRORS
 from vault.audit.semantics import SemanticChecker
 from vault.clock import format_ts
 from vault.domain import AUDITOR, OWNER
-from vault.errors import InvalidRequest, NotFound
+from vault.errors import AmbiguousSubject, InvalidRequest, NotFound
 from vault.ops import audit
 from vault.storage import audit_repo, subjects_repo
 from vault.storage.engine import Database
@@ -44,9 +44,14 @@ def _moment(name: str, value: str | None) -> str | None:
 
 def _subject_id(db: Database, named: str) -> str:
     """Entries name a subject by its id; a request may name it by its email too (SPEC §4): the
-    id of the subject with that email, if one has it (and none has it as its id)."""
+    id of the subject with that email, if one has it (and none has it as its id). A name that
+    is one subject's id and another's email is taken as the id: the log stays searchable by
+    every id."""
     with db.read() as session:
-        found = subjects_repo.find_subject(session, named)
+        try:
+            found = subjects_repo.find_subject(session, named)
+        except AmbiguousSubject:
+            return named
     return named if found is None else found.id
 
 
