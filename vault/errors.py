@@ -249,3 +249,8 @@ class Unavailable(VaultError):
 
 class AuditUnavailable(Unavailable):
     code = "audit_unavailable"
+
+
+class LogRewritten(AuditUnavailable):
+    """The audit log no longer extends the newest checkpoint the vault trusts (``vault.audit.
+    anchor``): nothing more is appended to it or signed over it."""

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.support import PG_ADMIN, Api, cli_env, dvault, verify_cli, verify_report
+from tests.support import PG_ADMIN, Api, LiveServer, cli_env, dvault, verify_cli, verify_report
 from vault.audit.chain import Head
 from vault.audit.checkpoint import make_checkpoint
 from vault.config import Settings
@@ -460,6 +460,89 @@ def test_saved_checkpoint_catches_a_rollback_of_entries_and_checkpoints(
     assert report["ok"] is False
     assert report["checkpoints_ok"] is False
     assert report["first_error"]["seq"] == expected
+
+
+# --- nothing is signed over a rewritten log ---------------------------------------------------
+
+
+def assert_refuses_to_extend(api: Api, s: Scene) -> None:
+    """Every append is refused (503), a checkpoint the first of them: none would be signed."""
+    for attempt in (
+        api.call("POST", "/v1/audit/checkpoint", api.owner),
+        api.call("PUT", "/v1/subjects/late", api.owner, json={"email": "late@example.com"}),
+        api.token(s.delegator, "u-1", scope="chat"),
+        introspect(api, s, s.token),
+    ):
+        assert attempt.status_code == 503, attempt.text
+        assert attempt.headers.get("retry-after") == "1", attempt.headers
+        assert attempt.json()["error"] == "audit_unavailable", attempt.text
+        assert "no longer extends its last signed checkpoint" in attempt.json()["error_description"]
+
+
+@pytest.mark.parametrize("how", ["rewrite", "rollback"])
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+def test_no_checkpoint_is_signed_over_a_rewritten_log(
+    api: Api, settings: Settings, dba: Dba, restarted: bool, how: str
+) -> None:
+    """An entry under a checkpoint changed and every later hash recomputed (or the entries
+    from it removed), and the database's checkpoints of that part deleted: the database alone
+    then looks sound. The vault does not sign (nor append) over it: its last signed checkpoint
+    (in its memory, or the checkpoint log's last line when it starts again) no longer matches
+    the log."""
+    s = scene(api)
+    populate(api, 4)
+    first = checkpoint(api)
+    populate(api, 3, "b")
+    checkpoint(api)  # the one the running vault trusts; the checkpoint log's last
+    dba.drop_triggers()
+    forged = first["seq"] - 2
+    if how == "rewrite":
+        dba.run("UPDATE audit_entries SET data = :d WHERE seq = :s", d='{"forged":1}', s=forged)
+        dba.rechain(forged)
+    else:
+        dba.run("DELETE FROM audit_entries WHERE seq >= :s", s=forged)
+    dba.run("DELETE FROM audit_checkpoints WHERE seq >= :s", s=forged)
+    logged = settings.checkpoint_log.read_bytes()
+    head = dba.rows()[-1]
+    settings.checkpoint_log.rename(settings.checkpoint_log.with_suffix(".aside"))
+    assert verify_report(api)["ok"] is True  # without the file, the database looks sound
+    settings.checkpoint_log.with_suffix(".aside").rename(settings.checkpoint_log)
+
+    if restarted:
+        with LiveServer(settings) as again:
+            other = Api(again.url, api.owner)
+            try:
+                assert_refuses_to_extend(other, s)
+            finally:
+                other.close()
+    else:
+        assert_refuses_to_extend(api, s)
+
+    assert dba.rows()[-1] == head, "something was appended to the rewritten log"
+    assert dba.rows("audit_checkpoints") == [], "a checkpoint was signed over it"
+    assert settings.checkpoint_log.read_bytes() == logged
+    report = verify_report(api)  # reading still works, and names the rewrite
+    assert report["ok"] is False
+    # where the checkpoint log first vouches for another hash, or the first entry missing
+    assert report["first_error"]["seq"] == (first["seq"] if how == "rewrite" else forged)
+
+
+def test_a_log_that_extends_its_checkpoints_is_signed_as_usual_after_a_restart(
+    api: Api, settings: Settings
+) -> None:
+    s = scene(api)
+    populate(api, 3)
+    checkpoint(api)
+    populate(api, 2, "b")
+    with LiveServer(settings) as again:
+        other = Api(again.url, api.owner)
+        try:
+            assert checkpoint(other)["seq"] > 0
+            assert other.token(s.delegator, "u-1", scope="chat").status_code == 200
+        finally:
+            other.close()
+    assert checkpoint(api)["seq"] > 0  # the first server goes on, past the second's
+    assert_healthy(api, settings)
 
 
 # --- fail closed --------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
+from vault.audit.anchor import Anchor
 from vault.audit.chain import Head, link
 from vault.audit.checkpoint import Checkpoint, make_checkpoint
 from vault.audit.checkpoint_log import CheckpointLog
@@ -79,7 +80,7 @@ from vault.audit.entry import AUDIT_CHECKPOINT, Draft
 from vault.clock import Clock, format_ts
 from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
-from vault.errors import AuditUnavailable, Conflict, InvalidRequest, VaultError
+from vault.errors import AuditUnavailable, Conflict, InvalidRequest, LogRewritten, VaultError
 from vault.storage import audit_repo, meta_repo
 from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_many, fetch_first
 
@@ -278,8 +279,11 @@ class Appender:
         after_change: Callable[[], None] | None = None,
         answer_within: float = 60.0,
         prepare_first: bool | None = None,
+        anchor: Anchor | None = None,
     ) -> None:
         self._db = db
+        # Checked before each signing: the log still extends what was signed (``anchor``).
+        self._anchor = anchor
         self._clock = clock
         self._audit_key = audit_key
         self._checkpoint_every = checkpoint_every
@@ -441,6 +445,10 @@ class Appender:
     # --- one batch, one transaction ---------------------------------------------------------
 
     def _commit(self, batch: list[_Pending[Any]]) -> None:
+        if self._anchor is not None and self._anchor.refused is not None:
+            refused = self._anchor.refused  # the log was rewritten: nothing more is appended
+            self._answer([(pending, None, refused) for pending in batch])
+            return
         outcomes: list[_Outcome] = []
         read_only = all(pending.read_only for pending in batch)
         signed: list[Checkpoint] = []
@@ -541,6 +549,8 @@ class Appender:
         which reports the failure with the driver's reason in one line (never the statement or
         its parameters). ``unsure``: whether the batch committed could not be read; the callers
         are refused all the same, but not told that nothing was done."""
+        if isinstance(exc, LogRewritten):  # logged where it was found; nothing was done
+            return exc
         reason = str(getattr(exc, "orig", None) or "").strip().splitlines()
         cause = f"{type(exc).__name__}: {reason[0][:160]}" if reason else type(exc).__name__
         done = (
@@ -571,6 +581,8 @@ class Appender:
         if self._after_change is not None and changed:
             self._after_change()
         checkpoint = signed[-1] if signed else None  # the head this batch left
+        if checkpoint is not None and self._anchor is not None:
+            self._anchor.signed(checkpoint)
         if signed:
             try:
                 self._checkpoint_log.append(signed)
@@ -863,6 +875,8 @@ class Appender:
                 Head(seq, entries[seq - before.seq - 1].hash)
                 for seq in range((before.seq // every + 1) * every, after.seq, every)
             ]
+            if self._anchor is not None:  # nothing is signed over a rewritten log
+                self._anchor.check(session, before)
             key = self._audit_key(session)  # read under the lock: a retired key signs nothing
             signed = [make_checkpoint(head, ts, key) for head in (*heads, after)]
             asker = by if forced else None  # named on the marker of the head it asked for

@@ -50,15 +50,7 @@ class CheckpointLog:
 
     def last_seq(self) -> int:
         """The seq of the last well-formed line (0 when the file is empty or absent)."""
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 4096))
-                tail = handle.read().decode("utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return 0
-        for line in reversed(tail):
+        for line in self._tail():
             try:
                 seq = json.loads(line).get("seq")
             except (ValueError, AttributeError):
@@ -66,6 +58,26 @@ class CheckpointLog:
             if isinstance(seq, int):
                 return seq
         return 0
+
+    def last(self) -> Checkpoint | None:
+        """The checkpoint of the last line that holds one (``None`` when none does, or the file
+        is absent). ``OSError`` if it cannot be read."""
+        for _number, parsed in checkpoint_lines(self._tail()):
+            if isinstance(parsed, Checkpoint):
+                return parsed
+        return None
+
+    def _tail(self) -> list[str]:
+        """The file's last lines (its last 4 KiB: a line is ~250 bytes), last first."""
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - 4096))
+                tail = handle.read().decode("utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        return tail[::-1]
 
     def read(self) -> tuple[list[Checkpoint], int]:
         """Every well-formed checkpoint in the file, in file order, and how many other lines

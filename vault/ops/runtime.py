@@ -3,21 +3,24 @@ here, loudly), scopes, the checkpoint file and the appender. Used by the server 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
+from vault.audit.anchor import Anchor
 from vault.audit.appender import Appender
 from vault.audit.checkpoint_log import CheckpointLog
 from vault.clock import Clock, SystemClock
 from vault.config import Settings
 from vault.crypto import envelope
 from vault.crypto.master import parse_master_key, read_master_key_file
-from vault.errors import MasterKeyError, NotInitialized
+from vault.errors import CorruptEntry, LogRewritten, MasterKeyError, NotInitialized
+from vault.ops.audit import reloading
 from vault.ops.credentials import CredentialCache
-from vault.ops.keyring import KeyManager
+from vault.ops.keyring import KeyManager, trusted_audit_keys
 from vault.ops.tokens import VerifiedSignatures
 from vault.policy.scopes import ScopeTable, load_table
 from vault.storage import audit_repo, meta_repo, migrate
@@ -106,6 +109,22 @@ class Vault:
         self.db.dispose()
 
 
+def _anchored(db: Database, master_key: bytes, checkpoint_log: CheckpointLog) -> Anchor:
+    """The newest checkpoint the vault trusts as it opens (``vault.audit.anchor``): the
+    checkpoint log's last, or the database's if newer; and whether the log extends it. A log
+    that does not is logged (critical) and refused every append, but the vault opens: its
+    log can still be read, exported and verified."""
+    anchor = Anchor(reloading(lambda: trusted_audit_keys(db, master_key)))
+    try:
+        anchor.offer(checkpoint_log.last(), f"the checkpoint log {checkpoint_log.path}")
+    except OSError as exc:
+        log.warning("checkpoint log %s not read: %s", checkpoint_log.path, exc.strerror or exc)
+    # refused: kept in ``anchor.refused``; a head that is no entry fails each batch as before
+    with db.read() as session, contextlib.suppress(LogRewritten, CorruptEntry):
+        anchor.check(session, audit_repo.head(session))
+    return anchor
+
+
 def open_vault(
     settings: Settings, *, clock: Clock | None = None, background: bool = False
 ) -> Vault:
@@ -129,6 +148,7 @@ def open_vault(
         if stored:
             checkpoint_log.append(stored)
             log.warning("checkpoint log caught up with %d checkpoint(s)", len(stored))
+        anchor = _anchored(db, master_key, checkpoint_log)
     except BaseException:
         db.dispose()
         raise
@@ -141,6 +161,7 @@ def open_vault(
         checkpoint_log=checkpoint_log,
         batch_max=settings.commit_batch_max,
         after_change=credentials.clear,
+        anchor=anchor,
     )
     if background:
         appender.start()

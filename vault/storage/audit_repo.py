@@ -111,6 +111,32 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
     return None if row is None else _checkpoint(row)
 
 
+_LATEST_CHECKPOINT = (
+    "SELECT seq, hash, ts, kid, sig FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+)
+
+
+def latest_checkpoint_of(tx: Tx) -> Checkpoint | None:
+    """``latest_checkpoint`` in any transaction (a driver's too). ``None`` for a row that is
+    not a checkpoint's (a database changed by hand): it vouches for nothing."""
+    row = fetch_first(tx, _LATEST_CHECKPOINT, ())
+    if row is None or type(row[0]) is not int or not all(isinstance(v, str) for v in row[1:]):
+        return None
+    return Checkpoint(seq=row[0], hash=row[1], ts=row[2], kid=row[3], sig=row[4])
+
+
+def hash_at(tx: Tx, seq: int) -> object:
+    """The stored hash of entry ``seq`` (``None`` if there is none)."""
+    row = fetch_first(tx, HASH_AT_SQL, (seq,))
+    return None if row is None else row[0]
+
+
+def rows_between(tx: Tx, after_seq: int, upto_seq: int, limit: int) -> Sequence[EntryRow]:
+    """At most ``limit`` stored rows ``after_seq < seq <= upto_seq``, in order, read in ``tx``."""
+    rows: Sequence[EntryRow] = fetch_all(tx, _ROWS, (after_seq, upto_seq, limit))
+    return rows
+
+
 def recorded_kids(db: Database, head_seq: int) -> set[str]:
     """The kids that ``key.created`` entries up to ``head_seq`` record."""
     found: set[str] = set()

@@ -1,0 +1,111 @@
+"""Before a checkpoint is signed: the log still extends the newest checkpoint this process trusts.
+
+A signed checkpoint vouches for the whole chain up to its head. Signed over a log that was
+rewritten (an entry changed and every later hash recomputed, the database's own checkpoints of
+the rewritten part deleted), it would vouch for the rewrite: a verification without the older
+checkpoints, kept outside the database, would find nothing wrong. So before the appender signs,
+under the chain lock, it walks the log from the newest checkpoint it trusts to the head it is
+about to sign: the entry at that checkpoint's seq must still hold its hash, and every entry
+after it must follow. The checkpoint trusted is the newest of: the last one this process
+signed, the last line of the checkpoint log (outside the database) as the vault found it when it
+opened, and the database's newest, each only if an audit key the vault made signed it.
+
+A log that no longer extends it is refused for good by this process (``LogRewritten``, a 503):
+nothing more is appended to it, and nothing is signed over it, until an operator has looked
+(``dvault audit verify``) and restarted the vault. The walk is at most the entries since the
+last checkpoint (``VAULT_CHECKPOINT_EVERY``), once per checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from vault.audit.chain import GENESIS, ChainWalker, Head
+from vault.audit.checkpoint import Checkpoint, verify_checkpoint
+from vault.errors import AuditError, ChainBroken, CheckpointMismatch, CorruptEntry, LogRewritten
+from vault.storage import audit_repo
+from vault.storage.engine import Tx
+
+log = logging.getLogger("vault.audit")
+PAGE = 5000  # entries read at a time by the walk
+
+
+class Anchor:
+    """The newest signed checkpoint this process trusts (``trusted``), and the walk from it."""
+
+    def __init__(self, lookup: Callable[[str], Ed25519PublicKey | None]) -> None:
+        self._lookup = lookup  # the audit keys the vault made, by kid
+        self.trusted: Checkpoint | None = None
+        self.refused: LogRewritten | None = None  # once the log no longer extends it
+
+    def offer(self, checkpoint: Checkpoint | None, where: str) -> None:
+        """Trust ``checkpoint`` (found ``where``) from now on if it is newer than the one
+        trusted and an audit key of the vault signed it; a bad one is logged and left out."""
+        if checkpoint is None or (self.trusted is not None and checkpoint.seq <= self.trusted.seq):
+            return
+        try:
+            verify_checkpoint(checkpoint, self._lookup)
+        except AuditError as exc:
+            log.warning(
+                "the checkpoint at seq %d in %s is not trusted: %s", checkpoint.seq, where, exc
+            )
+            return
+        self.trusted = checkpoint
+
+    def signed(self, checkpoint: Checkpoint) -> None:
+        """A checkpoint this process signed and committed."""
+        if self.trusted is None or checkpoint.seq > self.trusted.seq:
+            self.trusted = checkpoint
+
+    def check(self, tx: Tx, head: Head) -> None:
+        """Under the chain lock, before signing at ``head`` or past it: raise ``LogRewritten``
+        unless the log read in ``tx`` extends the trusted checkpoint up to ``head``."""
+        if self.refused is not None:
+            raise self.refused
+        self.offer(audit_repo.latest_checkpoint_of(tx), "the database")
+        anchor = self.trusted
+        try:
+            walk(tx, anchor, head)
+        except (AuditError, CorruptEntry) as exc:
+            seq = getattr(exc, "seq", None)
+            self.refused = LogRewritten(
+                "the audit log no longer extends its last signed checkpoint"
+                f"{'' if anchor is None else f' (seq {anchor.seq})'}: nothing more is appended "
+                "or signed; run dvault audit verify"
+            )
+            log.critical(
+                "the audit log does not extend the checkpoint at seq %s (at seq %s: %s): this "
+                "process appends and signs nothing more",
+                None if anchor is None else anchor.seq,
+                seq,
+                getattr(exc, "reason", exc),
+            )
+            raise self.refused from None
+
+
+def walk(tx: Tx, anchor: Checkpoint | None, head: Head) -> None:
+    """Check, reading in ``tx``, that the log holds ``anchor`` and follows from it up to
+    ``head`` (the whole log when there is no anchor); ``AuditError`` at the first bad seq."""
+    start = GENESIS
+    if anchor is not None:
+        if anchor.seq > head.seq:
+            raise CheckpointMismatch(
+                head.seq + 1,
+                f"log ends at seq {head.seq} but a signed checkpoint covers seq {anchor.seq}",
+            )
+        if audit_repo.hash_at(tx, anchor.seq) != anchor.hash:
+            raise CheckpointMismatch(anchor.seq, "a signed checkpoint vouches for another hash")
+        start = Head(anchor.seq, anchor.hash)
+    walker = ChainWalker(start=start)
+    after = start.seq
+    while after < head.seq:
+        rows = audit_repo.rows_between(tx, after, head.seq, PAGE)
+        if not rows:
+            break
+        walker.feed_rows(rows)
+        after = walker.head.seq
+    if walker.head != head:
+        raise ChainBroken(walker.head.seq + 1, f"the log's head is seq {head.seq}, not this")
