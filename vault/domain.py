@@ -24,6 +24,31 @@ def has_control_characters(text: str) -> bool:
     return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
 
 
+# In free text (a token request's reason): the C0 controls but tab, newline and carriage return,
+# DEL, the C1 controls, and the line and paragraph separators. JSON (canonical, as the log is
+# stored and exported) escapes the C0 ones, not the rest: NEL, U+2028 and U+2029 stay raw in an
+# export line, where a reader that splits on every line break (Python's ``str.splitlines``)
+# would cut it, and a terminal shows the controls.
+_NOT_IN_TEXT = frozenset(
+    [chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"]
+    + [chr(c) for c in range(0x7F, 0xA0)]
+    + ["\u2028", "\u2029"]
+)
+
+
+def has_characters_not_in_text(text: str) -> bool:
+    """Whether free text holds what ``_NOT_IN_TEXT`` lists."""
+    return not _NOT_IN_TEXT.isdisjoint(text)
+
+
+def shown_escaped(text: str) -> str:
+    """``text`` with each character ``_NOT_IN_TEXT`` lists written as ``\\uXXXX``: a refused
+    value as an entry records what was sent, without the character itself."""
+    if _NOT_IN_TEXT.isdisjoint(text):
+        return text
+    return "".join(f"\\u{ord(ch):04x}" if ch in _NOT_IN_TEXT else ch for ch in text)
+
+
 def subject_id_problem(subject_id: str) -> str | None:
     """Why ``subject_id`` cannot be a subject's id (it is stored, audited and shown as written),
     or ``None``: wherever an id is written, as a subject or in a delegator's policy."""

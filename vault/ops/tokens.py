@@ -20,7 +20,7 @@ from vault.audit.appender import Job, JobContext, Read
 from vault.audit.entry import TOKEN_DENIED, TOKEN_ISSUED, TOKEN_REJECTED, TOKEN_USED, Draft
 from vault.config import Settings
 from vault.crypto.keys import TOKEN as TOKEN_PURPOSE
-from vault.domain import DELEGATOR, VERIFIER, Principal, Subject
+from vault.domain import DELEGATOR, VERIFIER, Principal, Subject, shown_escaped
 from vault.errors import (
     AmbiguousSubject,
     ExpiredToken,
@@ -118,7 +118,7 @@ def _echo(value: Any) -> Any:
     text = value if isinstance(value, str) else f"<{type(value).__name__}>"
     if looks_secret(text):
         return "[redacted: looked like a secret]"
-    return text[:500]
+    return shown_escaped(text[:500])
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vault.domain import SUBJECT_ROLES, Subject, subject_id_problem
+from vault.domain import SUBJECT_ROLES, Subject, has_characters_not_in_text, subject_id_problem
 from vault.errors import (
     InvalidRequest,
     InvalidTTL,
@@ -157,4 +157,8 @@ def check_reason(reason: str | None, *, required: bool) -> str | None:
         raise InvalidRequest(f"reason must be at most {MAX_REASON_CHARS} characters")
     if not reason.strip():
         raise InvalidRequest("reason must not be blank")
+    if has_characters_not_in_text(reason):
+        raise InvalidRequest(
+            "reason must not hold control characters or line separators (tab and newline may)"
+        )
     return reason
