@@ -56,6 +56,8 @@ def subject_id_problem(subject_id: str) -> str | None:
         return f"must be 1-{MAX_SUBJECT_ID_CHARS} characters"
     if has_control_characters(subject_id):
         return "must not hold control characters"
+    if subject_id in {".", ".."}:  # a path segment: clients resolve it, never send it
+        return "must not be . or .."
     if looks_secret(subject_id):
         return "looks like it holds a credential or token; it was refused"
     return None

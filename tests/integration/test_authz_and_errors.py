@@ -248,6 +248,15 @@ def test_an_email_and_an_id_never_name_two_subjects(cast: Cast) -> None:
             None,
         ),
         ("GET", "/v1/subjects/nobody", "owner", {}, 404, "unknown_subject"),
+        # a path segment clients resolve: no subject may be named by it
+        ("PUT", "/v1/subjects/%2E", "owner", {"json": {"email": "x@example.com"}}, 400, None),
+        ("PUT", "/v1/subjects/%2E%2E", "owner", {"json": {"email": "x@example.com"}}, 400, None),
+        # calls that take no body refuse one with members, as an unknown member anywhere else
+        ("POST", "/v1/principals/p_none/credentials", "owner", {"json": {"x": 1}}, 400, None),
+        ("POST", "/v1/principals/p_none/disable", "owner", {"json": {"x": 1}}, 400, None),
+        ("POST", "/v1/principals/p_none/disable", "owner", {"content": b"[]"}, 400, None),
+        ("POST", "/v1/principals/p_none/disable", "owner", {"json": {}}, 404, "not_found"),
+        ("POST", "/v1/audit/checkpoint", "owner", {"json": {"seq": 1}}, 400, None),
         ("GET", "/v1/audit/entries?limit=5000", "owner", {}, 400, None),
         ("GET", "/v1/audit/entries?after_seq=-1", "owner", {}, 400, None),
         ("GET", "/v1/audit/entries?since=yesterday", "owner", {}, 400, None),

@@ -359,6 +359,20 @@ def test_subject_allow_list(api: Api) -> None:
     assert_refused_after_issue(bot, bot.token("bob@example.com"), 403, "subject_not_allowed")
 
 
+def test_a_policy_put_again_as_it_is_records_nothing(api: Api) -> None:
+    narrow = {"subjects": ["u-1"], "scopes": ["chat"]}
+    principal_id, _ = api.principal("bot", "delegator", policy=narrow)
+    path = f"/v1/principals/{principal_id}/policy"
+    r = api.call("PUT", path, api.owner, json={"scopes": ["chat", "models:read"]})
+    assert r.status_code == 200, r.text
+    changed = api.entries(type="policy.changed")
+    assert changed[-1]["data"]["policy"]["scopes"] == ["chat", "models:read"]
+    again = api.call("PUT", path, api.owner, json={"scopes": ["chat", "models:read"]})
+    assert again.status_code == 200, again.text
+    assert again.json() == r.json()
+    assert api.entries(type="policy.changed") == changed  # nothing changed: nothing recorded
+
+
 def test_a_policy_body_that_is_not_an_object_changes_nothing(api: Api) -> None:
     """``null`` (or a list) is no policy: it is refused, never read as "the defaults", which
     would widen a restricted delegator to every user and scope. ``{}`` asks for the defaults."""
@@ -547,6 +561,19 @@ def test_a_body_over_the_limit_is_413_and_audited(bot: Bot) -> None:
     entry = assert_refused(bot, r, 413, "request_too_large", subject=None, reason=None)
     assert entry["actor"] == bot.id
     assert entry["subject"] is None  # nothing of the body was read
+
+
+def test_too_long_values_are_refused_saying_so(bot: Bot) -> None:
+    r = bot.token("u-1", scope=" ".join(["chat"] * 300))  # 1,499 characters of known names
+    assert_error(r, 400, "invalid_scope")
+    assert "at most 1000 characters" in r.json()["error_description"]
+    _, verifier = bot.api.principal("owui", "verifier")
+    issued = bot.token("u-1", scope="chat")
+    assert issued.status_code == 200, issued.text
+    body = {"token": issued.json()["access_token"], "method": "GET", "path": "/" + "a" * 3000}
+    r = bot.api.call("POST", "/v1/introspect", verifier, json=body)
+    assert_error(r, 400, "invalid_request")
+    assert r.json()["error_description"] == "path must be at most 2048 characters"
 
 
 def test_a_name_never_means_two_subjects(api: Api, settings: Settings) -> None:

@@ -112,6 +112,14 @@ async def read_json(request: Request, vault: Vault) -> Any:
     return decode_json(await read_body(request, vault))
 
 
+async def no_body(request: Request, vault: Vault) -> None:
+    """For a call that takes no body: none, or ``{}``; anything else is a 400, as an unknown
+    member is anywhere else (a client that sends options expects them to be read)."""
+    body = await read_body(request, vault)
+    if body.strip() and decode_json(body) != {}:
+        raise InvalidRequest("this call takes no body (none, or {})")
+
+
 async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
     """The whole body, or ``RequestTooLarge`` as soon as it (or its declared length) is over
     ``limit`` bytes."""

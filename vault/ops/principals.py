@@ -166,6 +166,8 @@ def set_policy_job(
     def job(session: Session, ctx: JobContext) -> Principal:
         before = _existing(session, principal_id)
         _named_by_id(session, checked)
+        if before.policy == checked:  # nothing changes: no entry, as for a subject
+            return before
         principals_repo.set_policy(session, principal_id, checked)
         ctx.record(
             Draft(

@@ -49,6 +49,7 @@ from vault.tokens import jws
 from vault.tokens.claims import Claims, build_claims
 
 TOKEN_REQUEST_MEMBERS = frozenset({"subject", "scope", "ttl_seconds", "reason"})
+MAX_USE_FIELD_CHARS = 2048  # an introspection's method, path and client_ip
 MAX_SUBJECT_NAME = 320  # characters: an id, or an email (RFC 3696's longest)
 SIGNING_KEY = ("signing key", TOKEN_PURPOSE)  # the memo's key for the token signing key
 
@@ -272,8 +273,10 @@ def parse_use_request(body: Any) -> UseRequest:
     fields: dict[str, str | None] = {}
     for name in ("method", "path", "client_ip"):
         value = body.get(name)
-        if value is not None and (not isinstance(value, str) or len(value) > 2048):
+        if value is not None and not isinstance(value, str):
             raise InvalidRequest(f"{name} must be a string")
+        if value is not None and len(value) > MAX_USE_FIELD_CHARS:
+            raise InvalidRequest(f"{name} must be at most {MAX_USE_FIELD_CHARS} characters")
         fields[name] = value
     return UseRequest(token=token, **fields)
 

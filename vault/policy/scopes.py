@@ -44,6 +44,7 @@ _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"}
 # Rules in one table, never-rules included, at most: each use is checked against every rule (and
 # a never-rule against each spelling of its path), so verification stays fast on any table.
 MAX_RULES = 1000
+MAX_SCOPE_CHARS = 1000  # a requested scope string
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +154,10 @@ class ScopeTable:
         """A requested ``scope`` string → known names, in order, without repeats."""
         if text is None:
             return DEFAULT_REQUEST_SCOPE
+        if len(text) > MAX_SCOPE_CHARS:
+            raise InvalidScope(f"scope must be at most {MAX_SCOPE_CHARS} characters")
         names = [name for name in text.split(" ") if name]
-        if not names or len(text) > 1000:
+        if not names:
             raise InvalidScope("scope must name one or more scopes, space-separated")
         unknown = sorted({name for name in names if name not in self.scopes})
         if unknown:

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from itertools import chain
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Send
 
-from vault.api.deps import CallerDep, VaultDep, require
+from vault.api.deps import CallerDep, VaultDep, no_body, require
 from vault.api.errors import classify
 from vault.api.schemas import ERRORS
 from vault.audit.semantics import SemanticChecker
@@ -156,9 +156,10 @@ async def latest_checkpoint(vault: VaultDep, caller: CallerDep) -> dict[str, Any
 
 
 @router.post("/checkpoint", status_code=201, responses=ERRORS)
-async def make_checkpoint(vault: VaultDep, caller: CallerDep) -> JSONResponse:
+async def make_checkpoint(request: Request, vault: VaultDep, caller: CallerDep) -> JSONResponse:
     """Sign the head of the log now."""
     require(caller, OWNER)
+    await no_body(request, vault)
     checkpoint = await run_in_threadpool(vault.appender.checkpoint_now, caller.id)
     return JSONResponse(checkpoint.to_dict(), status_code=201)
 

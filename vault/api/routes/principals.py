@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from vault.api.deps import CallerDep, VaultDep, commit, read_json, require
+from vault.api.deps import CallerDep, VaultDep, commit, no_body, read_json, require
 from vault.api.schemas import ERRORS, Policy, PrincipalBody, body
 from vault.domain import OWNER
 from vault.errors import InvalidRequest
@@ -82,17 +82,23 @@ async def set_policy(
 
 
 @router.post("/{principal_id}/disable", responses=ERRORS)
-async def disable(principal_id: str, vault: VaultDep, caller: CallerDep) -> dict[str, Any]:
+async def disable(
+    principal_id: str, request: Request, vault: VaultDep, caller: CallerDep
+) -> dict[str, Any]:
     """Disable the principal: its credentials stop working and its live tokens are revoked."""
     require(caller, OWNER)
+    await no_body(request, vault)
     result = await commit(vault, principals.disable_job(principal_id, actor=caller.id))
     return {**result["principal"], "revoked": result["revoked"]}
 
 
 @router.post("/{principal_id}/credentials", status_code=201, responses=ERRORS)
-async def add_credential(principal_id: str, vault: VaultDep, caller: CallerDep) -> JSONResponse:
+async def add_credential(
+    principal_id: str, request: Request, vault: VaultDep, caller: CallerDep
+) -> JSONResponse:
     """Issue an extra credential (shown once)."""
     require(caller, OWNER)
+    await no_body(request, vault)
     new = await commit(vault, principals.add_credential_job(principal_id, actor=caller.id))
     return JSONResponse(
         {
