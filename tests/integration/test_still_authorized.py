@@ -1,8 +1,10 @@
 """A token is checked against the vault's current state at every use, not only at issuance.
 
-Deactivating or re-roling the subject, or narrowing the delegator's policy, takes effect on the
-next introspection (``active: false`` and a ``token.rejected`` entry with ``policy_changed``);
-an active answer carries the subject's role, which the middleware holds the app to.
+Deactivating or re-roling the subject, or narrowing the delegator's policy so that it would not
+issue the token now, revokes the token in the same commit (``token.revoked``, ``by``
+``subject_changed`` or ``policy_changed``): the next introspection is ``active: false`` with a
+``token.rejected`` entry, and putting the state back does not bring the token back. An active
+answer carries the subject's role, which the middleware holds the app to.
 """
 
 from __future__ import annotations
@@ -66,10 +68,36 @@ def test_a_change_after_issuance_takes_effect_at_the_next_use(
         )
         assert response.status_code == 200, response.text
 
+    [revoked] = api.entries(type="token.revoked", jti=issued["jti"])
+    by = "policy_changed" if change == "policy_narrowed" else "subject_changed"
+    assert revoked["data"]["by"] == by
+    assert revoked["subject"] == "u-1"
     assert introspect(api, issued["verifier"], issued["token"]) == {"active": False}
     rejected = api.entries(type="token.rejected", jti=issued["jti"])
-    assert [e["data"]["reason"] for e in rejected] == ["policy_changed"]
+    assert [e["data"]["reason"] for e in rejected] == ["revoked_token"]
     assert api.entries(type="token.used", jti=issued["jti"]) == []
+
+    # the state put back: the token stays revoked (a new one can be asked for)
+    api.subject("u-1", "u1@example.com")
+    r = api.call("PUT", f"/v1/principals/{issued['delegator_id']}/policy", api.owner, json={})
+    assert r.status_code == 200, r.text
+    assert introspect(api, issued["verifier"], issued["token"]) == {"active": False}
+    assert api.entries(type="token.used", jti=issued["jti"]) == []
+
+
+def test_a_change_that_still_allows_the_token_revokes_nothing(
+    api: Api, issued: dict[str, str]
+) -> None:
+    api.subject("u-1", "renamed@example.com")  # same role, still active
+    r = api.call(
+        "PUT",
+        f"/v1/principals/{issued['delegator_id']}/policy",
+        api.owner,
+        json={"scopes": ["chat", "files"], "subjects": ["u-1"]},  # still allows u-1 and chat
+    )
+    assert r.status_code == 200, r.text
+    assert api.entries(type="token.revoked") == []
+    assert introspect(api, issued["verifier"], issued["token"])["active"] is True
 
 
 @pytest.mark.parametrize(("issued_as", "now"), [("user", "admin"), ("admin", "user")])
@@ -92,7 +120,7 @@ def test_a_token_keeps_the_role_it_was_issued_for_even_where_the_policy_allows_b
 
     assert introspect(api, verifier, token) == {"active": False}
     [rejected] = api.entries(type="token.rejected", jti=jti)
-    assert rejected["data"]["reason"] == "policy_changed"
+    assert rejected["data"]["reason"] == "revoked_token"  # revoked by the role's change
     fresh = api.token(delegator, "u-2", scope="chat")
     assert fresh.status_code == 200, fresh.text
     assert introspect(api, verifier, fresh.json()["access_token"])["subject_role"] == now

@@ -17,13 +17,14 @@ from vault.audit.entry import (
     Draft,
 )
 from vault.clock import format_ts
-from vault.domain import OWNER, ROLES, Principal, has_control_characters
-from vault.errors import Conflict, InvalidRequest, NotFound
+from vault.domain import OWNER, ROLES, Principal, Subject, has_control_characters
+from vault.errors import Conflict, InvalidRequest, NotFound, VaultError
 from vault.ops.credentials import new_credential, secret_hash
 from vault.ops.revocation import revoke_rows
-from vault.policy.delegation import parse_policy
+from vault.policy.delegation import DelegationPolicy, decide, parse_policy
 from vault.redact import looks_secret
 from vault.storage import principals_repo, subjects_repo, tokens_repo
+from vault.storage.tables import TokenRow
 
 MAX_NAME_CHARS = 200
 
@@ -161,7 +162,8 @@ def set_policy_job(
     known_scopes: tuple[str, ...],
     max_ttl: int,
 ) -> Job[Principal]:
-    checked = parse_policy(policy, known_scopes=known_scopes, vault_max_ttl=max_ttl).to_dict()
+    parsed = parse_policy(policy, known_scopes=known_scopes, vault_max_ttl=max_ttl)
+    checked = parsed.to_dict()
 
     def job(session: Session, ctx: JobContext) -> Principal:
         before = _existing(session, principal_id)
@@ -177,9 +179,49 @@ def set_policy_job(
                 data={"principal_id": principal_id, "policy": checked, "previous": before.policy},
             )
         )
+        outside = _outside(session, ctx, principal_id, parsed, known_scopes, max_ttl)
+        revoke_rows(session, ctx, outside, actor=actor, by=POLICY_NARROWED)
         return _existing(session, principal_id)
 
     return job
+
+
+POLICY_NARROWED = "policy_changed"  # why tokens were revoked (``token.revoked`` ``by``)
+
+
+def _outside(
+    session: Session,
+    ctx: JobContext,
+    principal_id: str,
+    policy: DelegationPolicy,
+    known_scopes: tuple[str, ...],
+    max_ttl: int,
+) -> list[TokenRow]:
+    """The delegator's live tokens that ``policy`` would not issue now (for whom, with what
+    scope): revoked, not only refused while it lasts (widened again, it would give them back).
+    A token of a subject that is gone or not active is left: that is no matter of the policy."""
+    found: list[TokenRow] = []
+    subjects: dict[str, Subject | None] = {}
+    now = int(ctx.now.timestamp())
+    for row in tokens_repo.live_tokens(session, now=now, actor_id=principal_id):
+        if row.subject_id not in subjects:
+            subjects[row.subject_id] = subjects_repo.get_subject(session, row.subject_id)
+        subject = subjects[row.subject_id]
+        if subject is None or not subject.active:
+            continue
+        try:
+            decide(
+                policy,
+                subject,
+                scope=tuple(row.scope.split()),
+                ttl_seconds=1,
+                known_scopes=known_scopes,
+                default_ttl=1,
+                vault_max_ttl=max_ttl,
+            )
+        except VaultError:
+            found.append(row)
+    return found
 
 
 def disable_job(principal_id: str, *, actor: str | None) -> Job[dict[str, Any]]:

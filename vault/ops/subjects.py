@@ -12,8 +12,9 @@ from vault.audit.entry import SUBJECT_UPSERTED, Draft
 from vault.clock import format_ts
 from vault.domain import SUBJECT_ROLES, Subject, has_control_characters, subject_id_problem
 from vault.errors import Conflict, InvalidRequest
+from vault.ops.revocation import revoke_rows
 from vault.redact import looks_secret
-from vault.storage import subjects_repo
+from vault.storage import subjects_repo, tokens_repo
 
 MAX_FIELD_CHARS = 320
 
@@ -56,6 +57,7 @@ def parse_subject(subject_id: str, body: Any) -> Subject:
 
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+SUBJECT_CHANGED = "subject_changed"  # why its tokens were revoked (``token.revoked`` ``by``)
 
 
 def upsert_job(
@@ -136,4 +138,10 @@ def _upsert(
             },
         )
     )
+    if before is not None and before.active and (not subject.active or subject.role != before.role):
+        # Its tokens were issued for what it no longer is: revoked, not only refused while
+        # this lasts (activated again, or its role put back, it would have them back).
+        now = int(ctx.now.timestamp())
+        live = tokens_repo.live_tokens(session, now=now, subject_id=subject.id)
+        revoke_rows(session, ctx, live, actor=actor, by=SUBJECT_CHANGED)
     return subject, CREATED if before is None else UPDATED
