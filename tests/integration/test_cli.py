@@ -706,6 +706,12 @@ def test_the_http_export_of_a_hand_edited_file_fails_openly_not_with_a_traceback
         ["serve", "--workers", "100000"],
         ["serve", "--port", "0"],
         ["serve", "--port", "65536"],
+        ["serve", "--host", ""],  # an unset "$BIND": not every interface
+        ["serve", "--host", "127.0.0.1 "],
+        ["openwebui", "serve", "--port", "99999"],
+        ["openwebui", "serve", "--port", "0"],
+        ["openwebui", "serve", "--workers", "-3"],
+        ["openwebui", "serve", "--host", ""],
     ],
     ids=[
         "no-command",
@@ -724,6 +730,12 @@ def test_the_http_export_of_a_hand_edited_file_fails_openly_not_with_a_traceback
         "workers-too-many",
         "port-zero",
         "port-too-high",
+        "host-empty",
+        "host-with-space",
+        "owui-port-too-high",
+        "owui-port-zero",
+        "owui-workers-negative",
+        "owui-host-empty",
     ],
 )
 def test_usage_errors_exit_2_with_one_line(sqlite_env: dict[str, str], args: list[str]) -> None:
@@ -936,3 +948,14 @@ def test_serve_init_initializes_then_serves(sqlite_env: dict[str, str]) -> None:
         assert httpx.get(f"{again.url}/readyz", timeout=10).status_code == 200
     assert "dv_" not in again.stdout()
     assert [p["name"] for p in principals(sqlite_env)] == ["owner"]
+
+
+def test_a_master_key_put_where_its_file_is_named_is_never_printed(
+    sqlite_env: dict[str, str],
+) -> None:
+    key = b64url_encode(secrets.token_bytes(32))
+    for args in (["init"], ["keys", "rotate"], ["audit", "verify"]):
+        result = dvault({**sqlite_env, "VAULT_MASTER_KEY_FILE": key}, *args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert key not in result.stdout + result.stderr, args
+    assert not (Path(sqlite_env["VAULT_HOME"]).parent / key).exists()  # no key file made there

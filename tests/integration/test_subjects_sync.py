@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import AsgiServer
 from vault.clock import SystemClock, format_ts
+from vault.errors import Unavailable
 from vault.integrations.openwebui.sync import UserList, fetch_users, sync
 from vault.ops import subjects
 from vault.ops.runtime import Vault
@@ -133,8 +134,8 @@ def test_a_list_older_than_a_subject_does_not_deactivate_it(vault: Vault) -> Non
 class OpenWebUIUsers:
     """``GET /api/v1/users/all`` of an Open WebUI (outside the project), answering ``body``."""
 
-    def __init__(self, body: Any) -> None:
-        self.body = json.dumps(body).encode()
+    def __init__(self, body: Any, *, raw: bytes | None = None) -> None:
+        self.body = json.dumps(body).encode() if raw is None else raw
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -159,6 +160,7 @@ class OpenWebUIUsers:
         ({"users": [user("u-1"), {**user("u-2"), "id": None}], "total": 2}, False),
         ({"users": [user("u-1"), {"email": "x@example.com"}], "total": 2}, False),
         ({"users": [user("u-1"), user("u-1")], "total": 2}, False),  # an id twice
+        ({"users": [], "total": 0}, False),  # names not even the admin whose credential read it
     ],
 )
 def test_a_list_is_complete_only_if_it_says_so_and_names_each_user_once(
@@ -168,3 +170,30 @@ def test_a_list_is_complete_only_if_it_says_so_and_names_each_user_once(
         found = fetch_users(owui.url, "admin-token")
     assert found.complete is complete
     assert found.listed_at
+
+
+def test_an_empty_list_deactivates_no_one(vault: Vault) -> None:
+    sync(vault, listed(user("u-1"), user("u-2")))
+    with AsgiServer(OpenWebUIUsers({"users": [], "total": 0})) as owui:
+        found = fetch_users(owui.url, "admin-token")
+    assert sync(vault, found).deactivated == 0
+    assert stored(vault, "u-1") == ("user", True)
+
+
+def test_entries_that_are_not_users_are_reported_and_deactivate_no_one(vault: Vault) -> None:
+    sync(vault, listed(user("u-1"), user("u-2")))
+    with AsgiServer(OpenWebUIUsers([user("u-1"), 7, "u-2", None])) as owui:
+        found = fetch_users(owui.url, "admin-token")
+    result = sync(vault, found)
+    assert (result.seen, result.deactivated) == (1, 0)
+    assert result.skipped == ["3 entries of the list are not user objects"]
+    assert stored(vault, "u-2") == ("user", True)
+
+
+def test_an_answer_nested_too_deeply_is_one_clear_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with (
+        AsgiServer(OpenWebUIUsers(None, raw=deep)) as owui,
+        pytest.raises(Unavailable, match="was not JSON"),
+    ):
+        fetch_users(owui.url, "admin-token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_file_readable_or_writable_by_others_is_refused(tmp_path, mode):
     path = tmp_path / "master.key"
     write_master_key_file(path, KEY)
     path.chmod(mode)
-    with pytest.raises(MasterKeyError, match="readable by others: chmod 600"):
+    with pytest.raises(MasterKeyError, match="read or written by others: chmod 600"):
         read_master_key_file(path)
 
 
@@ -140,3 +141,20 @@ def test_refused_file_names_its_path(tmp_path):
     with pytest.raises(MasterKeyError, match="got 9") as excinfo:
         read_master_key_file(path)
     assert str(path) in str(excinfo.value)
+
+
+@pytest.mark.parametrize("named", ["key", "credential"])
+def test_a_key_put_where_its_file_is_named_is_never_shown(tmp_path, monkeypatch, named):
+    """VAULT_MASTER_KEY_FILE set to the key itself (or a credential) by mistake: the error
+    says what is wrong without printing it."""
+    secret = b64url_encode(KEY) if named == "key" else "dv_" + "A1b2C3d4" * 6
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MasterKeyError) as missing:
+        read_master_key_file(Path(secret))
+    assert secret not in str(missing.value)
+    assert "not shown" in str(missing.value)
+    Path(secret).write_text("not a key", encoding="ascii")
+    Path(secret).chmod(0o600)
+    with pytest.raises(MasterKeyError) as wrong:
+        read_master_key_file(Path(secret))
+    assert secret not in str(wrong.value)

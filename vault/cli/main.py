@@ -45,7 +45,7 @@ def build_parser() -> Parser:
     p.set_defaults(run="admin:cmd_init")
 
     p = sub.add_parser("serve", help="run the HTTP API (migrates first)")
-    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--host", type=_host, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=_port, help="listen port (default 8787)")
     p.add_argument(
         "--workers", type=_workers, help=f"worker processes, 1 to {MAX_WORKERS} (default 1)"
@@ -149,9 +149,9 @@ def build_parser() -> Parser:
         dest="action", required=True, parser_class=Parser
     )
     p = owui.add_parser("serve", help="run Open WebUI behind the verifier middleware")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--host", type=_host, default="127.0.0.1", help="default 127.0.0.1")
+    p.add_argument("--port", type=_port, default=8080, help="default 8080")
+    p.add_argument("--workers", type=_workers, default=1, help="default 1")
     p.set_defaults(run="openwebui:cmd_openwebui_serve")
     _globals_anywhere(parser)
     return parser
@@ -175,6 +175,14 @@ def _jobs(text: str) -> int:
     if not 1 <= value <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"--jobs is 1 to {MAX_JOBS}")
     return value
+
+
+def _host(text: str) -> str:
+    """A listen address: never empty (an empty host is every interface to a server, which an
+    unset variable in ``--host "$BIND"`` must not become), nor spaces or controls."""
+    if not text or not text.isprintable() or any(ch.isspace() for ch in text):
+        raise argparse.ArgumentTypeError(f"not a host name or address: {text!r}")
+    return text
 
 
 def _port(text: str) -> int:

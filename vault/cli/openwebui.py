@@ -7,6 +7,7 @@ import os
 
 import httpx
 
+from vault.cli import workers
 from vault.cli.output import CliError, emit_json, note
 from vault.config import Settings, redact_url
 from vault.errors import ConfigError
@@ -22,6 +23,11 @@ def cmd_openwebui_serve(_settings: Settings, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(exc.description) from None
     launcher.prepare_environment(os.environ)
+    try:  # before uvicorn: its own failure to bind is several lines and exit code 3
+        workers.check_free(args.host, args.port)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
     import uvicorn
 
     note(f"Open WebUI behind the vault verifier on http://{args.host}:{args.port}")

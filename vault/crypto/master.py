@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vault.crypto.b64 import b64url_decode, b64url_encode
 from vault.errors import MasterKeyError
+from vault.redact import looks_secret
 
 MASTER_KEY_BYTES = 32
 
@@ -28,17 +29,35 @@ def parse_master_key(text: str, *, source: str) -> bytes:
     return raw
 
 
+def shown_key_path(path: Path) -> str:
+    """``path`` as a message may show it: not at all when it is itself a master key (or a
+    credential or token), as when the key was put in ``VAULT_MASTER_KEY_FILE`` by mistake."""
+    if looks_secret(str(path)):
+        return "(a path that looks like a credential or token, not shown)"
+    try:
+        parse_master_key(path.name, source="")
+    except MasterKeyError:
+        return str(path)
+    return "(a path that is itself a master key, not shown: the key goes in VAULT_MASTER_KEY)"
+
+
 def read_master_key_file(path: Path) -> bytes:
+    shown = shown_key_path(path)
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
-        raise MasterKeyError(f"master key file {path} does not exist (run 'dvault init')") from None
+        raise MasterKeyError(
+            f"master key file {shown} does not exist (run 'dvault init')"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise MasterKeyError(f"master key file {path} cannot be read: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise MasterKeyError(f"master key file {shown} cannot be read: {reason}") from None
     if stat.S_IMODE(mode) & 0o077:
-        raise MasterKeyError(f"master key file {path} is readable by others: chmod 600 it")
-    return parse_master_key(text, source=str(path))
+        raise MasterKeyError(
+            f"master key file {shown} may be read or written by others: chmod 600 it"
+        )
+    return parse_master_key(text, source=shown)
 
 
 def generate_master_key() -> bytes:

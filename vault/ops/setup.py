@@ -13,7 +13,7 @@ from vault.audit.checkpoint_log import CheckpointLog
 from vault.clock import Clock, SystemClock, format_ts
 from vault.config import Settings
 from vault.crypto import envelope, keys
-from vault.crypto.master import generate_master_key, write_master_key_file
+from vault.crypto.master import generate_master_key, shown_key_path, write_master_key_file
 from vault.domain import OWNER
 from vault.errors import AlreadyInitialized, MasterKeyError
 from vault.ops import principals
@@ -47,6 +47,9 @@ class InitResult:
 def _master_key(settings: Settings) -> tuple[bytes, Path | None]:
     if settings.master_key or settings.master_key_file.exists():
         return resolve_master_key(settings), None
+    shown = shown_key_path(settings.master_key_file)
+    if shown != str(settings.master_key_file):  # a key put where its file is named
+        raise MasterKeyError(f"VAULT_MASTER_KEY_FILE is {shown}; no key file was made")
     key = generate_master_key()
     write_master_key_file(settings.master_key_file, key)
     return key, settings.master_key_file

@@ -56,6 +56,7 @@ class UserList:
     users: list[dict[str, Any]]
     complete: bool  # Open WebUI said how many users it has, and listed that many, each by id
     listed_at: str = ""  # when it was read (canonical UTC); "" means long ago
+    unreadable: int = 0  # entries of the list that are not user objects
 
 
 def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> UserList:
@@ -81,7 +82,7 @@ def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> Us
         raise Unavailable(f"Open WebUI answered HTTP {response.status_code} for {redact_url(url)}")
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Unavailable("Open WebUI's user list was not JSON") from None
     users = body.get("users") if isinstance(body, dict) else body
     if not isinstance(users, list):
@@ -89,13 +90,15 @@ def fetch_users(base_url: str, admin_token: str, *, timeout: float = 30.0) -> Us
     listed = [u for u in users if isinstance(u, dict)]
     total = body.get("total") if isinstance(body, dict) else None
     ids = [u.get("id") for u in listed]
+    # An empty list is never whole: it would not even name the admin whose credential read it.
     complete = (
         type(total) is int
-        and total == len(listed) == len(users)
+        and total == len(listed) == len(users) > 0
         and all(isinstance(i, str) and i for i in ids)
         and len(set(ids)) == len(ids)
     )
-    return UserList(listed, complete=complete, listed_at=listed_at)
+    unreadable = len(users) - len(listed)
+    return UserList(listed, complete=complete, listed_at=listed_at, unreadable=unreadable)
 
 
 def to_subject(user: dict[str, Any]) -> Subject:
@@ -122,7 +125,10 @@ def sync(vault: Vault, listed: UserList) -> SyncResult:
     created = updated = unchanged = deactivated = 0
     skipped: list[str] = []
     kept: list[str] = []
-    invalid = False  # a user the list names that could not be read as a subject
+    # a user the list names that could not be read as a subject, or an entry that is no user
+    invalid = listed.unreadable > 0
+    if invalid:
+        skipped.append(f"{listed.unreadable} entries of the list are not user objects")
     seen: set[Any] = {user.get("id") for user in listed.users}
     for user in listed.users:
         try:
