@@ -477,6 +477,9 @@ def assert_refuses_to_extend(api: Api, s: Scene) -> None:
         assert attempt.headers.get("retry-after") == "1", attempt.headers
         assert attempt.json()["error"] == "audit_unavailable", attempt.text
         assert "no longer extends its last signed checkpoint" in attempt.json()["error_description"]
+    ready = api.call("GET", "/readyz")
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["checks"]["audit_log"].startswith("refused: the audit log no longer")
 
 
 @pytest.mark.parametrize("how", ["rewrite", "rollback"])
@@ -542,6 +545,7 @@ def test_a_log_that_extends_its_checkpoints_is_signed_as_usual_after_a_restart(
         finally:
             other.close()
     assert checkpoint(api)["seq"] > 0  # the first server goes on, past the second's
+    assert api.call("GET", "/readyz").json()["checks"]["audit_log"] == "ok"
     assert_healthy(api, settings)
 
 

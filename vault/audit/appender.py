@@ -305,6 +305,11 @@ class Appender:
         self._kept: dict[Any, Any] = {}
         self._kept_stamp: str | None = None
 
+    @property
+    def refused(self) -> LogRewritten | None:
+        """Why every append is refused, if the log no longer extends what was signed."""
+        return None if self._anchor is None else self._anchor.refused
+
     # --- running --------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -15,7 +15,7 @@ from vault.cli import workers
 from vault.cli.admin import cmd_init
 from vault.cli.output import CliError, note
 from vault.config import Settings
-from vault.errors import NotInitialized
+from vault.errors import LogRewritten, NotInitialized
 from vault.ops.runtime import open_vault
 from vault.ops.scope_record import record_scopes
 from vault.storage import meta_repo, migrate
@@ -45,6 +45,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             raise CliError("--workers must be at least 1 and --port within 1..65535", 2)
         # the workers' first write, done here: a database that refuses writes is one line too
         record_scopes(vault)
+    except LogRewritten as exc:  # logged as critical: served for reading, writes refused
+        note(f"dvault: warning: {exc.description}; serving reads only (/readyz says not ready)")
     finally:
         vault.close()
     os.environ["VAULT_HOME"] = str(settings.home)

@@ -53,6 +53,8 @@ def _ready(vault: Vault) -> dict[str, Any]:
         checks["keys"] = "ok"
     except Exception as exc:
         checks["keys"] = f"not loaded: {type(exc).__name__}"
+    refused = vault.appender.refused
+    checks["audit_log"] = "ok" if refused is None else f"refused: {refused.description}"
     return checks
 
 
