@@ -92,16 +92,18 @@ def hide_url_password(text: str, url: str) -> str:
     return text
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def _int(
     env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None
 ) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not _INTEGER.fullmatch(raw.strip()):  # not int()'s "3_00" or other scripts' digits
+        raise ConfigError(f"{name} must be an integer, got {raw!r}")
+    value = int(raw)
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -121,6 +123,23 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+MAX_ISSUER_CHARS = 1024
+MAX_AUDIENCE_CHARS = 256
+
+
+def _claim(env: Mapping[str, str], name: str, default: str, longest: int) -> str:
+    """A value every token carries (``iss``, ``aud``) and every verifier compares: one word of
+    printable characters, short enough that a token stays far below the 8 KiB verifiers take."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if len(raw) > longest:
+        raise ConfigError(f"{name} must be at most {longest} characters, got {len(raw)}")
+    if not raw.isprintable() or any(ch.isspace() for ch in raw):
+        raise ConfigError(f"{name} must be printable, without spaces, got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the ``VAULT_*`` variables; raise ``ConfigError`` with one clear line on bad input."""
     env = os.environ if env is None else env
@@ -137,8 +156,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         master_key=env.get("VAULT_MASTER_KEY") or None,
         master_key_file=master_key_file,
-        issuer=env.get("VAULT_ISSUER") or DEFAULT_ISSUER,
-        audience=env.get("VAULT_AUDIENCE") or "open-webui",
+        issuer=_claim(env, "VAULT_ISSUER", DEFAULT_ISSUER, MAX_ISSUER_CHARS),
+        audience=_claim(env, "VAULT_AUDIENCE", "open-webui", MAX_AUDIENCE_CHARS),
         default_ttl=default_ttl,
         max_ttl=max_ttl,
         require_reason=env_bool(env, "VAULT_REQUIRE_REASON", True),

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import Api, ServedVault, cli_env, dvault, exported, free_port
+from tests.support import Api, AsgiServer, ServedVault, cli_env, dvault, exported, free_port
 from vault.crypto.b64 import b64url_encode
 
 CREDENTIAL = re.compile(r"dv_[A-Za-z0-9_-]{43}")
@@ -399,6 +399,9 @@ def test_bad_policy_is_refused(sqlite_env: dict[str, str]) -> None:
     before = head_seq(env)
     base = ["principals", "create", "bot", "--role", "delegator", "--policy"]
     one_line_error(dvault(env, *base, "{not json"), 2, "--policy")
+    one_line_error(dvault(env, *base, "[]"), 2, "--policy must be a JSON object")
+    twice = '{"max_ttl_seconds": 5, "max_ttl_seconds": 6}'  # the API refuses it too
+    one_line_error(dvault(env, *base, twice), 2, "more than once")
     one_line_error(dvault(env, *base, '{"scopes": ["no-such-scope"]}'), 1)
     assert head_seq(env) == before
     assert [p["name"] for p in principals(env)] == ["owner"]
@@ -959,3 +962,41 @@ def test_a_master_key_put_where_its_file_is_named_is_never_printed(
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert key not in result.stdout + result.stderr, args
     assert not (Path(sqlite_env["VAULT_HOME"]).parent / key).exists()  # no key file made there
+
+
+class Answers:
+    """Something at --url that is not a vault: it answers every request as told."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "needle"),
+    [
+        (200, b"[1, 2, 3]", "without a token"),
+        (200, b'{"token": "x"}', "without a token"),
+        (400, b'{"error": "x", "error_description": "a\\nb \\u001b[2J"}', "a\\nb \\x1b[2J"),
+        (403, b"[]", "with no error body"),
+        (500, b"[" * 50_000 + b"]" * 50_000, "without JSON"),
+    ],
+    ids=["list", "no-token", "escapes", "no-error-body", "nested"],
+)
+def test_token_issue_believes_only_a_vaults_answer(
+    sqlite_env: dict[str, str], status: int, body: bytes, needle: str
+) -> None:
+    client = {**sqlite_env, "VAULT_CREDENTIAL": "dv_x"}
+    with AsgiServer(Answers(status, body)) as fake:
+        args = ["token", "issue", "--subject", "u1", "--reason", "x", "--url", fake.url]
+        line = one_line_error(dvault(client, *args), 1, needle)
+    assert "\x1b" not in line

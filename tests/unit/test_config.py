@@ -80,3 +80,23 @@ def test_hide_url_password_takes_the_password_and_its_pieces_from_a_message() ->
     assert hide_url_password("ab at ab", "postgresql://u:ab@db/x") == "ab at ab"  # too short
     in_query = "postgresql+psycopg://u@db/x?password=hunter22"
     assert hide_url_password("password 'hunter22' refused", in_query) == "password '***' refused"
+
+
+@pytest.mark.parametrize("raw", ["\u0663\u0660\u0660", "3_00", "+300", "300.0", "0x12c"])
+def test_integers_are_plain_decimal_digits(raw: str) -> None:
+    """int() takes other scripts' digits and underscores; a setting is written in ASCII."""
+    with pytest.raises(ConfigError, match="VAULT_DEFAULT_TTL must be an integer"):
+        load_settings({"VAULT_DEFAULT_TTL": raw})
+    assert load_settings({"VAULT_DEFAULT_TTL": " 300 "}).default_ttl == 300
+
+
+@pytest.mark.parametrize(("name", "longest"), [("VAULT_ISSUER", 1024), ("VAULT_AUDIENCE", 256)])
+def test_issuer_and_audience_are_one_printable_word_of_bounded_length(
+    name: str, longest: int
+) -> None:
+    assert getattr(load_settings({name: "x" * longest}), name.removeprefix("VAULT_").lower())
+    for bad in ("x" * (longest + 1), " ", "https://vault.example\n", "a b", "\x1b[2J"):
+        with pytest.raises(ConfigError) as refused:
+            load_settings({name: bad})
+        assert name in refused.value.description
+        assert "\n" not in refused.value.description

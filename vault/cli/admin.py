@@ -12,6 +12,7 @@ from typing import Any
 
 from vault.cli.output import CliError, emit, emit_json, note
 from vault.config import Settings
+from vault.crypto.canonical import DuplicateMember, refuse_constant, unique_members
 from vault.ops import principals, subjects
 from vault.ops.keys import rotate_job
 from vault.ops.runtime import check_configured_master_key, is_initialized, open_database, open_vault
@@ -69,10 +70,15 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def _policy(text: str | None) -> Any:
     if text is None:
         return None
-    try:
-        return json.loads(text)
-    except ValueError:
+    try:  # as the API reads it: a member named twice, NaN or Infinity is no policy
+        value = json.loads(text, object_pairs_hook=unique_members, parse_constant=refuse_constant)
+    except DuplicateMember:
+        raise CliError("--policy names a member more than once", 2) from None
+    except (ValueError, RecursionError):
         raise CliError("--policy must be a JSON object", 2) from None
+    if not isinstance(value, dict):
+        raise CliError("--policy must be a JSON object", 2)
+    return value
 
 
 def cmd_principals_create(settings: Settings, args: argparse.Namespace) -> int:

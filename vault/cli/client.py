@@ -39,11 +39,21 @@ def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(f"cannot reach the vault at {shown}: {type(exc).__name__}") from None
     try:
         payload = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CliError(f"the vault answered HTTP {response.status_code} without JSON") from None
     if response.status_code != 200:
-        code = payload.get("error", "error") if isinstance(payload, dict) else "error"
-        text = payload.get("error_description", "") if isinstance(payload, dict) else ""
-        raise CliError(f"refused (HTTP {response.status_code} {code}): {text}")
+        code = payload.get("error") if isinstance(payload, dict) else None
+        text = payload.get("error_description") if isinstance(payload, dict) else None
+        if not isinstance(code, str) or not isinstance(text, str):
+            raise CliError(f"refused (HTTP {response.status_code}), with no error body")
+        raise CliError(f"refused (HTTP {response.status_code} {_shown(code)}): {_shown(text)}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
+        raise CliError("the vault answered HTTP 200 without a token: is --url (VAULT_URL) a vault?")
     emit_json(payload)
     return 0
+
+
+def _shown(text: str) -> str:
+    """A server's text in our one-line error: its line breaks and controls escaped, so it can
+    neither split the line nor drive the terminal; cut at 300 characters."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:300])
