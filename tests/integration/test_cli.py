@@ -345,6 +345,7 @@ def test_a_database_that_cannot_be_read_is_named_not_taken_for_a_new_one(
     database, is not there or takes another driver says so, in one line."""
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database at all" * 100)
+    garbage.chmod(0o600)  # else a warning names it as open to every local user
     absent = f"postgresql+psycopg://postgres@127.0.0.1:5432/dvault_absent_{secrets.token_hex(4)}"
     for url, needle in (
         (f"sqlite:///{garbage}", "not a database"),
@@ -1000,3 +1001,20 @@ def test_token_issue_believes_only_a_vaults_answer(
         args = ["token", "issue", "--subject", "u1", "--reason", "x", "--url", fake.url]
         line = one_line_error(dvault(client, *args), 1, needle)
     assert "\x1b" not in line
+
+
+def test_a_database_open_to_every_local_user_is_named_in_a_warning(
+    sqlite_env: dict[str, str],
+) -> None:
+    init(sqlite_env)
+    home = home_of(sqlite_env)
+    quiet = ok(dvault(sqlite_env, "subjects", "put", "u1", "--email", "u1@example.com"))
+    assert "every local user" not in quiet.stderr  # as init made them: nothing to say
+    (home / "vault.db").chmod(0o644)
+    home.chmod(0o777)
+    try:
+        warned = ok(dvault(sqlite_env, "subjects", "put", "u2", "--email", "u2@example.com"))
+    finally:
+        home.chmod(0o700)
+    assert f"{home / 'vault.db'} may be read or written by every local user" in warned.stderr
+    assert f"{home} may be written by every local user" in warned.stderr

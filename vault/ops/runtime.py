@@ -17,7 +17,7 @@ from vault.clock import Clock, SystemClock
 from vault.config import Settings
 from vault.crypto import envelope
 from vault.crypto.master import parse_master_key, read_master_key_file
-from vault.errors import CorruptEntry, LogRewritten, MasterKeyError, NotInitialized
+from vault.errors import ConfigError, CorruptEntry, LogRewritten, MasterKeyError, NotInitialized
 from vault.ops.audit import reloading
 from vault.ops.credentials import CredentialCache
 from vault.ops.keyring import KeyManager, trusted_audit_keys
@@ -143,11 +143,16 @@ def open_vault(
         keys = KeyManager(db, master_key, clock, refresh_seconds=settings.key_refresh_seconds)
         keys.reload()
         checkpoint_log = CheckpointLog(settings.checkpoint_log)
-        with db.read() as session:
-            stored = audit_repo.checkpoints_after(session, checkpoint_log.last_seq())
-        if stored:
-            checkpoint_log.append(stored)
-            log.warning("checkpoint log caught up with %d checkpoint(s)", len(stored))
+        try:
+            with db.read() as session:
+                stored = audit_repo.checkpoints_after(session, checkpoint_log.last_seq())
+            if stored:
+                checkpoint_log.append(stored)
+                log.warning("checkpoint log caught up with %d checkpoint(s)", len(stored))
+        except OSError as exc:  # a directory, say: name the setting, not only the path
+            raise ConfigError(
+                f"VAULT_CHECKPOINT_LOG {settings.checkpoint_log}: {exc.strerror or exc}"
+            ) from None
         anchor = _anchored(db, master_key, checkpoint_log)
     except BaseException:
         db.dispose()

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import math
 import os
 import select
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +42,8 @@ from sqlmodel import Session
 from vault.config import redact_url
 from vault.errors import ConfigError, NotInitialized
 from vault.storage.log_rows import POSTGRESQL, SQLITE, RowSource
+
+log = logging.getLogger("vault.storage")
 
 CHAIN_LOCK_KEY = 0x64766175_6C74  # "dvault": the advisory lock of the audit chain
 MIGRATION_LOCK_KEY = CHAIN_LOCK_KEY + 1
@@ -136,6 +140,7 @@ class Database:
             # It holds sealed keys and credential hashes: 0600 from the start. SQLite gives its
             # -wal and -shm files the database file's permissions.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            _warn_if_open_to_others(path)
             self._lock_path = path.with_name(path.name + ".writelock")
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
@@ -396,6 +401,17 @@ class Database:
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
+
+
+def _warn_if_open_to_others(path: Path) -> None:
+    """The database holds sealed keys and credential hashes: say so if every local user may
+    read or change it, or replace it in its directory. (A group may read it: a reviewer's.)"""
+    mode = path.stat().st_mode
+    if mode & 0o006:
+        log.warning("%s may be read or written by every local user: chmod o-rw it", path)
+    mode = path.parent.stat().st_mode
+    if mode & 0o002 and not mode & stat.S_ISVTX:
+        log.warning("%s may be written by every local user: chmod o-w it", path.parent)
 
 
 def fetch_first(session: Tx, sql: str, params: tuple[Any, ...]) -> Any:
