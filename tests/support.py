@@ -442,3 +442,21 @@ def escaped(text: str, times: int) -> str:
     for _ in range(times - 1):
         once = once.replace("%", "%25")
     return once
+
+
+class FixedAnswer:
+    """An ASGI app outside the project (an Open WebUI's user list, something at ``--url`` that
+    is not a vault) answering every request with ``status`` and the JSON ``body`` as given."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})

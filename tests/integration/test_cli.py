@@ -18,7 +18,16 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import Api, AsgiServer, ServedVault, cli_env, dvault, exported, free_port
+from tests.support import (
+    Api,
+    AsgiServer,
+    FixedAnswer,
+    ServedVault,
+    cli_env,
+    dvault,
+    exported,
+    free_port,
+)
 from vault.crypto.b64 import b64url_encode
 
 CREDENTIAL = re.compile(r"dv_[A-Za-z0-9_-]{43}")
@@ -965,23 +974,6 @@ def test_a_master_key_put_where_its_file_is_named_is_never_printed(
     assert not (Path(sqlite_env["VAULT_HOME"]).parent / key).exists()  # no key file made there
 
 
-class Answers:
-    """Something at --url that is not a vault: it answers every request as told."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status, self.body = status, body
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
 @pytest.mark.parametrize(
     ("status", "body", "needle"),
     [
@@ -997,7 +989,7 @@ def test_token_issue_believes_only_a_vaults_answer(
     sqlite_env: dict[str, str], status: int, body: bytes, needle: str
 ) -> None:
     client = {**sqlite_env, "VAULT_CREDENTIAL": "dv_x"}
-    with AsgiServer(Answers(status, body)) as fake:
+    with AsgiServer(FixedAnswer(status, body)) as fake:
         args = ["token", "issue", "--subject", "u1", "--reason", "x", "--url", fake.url]
         line = one_line_error(dvault(client, *args), 1, needle)
     assert "\x1b" not in line

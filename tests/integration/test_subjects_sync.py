@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import AsgiServer
+from tests.support import AsgiServer, FixedAnswer
 from vault.clock import SystemClock, format_ts
 from vault.errors import Unavailable
 from vault.integrations.openwebui.sync import UserList, fetch_users, sync
@@ -131,21 +131,9 @@ def test_a_list_older_than_a_subject_does_not_deactivate_it(vault: Vault) -> Non
     assert stored(vault, "u-2") == ("user", True)
 
 
-class OpenWebUIUsers:
+def open_webui_users(body: Any, *, raw: bytes | None = None) -> FixedAnswer:
     """``GET /api/v1/users/all`` of an Open WebUI (outside the project), answering ``body``."""
-
-    def __init__(self, body: Any, *, raw: bytes | None = None) -> None:
-        self.body = json.dumps(body).encode() if raw is None else raw
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+    return FixedAnswer(200, json.dumps(body).encode() if raw is None else raw)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +154,7 @@ class OpenWebUIUsers:
 def test_a_list_is_complete_only_if_it_says_so_and_names_each_user_once(
     body: Any, complete: bool
 ) -> None:
-    with AsgiServer(OpenWebUIUsers(body)) as owui:
+    with AsgiServer(open_webui_users(body)) as owui:
         found = fetch_users(owui.url, "admin-token")
     assert found.complete is complete
     assert found.listed_at
@@ -174,7 +162,7 @@ def test_a_list_is_complete_only_if_it_says_so_and_names_each_user_once(
 
 def test_an_empty_list_deactivates_no_one(vault: Vault) -> None:
     sync(vault, listed(user("u-1"), user("u-2")))
-    with AsgiServer(OpenWebUIUsers({"users": [], "total": 0})) as owui:
+    with AsgiServer(open_webui_users({"users": [], "total": 0})) as owui:
         found = fetch_users(owui.url, "admin-token")
     assert sync(vault, found).deactivated == 0
     assert stored(vault, "u-1") == ("user", True)
@@ -182,7 +170,7 @@ def test_an_empty_list_deactivates_no_one(vault: Vault) -> None:
 
 def test_entries_that_are_not_users_are_reported_and_deactivate_no_one(vault: Vault) -> None:
     sync(vault, listed(user("u-1"), user("u-2")))
-    with AsgiServer(OpenWebUIUsers([user("u-1"), 7, "u-2", None])) as owui:
+    with AsgiServer(open_webui_users([user("u-1"), 7, "u-2", None])) as owui:
         found = fetch_users(owui.url, "admin-token")
     result = sync(vault, found)
     assert (result.seen, result.deactivated) == (1, 0)
@@ -193,7 +181,7 @@ def test_entries_that_are_not_users_are_reported_and_deactivate_no_one(vault: Va
 def test_an_answer_nested_too_deeply_is_one_clear_error() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     with (
-        AsgiServer(OpenWebUIUsers(None, raw=deep)) as owui,
+        AsgiServer(open_webui_users(None, raw=deep)) as owui,
         pytest.raises(Unavailable, match="was not JSON"),
     ):
         fetch_users(owui.url, "admin-token")
