@@ -143,7 +143,7 @@ def build_parser() -> Parser:
     p = audit_cmds.add_parser("tail", help="print the latest entries")
     p.add_argument("-n", "--lines", type=_count, default=20, help="how many (default 20)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
-    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--interval", type=_seconds, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(run="audit:cmd_tail")
     owui = sub.add_parser("openwebui", help="Open WebUI integration").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -174,6 +174,16 @@ def _jobs(text: str) -> int:
     value = _count(text)
     if not 1 <= value <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"--jobs is 1 to {MAX_JOBS}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.01 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"seconds are 0.01 to 3600, not {text}")
     return value
 
 
@@ -247,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if value is not None:
                 os.environ[f"VAULT_{name}"] = str(value)
     configure_logging()
+    if sys.stdout is None:  # started with its standard output closed (">&-")
+        fail("standard output is closed: nothing could be printed")
+        return 1
     try:
         settings = load_settings()
         return _command(args.run)(settings, args)
