@@ -257,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if value is not None:
                 os.environ[f"VAULT_{name}"] = str(value)
     configure_logging()
-    if sys.stdout is None:  # started with its standard output closed (">&-")
+    prints = args.run != "serve:cmd_serve" or args.init  # a server alone logs to stderr
+    if sys.stdout is None and prints:  # started with its standard output closed (">&-")
         fail("standard output is closed: nothing could be printed")
         return 1
     try:
