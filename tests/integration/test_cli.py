@@ -4,6 +4,7 @@ stderr and never a traceback, credentials shown once, and every change in the au
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import signal
@@ -719,6 +720,7 @@ def test_the_http_export_of_a_hand_edited_file_fails_openly_not_with_a_traceback
         ["serve", "--workers", "100000"],
         ["serve", "--port", "0"],
         ["serve", "--port", "65536"],
+        ["audit", "tail", "--interval", "-1"],
         ["serve", "--host", ""],  # an unset "$BIND": not every interface
         ["serve", "--host", "127.0.0.1 "],
         ["openwebui", "serve", "--port", "99999"],
@@ -743,6 +745,7 @@ def test_the_http_export_of_a_hand_edited_file_fails_openly_not_with_a_traceback
         "workers-too-many",
         "port-zero",
         "port-too-high",
+        "interval-negative",
         "host-empty",
         "host-with-space",
         "owui-port-too-high",
@@ -1010,3 +1013,21 @@ def test_a_database_open_to_every_local_user_is_named_in_a_warning(
         home.chmod(0o700)
     assert f"{home / 'vault.db'} may be read or written by every local user" in warned.stderr
     assert f"{home} may be written by every local user" in warned.stderr
+
+
+def test_a_command_started_with_its_output_closed_says_so(sqlite_env: dict[str, str]) -> None:
+    init(sqlite_env)
+    result = subprocess.run(
+        [sys.executable, "-m", "vault", "audit", "export"],
+        env=sqlite_env,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert result.returncode == 1, result.stderr
+    assert (
+        result.stderr.strip()
+        == "dvault: error: standard output is closed: nothing could be printed"
+    )
