@@ -69,7 +69,7 @@ class Rule:
         return f"{self.method} /{'/'.join(self.segments)}"
 
     def matches(self, method: str, path_segments: tuple[str, ...]) -> bool:
-        if self.method != "*" and self.method != _as_rules_name(method):
+        if self.method not in ("*", method, _as_rules_name(method)):
             return False
         pattern = self.segments
         if pattern and pattern[-1] == "**":
@@ -82,14 +82,8 @@ class Rule:
 
 def _as_rules_name(method: str) -> str:
     """``HEAD`` is the ``GET`` without its body (RFC 9110 §9.3.2): a rule for ``GET`` is one for
-    ``HEAD`` too, a grant and a never-rule alike."""
+    ``HEAD`` too, a grant and a never-rule alike (and a rule for ``HEAD`` still is one)."""
     return "GET" if method == "HEAD" else method
-
-
-def routed_path(path: str) -> str:
-    """The part of a request target that a server routes on: without its query (or fragment).
-    A verifier other than ours may send the target as it came; our middleware sends the path."""
-    return path.split("?", 1)[0].split("#", 1)[0]
 
 
 def _segments_match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
@@ -181,14 +175,15 @@ def any_allows(
 ) -> bool:
     """Whether one of ``tables`` allows ``method path`` under the scopes ``granted``: a rule of
     one of those scopes matches it and none of the same table's never-rules does. Grants are
-    matched on the path a server routes on (``routed_path``); never-rules on every spelling of
-    the whole target, worked out once, and only if some table's scopes match."""
-    routed = routed_path(path)
-    segments = split_path(routed)
+    matched on the path as given: a ``?`` in it is part of a segment, not the start of a query
+    (our middleware sends the decoded path, where ``?`` is a ``%3F``), so a path with a query
+    string fails exact rules, closed. Never-rules are matched on every spelling of it, worked
+    out once, and only if some table's scopes match."""
+    segments = split_path(path)
     if segments is None:
         return False
     method = method.upper()
-    always = (_as_rules_name(method), routed) in ALWAYS_ALLOWED
+    always = (_as_rules_name(method), path) in ALWAYS_ALLOWED
     candidates = [t for t in tables if always or t._grants(granted, method, segments)]
     if not candidates:
         return False
