@@ -7,13 +7,18 @@ checkpoints, kept outside the database, would find nothing wrong. So before the 
 under the chain lock, it walks the log from the newest checkpoint it trusts to the head it is
 about to sign: the entry at that checkpoint's seq must still hold its hash, and every entry
 after it must follow. The checkpoint trusted is the newest of: the last one this process
-signed, the last line of the checkpoint log (outside the database) as the vault found it when it
-opened, and the database's newest, each only if an audit key the vault made signed it.
+signed; the newest in the checkpoint log (outside the database) that the vault signed, found
+when the vault opened, before the file is caught up with the database's checkpoints (only
+those the vault signed are copied); and the database's newest, each only if an audit key the
+vault made signed it. A newest checkpoint row in the database that no such key signed was put
+there by hand, and is refused like a log that does not extend what was signed. The other
+processes' checkpoints a process checked against go into its own checkpoint log too.
 
 A log that no longer extends it is refused for good by this process (``LogRewritten``, a 503):
 nothing more is appended to it, and nothing is signed over it, until an operator has looked
-(``dvault audit verify``) and restarted the vault. The walk is at most the entries since the
-last checkpoint (``VAULT_CHECKPOINT_EVERY``), once per checkpoint.
+(``dvault audit verify``); while the checkpoint log holds the checkpoint the log contradicts,
+a restart refuses it again. The walk is the entries since the trusted checkpoint (at most
+``VAULT_CHECKPOINT_EVERY`` and a batch), once per checkpoint and once at each open.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.chain import GENESIS, ChainWalker, Head
 from vault.audit.checkpoint import Checkpoint, verify_checkpoint
-from vault.errors import AuditError, ChainBroken, CheckpointMismatch, CorruptEntry, LogRewritten
+from vault.errors import (
+    AuditError,
+    ChainBroken,
+    CheckpointMismatch,
+    CheckpointSignatureInvalid,
+    CorruptEntry,
+    LogRewritten,
+)
 from vault.storage import audit_repo
 from vault.storage.engine import Tx
 
@@ -40,18 +52,25 @@ class Anchor:
         self._lookup = lookup  # the audit keys the vault made, by kid
         self.trusted: Checkpoint | None = None
         self.refused: LogRewritten | None = None  # once the log no longer extends it
+        # Checkpoints of other processes trusted since the last look: for this process's
+        # checkpoint log, which then vouches for them too (``adopted``).
+        self._adopted: list[Checkpoint] = []
+
+    def trusts(self, checkpoint: Checkpoint) -> bool:
+        """Whether an audit key the vault made signed ``checkpoint``."""
+        try:
+            verify_checkpoint(checkpoint, self._lookup)
+        except AuditError:
+            return False
+        return True
 
     def offer(self, checkpoint: Checkpoint | None, where: str) -> None:
         """Trust ``checkpoint`` (found ``where``) from now on if it is newer than the one
         trusted and an audit key of the vault signed it; a bad one is logged and left out."""
         if checkpoint is None or (self.trusted is not None and checkpoint.seq <= self.trusted.seq):
             return
-        try:
-            verify_checkpoint(checkpoint, self._lookup)
-        except AuditError as exc:
-            log.warning(
-                "the checkpoint at seq %d in %s is not trusted: %s", checkpoint.seq, where, exc
-            )
+        if not self.trusts(checkpoint):
+            log.warning("the checkpoint at seq %d in %s is not trusted", checkpoint.seq, where)
             return
         self.trusted = checkpoint
 
@@ -60,30 +79,62 @@ class Anchor:
         if self.trusted is None or checkpoint.seq > self.trusted.seq:
             self.trusted = checkpoint
 
-    def check(self, tx: Tx, head: Head) -> None:
-        """Under the chain lock, before signing at ``head`` or past it: raise ``LogRewritten``
-        unless the log read in ``tx`` extends the trusted checkpoint up to ``head``."""
+    def adopted(self) -> list[Checkpoint]:
+        """The other processes' checkpoints trusted since the last call (oldest first)."""
+        found, self._adopted = self._adopted, []
+        return found
+
+    def check(self, tx: Tx, head: Head | None = None) -> None:
+        """Raise ``LogRewritten`` unless the log read in ``tx`` extends the trusted checkpoint,
+        and the database's newest, up to ``head``: under the chain lock before signing at
+        ``head``; or, without ``head``, up to the head as read now (after the newest
+        checkpoint: at READ COMMITTED a head read first could be older than it)."""
         if self.refused is not None:
             raise self.refused
-        self.offer(audit_repo.latest_checkpoint_of(tx), "the database")
+        stored = audit_repo.latest_checkpoint_row(tx)
+        if head is None:
+            head = audit_repo.head(tx)
         anchor = self.trusted
         try:
+            newest = self._stored(stored)
+            if newest is not None:
+                anchor = newest
             walk(tx, anchor, head)
         except (AuditError, CorruptEntry) as exc:
-            seq = getattr(exc, "seq", None)
-            self.refused = LogRewritten(
-                "the audit log no longer extends its last signed checkpoint"
-                f"{'' if anchor is None else f' (seq {anchor.seq})'}: nothing more is appended "
-                "or signed; run dvault audit verify"
-            )
-            log.critical(
-                "the audit log does not extend the checkpoint at seq %s (at seq %s: %s): this "
-                "process appends and signs nothing more",
-                None if anchor is None else anchor.seq,
-                seq,
-                getattr(exc, "reason", exc),
-            )
-            raise self.refused from None
+            self._refuse(anchor, exc)
+        if anchor is not self.trusted and anchor is not None:
+            self.trusted = anchor
+            self._adopted.append(anchor)
+
+    def _stored(self, row: object) -> Checkpoint | None:
+        """The database's newest checkpoint, if newer than the one trusted. One that no audit
+        key of the vault signed (or a row that is no checkpoint) was put there by hand:
+        ``CheckpointSignatureInvalid`` (the vault's own are all signed)."""
+        if row is None:
+            return None
+        checkpoint = audit_repo.checkpoint_of_row(row)
+        if checkpoint is None:
+            raise CheckpointSignatureInvalid(0, "the newest stored checkpoint is not one")
+        if self.trusted is not None and checkpoint.seq <= self.trusted.seq:
+            return None
+        verify_checkpoint(checkpoint, self._lookup)
+        return checkpoint
+
+    def _refuse(self, anchor: Checkpoint | None, exc: Exception) -> None:
+        seq = getattr(exc, "seq", None)
+        self.refused = LogRewritten(
+            "the audit log no longer extends its last signed checkpoint"
+            f"{'' if anchor is None else f' (seq {anchor.seq})'}: nothing more is appended "
+            "or signed; run dvault audit verify"
+        )
+        log.critical(
+            "the audit log does not extend the checkpoint at seq %s (at seq %s: %s): this "
+            "process appends and signs nothing more",
+            None if anchor is None else anchor.seq,
+            seq,
+            getattr(exc, "reason", exc),
+        )
+        raise self.refused from None
 
 
 def walk(tx: Tx, anchor: Checkpoint | None, head: Head) -> None:

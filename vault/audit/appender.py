@@ -588,6 +588,9 @@ class Appender:
         checkpoint = signed[-1] if signed else None  # the head this batch left
         if checkpoint is not None and self._anchor is not None:
             self._anchor.signed(checkpoint)
+            # the other processes' checkpoints it checked the log against are in this
+            # process's checkpoint log too: from its next start, it trusts them as its own
+            signed = [*self._anchor.adopted(), *signed]
         if signed:
             try:
                 self._checkpoint_log.append(signed)

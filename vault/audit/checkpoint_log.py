@@ -40,9 +40,12 @@ class CheckpointLog:
         if not lines:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                lines = "\n" + lines  # after a line torn by a crash: not glued onto it
             os.write(fd, lines.encode("utf-8"))
             os.fsync(fd)
         finally:
@@ -58,14 +61,6 @@ class CheckpointLog:
             if isinstance(seq, int):
                 return seq
         return 0
-
-    def last(self) -> Checkpoint | None:
-        """The checkpoint of the last line that holds one (``None`` when none does, or the file
-        is absent). ``OSError`` if it cannot be read."""
-        for _number, parsed in checkpoint_lines(self._tail()):
-            if isinstance(parsed, Checkpoint):
-                return parsed
-        return None
 
     def _tail(self) -> list[str]:
         """The file's last lines (its last 4 KiB: a line is ~250 bytes), last first."""

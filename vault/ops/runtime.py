@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import DBAPIError
 
 from vault.audit.anchor import Anchor
@@ -18,7 +20,6 @@ from vault.config import Settings
 from vault.crypto import envelope
 from vault.crypto.master import parse_master_key, read_master_key_file
 from vault.errors import ConfigError, CorruptEntry, LogRewritten, MasterKeyError, NotInitialized
-from vault.ops.audit import reloading
 from vault.ops.credentials import CredentialCache
 from vault.ops.keyring import KeyManager, trusted_audit_keys
 from vault.ops.tokens import VerifiedSignatures
@@ -110,19 +111,56 @@ class Vault:
 
 
 def _anchored(db: Database, master_key: bytes, checkpoint_log: CheckpointLog) -> Anchor:
-    """The newest checkpoint the vault trusts as it opens (``vault.audit.anchor``): the
-    checkpoint log's last, or the database's if newer; and whether the log extends it. A log
-    that does not is logged (critical) and refused every append, but the vault opens: its
-    log can still be read, exported and verified."""
-    anchor = Anchor(reloading(lambda: trusted_audit_keys(db, master_key)))
+    """The checkpoint log caught up with the database's checkpoints, and the newest checkpoint
+    the vault trusts as it opens (``vault.audit.anchor``): the newest in the checkpoint log
+    that the vault signed, found before the catch-up (which copies only checkpoints the vault
+    signed), or the database's if newer; and whether the log extends it. A log that does not
+    is logged (critical) and refused every append, but the vault opens: its log can still be
+    read, exported and verified."""
+    anchor = Anchor(_trusted_keys(db, master_key))
     try:
-        anchor.offer(checkpoint_log.last(), f"the checkpoint log {checkpoint_log.path}")
-    except OSError as exc:
-        log.warning("checkpoint log %s not read: %s", checkpoint_log.path, exc.strerror or exc)
+        found, _other = checkpoint_log.read()
+        for checkpoint in sorted(found, key=lambda cp: cp.seq, reverse=True):
+            if anchor.trusts(checkpoint):
+                anchor.offer(checkpoint, f"the checkpoint log {checkpoint_log.path}")
+                break
+        with db.read() as session:
+            stored = audit_repo.checkpoints_after(session, checkpoint_log.last_seq())
+        signed = [checkpoint for checkpoint in stored if anchor.trusts(checkpoint)]
+        if len(signed) < len(stored):
+            log.error(
+                "%d checkpoint(s) in the database no audit key of the vault signed: not "
+                "copied to the checkpoint log",
+                len(stored) - len(signed),
+            )
+        if signed:
+            checkpoint_log.append(signed)
+            log.warning("checkpoint log caught up with %d checkpoint(s)", len(signed))
+    except OSError as exc:  # a directory, say: name the setting, not only the path
+        raise ConfigError(
+            f"VAULT_CHECKPOINT_LOG {checkpoint_log.path}: {exc.strerror or exc}"
+        ) from None
     # refused: kept in ``anchor.refused``; a head that is no entry fails each batch as before
     with db.read() as session, contextlib.suppress(LogRewritten, CorruptEntry):
-        anchor.check(session, audit_repo.head(session))
+        anchor.check(session)
+    anchor.adopted()  # the catch-up copied the database's checkpoints to the file already
     return anchor
+
+
+def _trusted_keys(db: Database, master_key: bytes) -> Callable[[str], Ed25519PublicKey | None]:
+    """The audit keys the vault made, by kid, loaded again once for each kid not known yet (a
+    key rotated in by another process): the anchor's checks must never fail for want of one."""
+    found = trusted_audit_keys(db, master_key)
+    missed: set[str] = set()
+
+    def lookup(kid: str) -> Ed25519PublicKey | None:
+        if kid not in found and kid not in missed:
+            found.update(trusted_audit_keys(db, master_key))
+            if kid not in found and len(missed) < 10_000:
+                missed.add(kid)
+        return found.get(kid)
+
+    return lookup
 
 
 def open_vault(
@@ -143,16 +181,6 @@ def open_vault(
         keys = KeyManager(db, master_key, clock, refresh_seconds=settings.key_refresh_seconds)
         keys.reload()
         checkpoint_log = CheckpointLog(settings.checkpoint_log)
-        try:
-            with db.read() as session:
-                stored = audit_repo.checkpoints_after(session, checkpoint_log.last_seq())
-            if stored:
-                checkpoint_log.append(stored)
-                log.warning("checkpoint log caught up with %d checkpoint(s)", len(stored))
-        except OSError as exc:  # a directory, say: name the setting, not only the path
-            raise ConfigError(
-                f"VAULT_CHECKPOINT_LOG {settings.checkpoint_log}: {exc.strerror or exc}"
-            ) from None
         anchor = _anchored(db, master_key, checkpoint_log)
     except BaseException:
         db.dispose()

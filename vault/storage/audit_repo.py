@@ -116,11 +116,15 @@ _LATEST_CHECKPOINT = (
 )
 
 
-def latest_checkpoint_of(tx: Tx) -> Checkpoint | None:
-    """``latest_checkpoint`` in any transaction (a driver's too). ``None`` for a row that is
-    not a checkpoint's (a database changed by hand): it vouches for nothing."""
-    row = fetch_first(tx, _LATEST_CHECKPOINT, ())
-    if row is None or type(row[0]) is not int or not all(isinstance(v, str) for v in row[1:]):
+def latest_checkpoint_row(tx: Tx) -> object:
+    """The row of the stored checkpoint with the largest seq, as read (``None`` if none)."""
+    return fetch_first(tx, _LATEST_CHECKPOINT, ())
+
+
+def checkpoint_of_row(row: Any) -> Checkpoint | None:
+    """A ``_LATEST_CHECKPOINT`` row as a checkpoint; ``None`` for one that holds values of
+    other types (a database changed by hand)."""
+    if type(row[0]) is not int or not all(isinstance(v, str) for v in row[1:]):
         return None
     return Checkpoint(seq=row[0], hash=row[1], ts=row[2], kid=row[3], sig=row[4])
 
