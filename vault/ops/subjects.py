@@ -114,11 +114,16 @@ def _upsert(
         owner = subjects_repo.email_owner(session, subject.id)
         if owner is not None and owner != subject.id:
             raise Conflict("another subject has this id as its email")
-    # Names resolve by id, else by email, case aside (``find_subject``): an id that is this
-    # (stored, lower-case) email but for case would make that name mean two subjects.
-    if any(other != subject.id for other in subjects_repo.ids_folding_to(session, subject.email)):
-        raise Conflict("this email is another subject's id")
     before = subjects_repo.get_subject(session, subject.id)
+    # Names resolve by id, else by email, case aside (``find_subject``): an id that is this
+    # (stored, lower-case) email but for case would make that name mean two subjects. Checked
+    # when the email is new (the check reads every id with an "@"): a sync of unchanged users
+    # reads none.
+    new_email = before is None or before.email != subject.email.lower()
+    if new_email and any(
+        other != subject.id for other in subjects_repo.ids_folding_to(session, subject.email)
+    ):
+        raise Conflict("this email is another subject's id")
     if keep_deactivated and before is not None and not before.active and before.role != "pending":
         # Deactivated in the vault: it stays so, and keeps what marks it so (a role that is not
         # ``pending``): were the app's ``pending`` stored, its approval there would undo it.
