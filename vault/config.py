@@ -57,6 +57,15 @@ class Settings:
         return f"Settings(home={str(self.home)!r}, database={redact_url(self.database_url)!r})"
 
 
+def make_directory(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for what it makes; ``ConfigError`` in one line when a file
+    stands where a directory must be (``VAULT_HOME`` naming a file, say)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{path} is not a directory (VAULT_HOME?)") from None
+
+
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 
 

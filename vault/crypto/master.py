@@ -7,6 +7,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from vault.config import make_directory
 from vault.crypto.b64 import b64url_decode, b64url_encode
 from vault.errors import MasterKeyError
 from vault.redact import looks_secret
@@ -69,7 +70,7 @@ def write_secret_file(path: Path, text: str) -> None:
     directory of mode 0700 if it makes one, and durably: the file and its name in the directory
     are on disk before anything is sealed with what it holds (a crash must not keep the
     database and lose the key)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text)

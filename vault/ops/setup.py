@@ -11,7 +11,7 @@ from sqlmodel import Session
 from vault.audit.appender import Appender, JobContext
 from vault.audit.checkpoint_log import CheckpointLog
 from vault.clock import Clock, SystemClock, format_ts
-from vault.config import Settings
+from vault.config import Settings, make_directory
 from vault.crypto import envelope, keys
 from vault.crypto.master import generate_master_key, shown_key_path, write_master_key_file
 from vault.domain import OWNER
@@ -69,7 +69,7 @@ def _seals(db: Database, master_key: bytes) -> bool:
 
 def init_vault(settings: Settings, *, clock: Clock | None = None) -> InitResult:
     clock = clock or SystemClock()
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory(settings.home)
     db = Database(settings.database_url)
     try:
         migrate.upgrade(db)

@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from vault.config import redact_url
+from vault.config import make_directory, redact_url
 from vault.errors import ConfigError, NotInitialized
 from vault.storage.log_rows import POSTGRESQL, SQLITE, RowSource
 
@@ -136,7 +136,7 @@ class Database:
             path = Path(database)
             if not create and not path.exists():
                 raise NotInitialized(f"no vault database at {path}: run 'dvault init'")
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_directory(path.parent)
             # It holds sealed keys and credential hashes: 0600 from the start. SQLite gives its
             # -wal and -shm files the database file's permissions.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
