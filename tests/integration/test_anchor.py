@@ -8,6 +8,7 @@ PostgreSQL. Healthy vaults, several of them on one log, must never be refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -31,11 +32,8 @@ POSTGRES_ONLY = pytest.mark.parametrize(
 
 @pytest.fixture
 def dba(settings: Settings) -> Iterator[Dba]:
-    hostile = Dba(settings.database_url)
-    try:
+    with contextlib.closing(Dba(settings.database_url)) as hostile:
         yield hostile
-    finally:
-        hostile.close()
 
 
 def put(vault: Vault, n: int, tag: str = "s") -> None:
@@ -46,6 +44,16 @@ def put(vault: Vault, n: int, tag: str = "s") -> None:
 
 def checkpoint(vault: Vault) -> int:
     return vault.appender.checkpoint_now("owner").seq
+
+
+def written(settings: Settings, n: int) -> int:
+    """``n`` subjects put and a checkpoint made by a vault opened for it; the checkpoint's seq."""
+    vault = open_vault(settings, background=True)
+    try:
+        put(vault, n)
+        return checkpoint(vault)
+    finally:
+        vault.close()
 
 
 def logged(settings: Settings) -> list[int]:
@@ -123,12 +131,7 @@ def test_a_forged_last_line_of_the_checkpoint_log_hides_no_genuine_one(
 ) -> None:
     """A line appended to the file that no key of the vault signed is left out; the newest
     genuine one is still the anchor."""
-    vault = open_vault(settings, background=True)
-    try:
-        put(vault, 4)
-        first = checkpoint(vault)
-    finally:
-        vault.close()
+    first = written(settings, 4)
     genuine = settings.checkpoint_log.read_text("utf-8").splitlines()[-1]
     forged = genuine.replace('"kid":"', '"kid":"x', 1).replace(f'"seq":{first}', '"seq":999999')
     with settings.checkpoint_log.open("a", encoding="utf-8") as log:
@@ -145,12 +148,7 @@ def test_a_forged_last_line_of_the_checkpoint_log_hides_no_genuine_one(
 def test_a_torn_last_line_is_not_glued_to_the_next(settings: Settings, initialized: object) -> None:
     """A crash may leave half a line; the next append (the catch-up at start) begins a new one,
     so the checkpoint it writes is readable."""
-    vault = open_vault(settings, background=True)
-    try:
-        put(vault, 3)
-        made = checkpoint(vault)
-    finally:
-        vault.close()
+    made = written(settings, 3)
     text = settings.checkpoint_log.read_text("utf-8")
     settings.checkpoint_log.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])
 

@@ -1036,17 +1036,7 @@ def test_a_command_started_with_its_output_closed_says_so(sqlite_env: dict[str, 
 def test_a_home_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("not a directory", encoding="utf-8")
-    for home in (afile, afile / "sub"):
-        env = cli_env(home)
-        env["VAULT_HOME"] = str(home)
-        result = subprocess.run(
-            [sys.executable, "-m", "vault", "init"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        one_line_error(result, 1, "is not a directory (VAULT_HOME?)")
+    one_line_error(dvault(cli_env(afile), "init"), 1, "is not a directory (VAULT_HOME?)")
+    serve = dvault(cli_env(afile), "serve", "--port", str(free_port()))
+    one_line_error(serve, 1, "afile/master.key cannot be read: not a directory")
     assert afile.read_text(encoding="utf-8") == "not a directory"
