@@ -64,15 +64,15 @@ class Anchor:
             return False
         return True
 
-    def offer(self, checkpoint: Checkpoint | None, where: str) -> None:
-        """Trust ``checkpoint`` (found ``where``) from now on if it is newer than the one
-        trusted and an audit key of the vault signed it; a bad one is logged and left out."""
-        if checkpoint is None or (self.trusted is not None and checkpoint.seq <= self.trusted.seq):
-            return
-        if not self.trusts(checkpoint):
-            log.warning("the checkpoint at seq %d in %s is not trusted", checkpoint.seq, where)
-            return
-        self.trusted = checkpoint
+    def trust_newest(self, checkpoints: list[Checkpoint]) -> None:
+        """Trust the newest of ``checkpoints`` (a checkpoint log's, in any order) that an audit
+        key of the vault signed, if it is newer than the one trusted."""
+        for checkpoint in sorted(checkpoints, key=lambda cp: cp.seq, reverse=True):
+            if self.trusted is not None and checkpoint.seq <= self.trusted.seq:
+                return
+            if self.trusts(checkpoint):
+                self.trusted = checkpoint
+                return
 
     def signed(self, checkpoint: Checkpoint) -> None:
         """A checkpoint this process signed and committed."""

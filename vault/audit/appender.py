@@ -82,7 +82,7 @@ from vault.crypto.canonical import NotCanonicalizable
 from vault.crypto.keys import KeyPair
 from vault.errors import AuditUnavailable, Conflict, InvalidRequest, LogRewritten, VaultError
 from vault.storage import audit_repo, meta_repo
-from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_many, fetch_first
+from vault.storage.engine import Database, DriverTx, GuardFailed, Tx, execute_many
 
 log = logging.getLogger("vault.audit")
 SHARED_FOR_SECONDS = 2.0  # how long one sign of another writer keeps batches prepared first
@@ -540,11 +540,11 @@ class Appender:
         ended in this thread). ``None`` if the database cannot say."""
         try:
             with self._db.write_driver() as tx:
-                row = fetch_first(tx, audit_repo.HASH_AT_SQL, (head.seq,))
+                stored = audit_repo.hash_at(tx, head.seq)
         except Exception as exc:  # still failing: nobody can say
             log.error("whether a failed commit committed cannot be read: %s", type(exc).__name__)
             return None
-        return row is not None and row[0] == head.hash
+        return stored == head.hash
 
     def _append_failed(
         self, exc: Exception, jobs: int, *, unsure: bool = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from vault.audit.checkpoint import Checkpoint, checkpoint_from_dict
@@ -51,29 +51,6 @@ class CheckpointLog:
         finally:
             os.close(fd)
 
-    def last_seq(self) -> int:
-        """The seq of the last well-formed line (0 when the file is empty or absent)."""
-        for line in self._tail():
-            try:
-                seq = json.loads(line).get("seq")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(seq, int):
-                return seq
-        return 0
-
-    def _tail(self) -> list[str]:
-        """The file's last lines (its last 4 KiB: a line is ~250 bytes), last first."""
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 4096))
-                tail = handle.read().decode("utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-        return tail[::-1]
-
     def read(self) -> tuple[list[Checkpoint], int]:
         """Every well-formed checkpoint in the file, in file order, and how many other lines
         (blank lines aside) it holds: a line torn by a crash, or an edit. Nothing when the file
@@ -92,9 +69,13 @@ class CheckpointLog:
                     other += 1
         return found, other
 
-    def catch_up(self, stored: Iterable[Checkpoint]) -> int:
-        """Append the stored checkpoints newer than the file's last line; return how many."""
-        last = self.last_seq()
-        missing = [cp for cp in stored if cp.seq > last]
-        self.append(missing)
-        return len(missing)
+    def catch_up(
+        self, stored: Iterable[Checkpoint], signed: Callable[[Checkpoint], bool]
+    ) -> tuple[int, int]:
+        """Append the database's checkpoints newer than the file's (``stored``) that ``signed``
+        accepts (an audit key of the vault signed them): a junk row is not copied. How many
+        were appended, and how many left out."""
+        stored = list(stored)
+        copied = [checkpoint for checkpoint in stored if signed(checkpoint)]
+        self.append(copied)
+        return len(copied), len(stored) - len(copied)

@@ -7,6 +7,7 @@ import os
 
 import httpx
 
+from vault.audit.semantics import shown
 from vault.cli.output import CliError, emit_json
 from vault.config import Settings, redact_url
 
@@ -35,8 +36,8 @@ def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
     except httpx.InvalidURL:  # its text may quote a password in the URL: not shown
         raise CliError(f"--url (or VAULT_URL) is not a URL: {redact_url(url)}", 2) from None
     except httpx.HTTPError as exc:
-        shown = redact_url(url)
-        raise CliError(f"cannot reach the vault at {shown}: {type(exc).__name__}") from None
+        where = redact_url(url)
+        raise CliError(f"cannot reach the vault at {where}: {type(exc).__name__}") from None
     try:
         payload = response.json()
     except (ValueError, RecursionError):
@@ -46,14 +47,9 @@ def cmd_token_issue(_settings: Settings, args: argparse.Namespace) -> int:
         text = payload.get("error_description") if isinstance(payload, dict) else None
         if not isinstance(code, str) or not isinstance(text, str):
             raise CliError(f"refused (HTTP {response.status_code}), with no error body")
-        raise CliError(f"refused (HTTP {response.status_code} {_shown(code)}): {_shown(text)}")
+        shown_code, shown_text = shown(code[:300]), shown(text[:300])
+        raise CliError(f"refused (HTTP {response.status_code} {shown_code}): {shown_text}")
     if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
         raise CliError("the vault answered HTTP 200 without a token: is --url (VAULT_URL) a vault?")
     emit_json(payload)
     return 0
-
-
-def _shown(text: str) -> str:
-    """A server's text in our one-line error: its line breaks and controls escaped, so it can
-    neither split the line nor drive the terminal; cut at 300 characters."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:300])

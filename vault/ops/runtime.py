@@ -120,22 +120,18 @@ def _anchored(db: Database, master_key: bytes, checkpoint_log: CheckpointLog) ->
     anchor = Anchor(_trusted_keys(db, master_key))
     try:
         found, _other = checkpoint_log.read()
-        for checkpoint in sorted(found, key=lambda cp: cp.seq, reverse=True):
-            if anchor.trusts(checkpoint):
-                anchor.offer(checkpoint, f"the checkpoint log {checkpoint_log.path}")
-                break
+        anchor.trust_newest(found)
         with db.read() as session:
-            stored = audit_repo.checkpoints_after(session, checkpoint_log.last_seq())
-        signed = [checkpoint for checkpoint in stored if anchor.trusts(checkpoint)]
-        if len(signed) < len(stored):
+            stored = audit_repo.checkpoints_after(session, found[-1].seq if found else 0)
+        copied, left_out = checkpoint_log.catch_up(stored, anchor.trusts)
+        if left_out:
             log.error(
                 "%d checkpoint(s) in the database no audit key of the vault signed: not "
                 "copied to the checkpoint log",
-                len(stored) - len(signed),
+                left_out,
             )
-        if signed:
-            checkpoint_log.append(signed)
-            log.warning("checkpoint log caught up with %d checkpoint(s)", len(signed))
+        if copied:
+            log.warning("checkpoint log caught up with %d checkpoint(s)", copied)
     except OSError as exc:  # a directory, say: name the setting, not only the path
         raise ConfigError(
             f"VAULT_CHECKPOINT_LOG {checkpoint_log.path}: {exc.strerror or exc}"

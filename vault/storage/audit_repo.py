@@ -38,7 +38,7 @@ def _checkpoint(row: CheckpointRow) -> Checkpoint:
 
 
 HEAD_SQL = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
-HASH_AT_SQL = "SELECT hash FROM audit_entries WHERE seq = ?"
+_HASH_AT = "SELECT hash FROM audit_entries WHERE seq = ?"
 
 
 def head(session: Tx) -> Head:
@@ -131,7 +131,7 @@ def checkpoint_of_row(row: Any) -> Checkpoint | None:
 
 def hash_at(tx: Tx, seq: int) -> object:
     """The stored hash of entry ``seq`` (``None`` if there is none)."""
-    row = fetch_first(tx, HASH_AT_SQL, (seq,))
+    row = fetch_first(tx, _HASH_AT, (seq,))
     return None if row is None else row[0]
 
 
