@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from vault.errors import ConfigError, InvalidScope
@@ -204,8 +204,16 @@ def test_scopes_combine():
     assert not TABLE.allows(granted, "POST", "/api/v1/chats/new")
 
 
+def _no_dot_segment_in_any_spelling(path: str) -> bool:
+    forms = never_forms(path)
+    return forms is not None and all(split_path(form) is not None for form in forms)
+
+
 @given(path=paths.map(lambda p: "/api" + p))
 def test_read_allows_any_get_under_api_and_nothing_else(path):
+    # "/api/.;" or "/api/%2e" is a dot segment once a server reads it: refused under any scope
+    # (test_a_dot_segment_in_any_spelling_is_refused), so not "any GET under /api"
+    assume(_no_dot_segment_in_any_spelling(path))
     assert TABLE.allows(["read"], "GET", path)
     assert TABLE.allows(["read"], "HEAD", path)  # the GET without its body
     for method in METHODS:
@@ -600,3 +608,10 @@ def test_any_allows_is_any_table_allowing(tables: list[ScopeTable], method: str,
 def test_a_scope_name_the_log_cannot_record_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bad scope"):
         table_from(tmp_path, '[scopes."tickets\U0001f600"]\nallow = ["GET /api/tickets/**"]\n')
+
+
+@pytest.mark.parametrize("path", ["/api/.;", "/api/%2e", "/api/x/.;v=1/y", "/api/%2E%2E/v1"])
+def test_a_dot_segment_in_any_spelling_is_refused(path: str) -> None:
+    assert not _no_dot_segment_in_any_spelling(path)
+    assert not TABLE.allows(["read"], "GET", path)
+    assert not TABLE.allows(["all"], "GET", path)
