@@ -203,6 +203,12 @@ class ChainBroken(AuditError):
         self.reason = reason
 
 
+class ForeignEntry(ChainBroken):
+    """An entry the vault did not write, in a chain that holds: its ``data`` is not an object's
+    canonical JSON, the only thing the vault writes there. Past the newest signed checkpoint
+    nothing else tells it from the vault's own; signed over, it would be vouched for as such."""
+
+
 class CheckpointMismatch(ChainBroken):
     """A signed checkpoint and the log disagree at ``seq``."""
 

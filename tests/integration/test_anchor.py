@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_audit_storage import Dba
-from tests.support import make_settings
+from tests.support import make_settings, verify_cli
 from vault.audit.checkpoint_log import CheckpointLog
 from vault.config import Settings
 from vault.errors import LogRewritten
@@ -216,3 +217,62 @@ def test_opening_beside_busy_writers_is_never_refused(
         stop.set()
         thread.join(timeout=30)
         writer.close()
+
+
+# Texts the vault never writes in ``data``: only an object's canonical JSON is.
+FOREIGN_DATA = ['{"b":1,"a":2}', '{"a": 1}', "not json", "[1]", '{"a":1,"a":1}', '{"a":1.5}']
+
+
+@pytest.mark.parametrize("data", FOREIGN_DATA)
+def test_an_entry_the_vault_did_not_write_is_never_signed_over(
+    settings: Settings, initialized: object, dba: Dba, data: str
+) -> None:
+    """Past the last checkpoint, an entry whose ``data`` the vault could not have written, every
+    later hash recomputed over the text as stored: the chain holds, but signed over, that entry
+    would be vouched for as the vault's. The vault refuses to sign (and to append), at once and
+    when opened again; verification names the entry."""
+    vault = open_vault(settings, background=True)
+    try:
+        put(vault, 3)
+        signed = checkpoint(vault)
+        put(vault, 3, "b")
+        seq = signed + 2
+        dba.drop_triggers()
+        dba.run("UPDATE audit_entries SET data = :d WHERE seq = :s", d=data, s=seq)
+        dba.rechain(seq, as_stored=True)
+        refused = rf"holds an entry the vault did not write \(seq {seq}\)"
+        with pytest.raises(LogRewritten, match=refused):
+            checkpoint(vault)
+        with pytest.raises(LogRewritten, match=refused):
+            put(vault, 1, "c")
+    finally:
+        vault.close()
+    again = open_vault(settings, background=True)
+    try:
+        assert again.appender.refused is not None
+        with pytest.raises(LogRewritten):
+            checkpoint(again)
+    finally:
+        again.close()
+    found = verify_cli(settings, "--no-semantics")
+    assert found.returncode == 1, found.stdout
+    report = json.loads(found.stdout)
+    assert report["first_error"]["seq"] == seq
+    assert "not the canonical JSON of an object" in report["first_error"]["reason"]
+
+
+def test_the_vault_signs_over_the_entries_it_wrote_itself(
+    settings: Settings, initialized: object
+) -> None:
+    """The entries a vault writes pass the check (every test that signs a checkpoint says so
+    too, over entries of every kind)."""
+    vault = open_vault(settings, background=True)
+    try:
+        put(vault, 5)
+        checkpoint(vault)
+        put(vault, 5, "é")
+        checkpoint(vault)
+        assert vault.appender.refused is None
+    finally:
+        vault.close()
+    assert verify_cli(settings).returncode == 0

@@ -67,6 +67,15 @@ def digest(row: dict[str, Any]) -> str:
     return hashlib.sha256(canon(entry)).hexdigest()
 
 
+def stored_digest(row: dict[str, Any]) -> str:
+    """The hash of a stored row over its ``data`` text as it is: the members around it in
+    SPEC §7's canonical form, the text put in unchanged."""
+    members = {k: row[k] for k in COLUMNS if k not in ("hash", "data")}
+    members["data"] = None
+    composed = canon(members).decode("utf-8").replace('"data":null', '"data":' + row["data"], 1)
+    return hashlib.sha256(composed.encode("utf-8")).hexdigest()
+
+
 class Dba:
     """Raw SQL on the vault's database, from outside the vault."""
 
@@ -118,13 +127,15 @@ class Dba:
                 self.run(f"DROP TRIGGER {name}{on}")
         assert not {t for t in self.triggers() if t[0].startswith("audit_")}
 
-    def rechain(self, from_seq: int) -> None:
-        """Recompute prev and hash from ``from_seq`` to the head, as a careful forger would."""
+    def rechain(self, from_seq: int, *, as_stored: bool = False) -> None:
+        """Recompute prev and hash from ``from_seq`` to the head, as a careful forger would;
+        ``as_stored``: over ``data`` as the table holds it, whatever the text (what the hash
+        covers), instead of its canonical JSON."""
         rows = self.rows()
         prev = ZERO if from_seq == 1 else rows[from_seq - 2]["hash"]
         for row in rows[from_seq - 1 :]:
             row["prev"] = prev
-            row["hash"] = prev = digest(row)
+            row["hash"] = prev = stored_digest(row) if as_stored else digest(row)
             self.rewrite(row)
 
     def close(self) -> None:

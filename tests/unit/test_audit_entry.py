@@ -17,6 +17,7 @@ from vault.audit.entry import (
     GENESIS_HASH,
     Draft,
     Entry,
+    data_is_canonical,
     entry_bytes,
     entry_from_dict,
     entry_hash,
@@ -315,3 +316,56 @@ BAD_ENTRY_DICTS: dict[str, Any] = {
 def test_entry_from_dict_refuses_bad_shapes(obj):
     with pytest.raises(ValueError):  # noqa: PT011 - the documented contract is ValueError
         entry_from_dict(obj)
+
+
+# --- data_is_canonical: what the vault writes in ``data``, and nothing else ---------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{}",
+        '{"a":1,"b":[true,null,"x"]}',
+        '{"reason":"café \\\\ \\"q\\" \\n"}',
+        '{"n":-9007199254740991,"nested":{"k":{}}}',
+    ],
+)
+def test_data_the_vault_writes_is_canonical(text: str) -> None:
+    assert canonical_json(json.loads(text)).decode("utf-8") == text
+    assert data_is_canonical(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"b":1,"a":2}',  # members out of order
+        '{"a": 1}',  # white space
+        ' {"a":1}',
+        '{"a":1}\n',
+        '{"a":1,"a":1}',  # a member twice
+        '{"a":1.5}',  # a float
+        '{"a":9007199254740992}',  # beyond ±(2**53-1)
+        '{"a":"\\u0041"}',  # an escape JCS does not use
+        '{"a":NaN}',
+        '{"a":"\\ud800"}',  # a lone surrogate
+        "[1]",  # not an object
+        '"{}"',
+        "null",
+        "garbage",
+        "",
+        None,
+        5,
+        b"{}",
+    ],
+)
+def test_anything_else_in_data_is_not(value: object) -> None:
+    assert not data_is_canonical(value)
+
+
+@given(st.dictionaries(st.text(max_size=5), st.integers(-(2**53) + 1, 2**53 - 1), max_size=4))
+def test_canonical_json_of_any_object_is_canonical_data(obj: dict[str, int]) -> None:
+    try:
+        text = canonical_json(obj).decode("utf-8")
+    except NotCanonicalizable:
+        return
+    assert data_is_canonical(text)

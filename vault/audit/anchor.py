@@ -6,13 +6,15 @@ the rewritten part deleted), it would vouch for the rewrite: a verification with
 checkpoints, kept outside the database, would find nothing wrong. So before the appender signs,
 under the chain lock, it walks the log from the newest checkpoint it trusts to the head it is
 about to sign: the entry at that checkpoint's seq must still hold its hash, and every entry
-after it must follow. The checkpoint trusted is the newest of: the last one this process
-signed; the newest in the checkpoint log (outside the database) that the vault signed, found
-when the vault opened, before the file is caught up with the database's checkpoints (only
-those the vault signed are copied); and the database's newest, each only if an audit key the
-vault made signed it. A newest checkpoint row in the database that no such key signed was put
-there by hand, and is refused like a log that does not extend what was signed. The other
-processes' checkpoints a process checked against go into its own checkpoint log too.
+after it must follow, with a ``data`` the vault could have written (an object's canonical JSON:
+the hash covers the stored text, whatever it is, and a checkpoint vouches for entries as the
+vault's own; ``ChainWalker.feed_pinned`` relies on it). The checkpoint trusted is the newest of:
+the last one this process signed; the newest in the checkpoint log (outside the database) that
+the vault signed, found when the vault opened, before the file is caught up with the database's
+checkpoints (only those the vault signed are copied); and the database's newest, each only if an
+audit key the vault made signed it. A newest checkpoint row in the database that no such key
+signed was put there by hand, and is refused like a log that does not extend what was signed.
+The other processes' checkpoints a process checked against go into its own checkpoint log too.
 
 A log that no longer extends it is refused for good by this process (``LogRewritten``, a 503):
 nothing more is appended to it, and nothing is signed over it, until an operator has looked
@@ -36,6 +38,7 @@ from vault.errors import (
     CheckpointMismatch,
     CheckpointSignatureInvalid,
     CorruptEntry,
+    ForeignEntry,
     LogRewritten,
 )
 from vault.storage import audit_repo
@@ -122,10 +125,14 @@ class Anchor:
 
     def _refuse(self, anchor: Checkpoint | None, exc: Exception) -> None:
         seq = getattr(exc, "seq", None)
+        if isinstance(exc, ForeignEntry):
+            what = f"the audit log holds an entry the vault did not write (seq {seq})"
+        else:
+            what = "the audit log no longer extends its last signed checkpoint" + (
+                "" if anchor is None else f" (seq {anchor.seq})"
+            )
         self.refused = LogRewritten(
-            "the audit log no longer extends its last signed checkpoint"
-            f"{'' if anchor is None else f' (seq {anchor.seq})'}: nothing more is appended "
-            "or signed; run dvault audit verify"
+            f"{what}: nothing more is appended or signed; run dvault audit verify"
         )
         log.critical(
             "the audit log does not extend the checkpoint at seq %s (at seq %s: %s): this "

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
-from vault.audit.entry import GENESIS_HASH, Draft, Entry, EntryRow, canonical_entry, entry_hash
+from vault.audit.entry import (
+    GENESIS_HASH,
+    Draft,
+    Entry,
+    EntryRow,
+    canonical_entry,
+    data_is_canonical,
+    entry_hash,
+)
 from vault.clock import parse_ts
-from vault.errors import ChainBroken, CheckpointMismatch
+from vault.errors import ChainBroken, CheckpointMismatch, ForeignEntry
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+# An export line (``entry_line``) at its hash member: ``...,"data":{...},"hash":"<64 hex>",
+# "prev":"<64 hex>","seq":<seq>,"subject":...``. The hashed bytes are the line without the comma
+# before the hash member and the member itself (``_HASH_LENGTH`` bytes).
+_HASH_MEMBER = b',"hash":"'
+_HASH_LENGTH = len(_HASH_MEMBER) + 64 + 1
+_PREV_AFTER_HASH = b'","prev":"'
+_PREV_MEMBER = b'"prev":"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +128,7 @@ def _check_row(row: EntryRow, head_seq: int, head_hash: str, checked_ts: str | N
 
 
 NOT_TEXT = "entry holds a value of the wrong type (the database was changed outside the vault)"
+FOREIGN = "its data is not the canonical JSON of an object: the vault did not write this entry"
 
 
 def not_text(row: EntryRow) -> bool:
@@ -132,6 +149,12 @@ class ChainWalker:
     ``anchors`` maps a seq to hashes that signed checkpoints vouch for at that seq; an entry whose
     hash differs raises ``CheckpointMismatch`` (this catches a rewrite that recomputed every later
     hash). An anchor beyond the end of the log is a truncated tail.
+
+    The hash covers ``data`` as it is stored, whatever the text. Past the newest anchor, where no
+    signature pins the entries, each ``data`` must also be what the vault writes there, an
+    object's canonical JSON (``ForeignEntry`` otherwise): the vault's own walk before it signs
+    a checkpoint (``vault.audit.anchor``, no anchors: every entry it signs over) refuses the
+    rest, so the entries a checkpoint covers were checked once, when it was signed.
     """
 
     def __init__(
@@ -141,6 +164,7 @@ class ChainWalker:
         self._ts: str | None = None  # the last timestamp found canonical
         self.count = 0
         self._anchors = anchors or {}
+        self._newest = max(self._anchors, default=0)  # entries after it have their data checked
 
     @property
     def head(self) -> Head:
@@ -153,6 +177,8 @@ class ChainWalker:
     def feed_row(self, row: EntryRow) -> None:
         """``feed`` for a stored row: the bulk path (no ``Entry``, no ``Head`` per entry)."""
         _check_row(row, self._seq, self._hash, self._ts)
+        if row[0] > self._newest and not data_is_canonical(row[5]):
+            raise ForeignEntry(row[0], FOREIGN)
         seq = self._seq = row[0]
         digest = self._hash = row[7]
         self._ts = row[1]
@@ -167,7 +193,7 @@ class ChainWalker:
         ts that is not the usual) goes through ``feed_row``, so every check and every reason
         is the same; only the usual case is done inline."""
         seq_, hash_, ts_ = self._seq, self._hash, self._ts
-        anchors = self._anchors
+        anchors, newest = self._anchors, self._newest
         count = 0
         try:
             for row in rows:
@@ -187,7 +213,11 @@ class ChainWalker:
                         ).hexdigest()
                     except (UnicodeEncodeError, TypeError):
                         computed = None
-                    if computed is not None and computed == digest:
+                    if (
+                        computed is not None
+                        and computed == digest
+                        and (seq <= newest or data_is_canonical(data_json))
+                    ):
                         seq_, hash_ = seq, digest
                         count += 1
                         if seq in anchors:
@@ -208,6 +238,70 @@ class ChainWalker:
             if count:
                 self._seq, self._hash, self._ts = seq_, hash_, ts_
                 self.count += count
+
+    def feed_pinned(self, lines: Iterator[bytes]) -> bytes | None:
+        """Walk the lines of an export (UTF-8, each ending in a newline) byte for byte, as far
+        as the newest anchor; return the first line not taken (``None`` if all were). What this
+        does not take, ``feed_rows`` (after ``read_rows``) decides: a line here is either taken
+        or handed back, never refused, so every failure has the reasons of the walk row by row.
+
+        A line is taken if its hash member is followed by its prev member, the last one in the
+        line, holding the hash before; if its bytes without the hash member (and the comma
+        before it) hash to that member; and if its seq (counted, not read) is at most the
+        newest anchor's. That skips parsing the line, most of the cost of a walk. It is sound
+        only when the walk, by whichever path, goes on to the newest anchor, the hash that a
+        trusted key signed for that seq (an anchor on the way vouching for another hash hands
+        the line back):
+
+        - each line taken is then byte for byte the vault's own: going back from the anchor,
+          each line's prev member is the hash of the one before, so a line taken that were not
+          the vault's would need a second preimage of SHA-256;
+        - the vault signs only over entries it has checked (``vault.audit.anchor``: ``data`` is
+          an object's canonical JSON, the timestamps are canonical, the chain holds, the seqs
+          follow each other), so its own bytes are ``canonical_entry`` of an entry the walk row
+          by row accepts, with its seq where it was counted;
+        - after the top-level prev member come only the seq and three JSON strings, which
+          cannot hold an unescaped ``"prev":"``, so the prev member that is the line's last is
+          that one, and the hash member cut out before it is where ``entry_line`` puts it: the
+          line is the one ``entry_line`` writes, and the walk row by row accepts it.
+
+        Callers see to it that the walk reaches every anchor: ``finish``, or the check after
+        ``segments.joined`` that no anchor lies beyond the head the ranges reached."""
+        newest = self._newest
+        anchors = self._anchors
+        seq_, hash_ = self._seq, self._hash
+        prev_ = hash_.encode("ascii", "replace")  # a start taken as written may be any text
+        count = 0
+        left: bytes | None = None
+        try:
+            for line in lines:
+                if seq_ >= newest:
+                    left = line
+                    break
+                cut = line.rfind(_HASH_MEMBER)
+                if (
+                    cut <= 0
+                    or not line.startswith(_PREV_AFTER_HASH, cut + 73)
+                    or line.rfind(_PREV_MEMBER) != cut + 75  # the prev member, and the last
+                    or line[cut + 83 : cut + 147] != prev_
+                ):
+                    left = line
+                    break
+                # Without its newline (a line without one loses its "}" and so its hash).
+                digest = sha256(line[:cut] + line[cut + _HASH_LENGTH : -1]).hexdigest()
+                written = line[cut + 9 : cut + 73]
+                if digest.encode() != written or (
+                    seq_ + 1 in anchors and any(v != digest for v in anchors[seq_ + 1])
+                ):
+                    left = line  # the walk row by row says what is wrong with it
+                    break
+                seq_, hash_, prev_ = seq_ + 1, digest, written
+                count += 1
+        finally:
+            if count:
+                self._seq, self._hash, self._ts = seq_, hash_, None
+                self.count += count
+        return left
 
     def finish(self) -> Head:
         beyond = [seq for seq in self._anchors if seq > self._seq]

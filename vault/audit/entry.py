@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, TypeAlias
 
-from vault.crypto.canonical import canonical_text, is_utf8_text
+from vault.crypto.canonical import canonical_text, is_utf8_text, parse_unique_json
 from vault.errors import CorruptEntry
 
 GENESIS_HASH = "0" * 64
@@ -104,6 +104,21 @@ def entry_line(row: EntryRow) -> str:
         raise CorruptEntry(
             seq, "it holds a value of the wrong type; the database was changed outside the vault"
         ) from None
+
+
+def data_is_canonical(data_json: object) -> bool:
+    """Whether a stored ``data`` is what the vault writes there: the canonical JSON text of an
+    object (SPEC §7), one member name once each, values in the canonical domain. The chain's
+    hash covers the stored text as it is, so a text the vault never writes (not JSON, spaces,
+    members out of order, named twice) can still hash into a sound chain; the vault checks
+    each entry with this before signing a checkpoint over it (``vault.audit.anchor``)."""
+    if type(data_json) is not str:
+        return False
+    try:
+        value = parse_unique_json(data_json)
+        return isinstance(value, dict) and canonical_text(value) == data_json
+    except (ValueError, RecursionError):  # not JSON, a member twice, not canonicalizable
+        return False
 
 
 def entry_hash(**members: Any) -> str:
