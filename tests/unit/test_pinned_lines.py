@@ -7,6 +7,7 @@ is either taken as the vault wrote it or handed back to that walk, which then na
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +22,7 @@ from vault.audit.entry import Draft, Entry, canonical_entry
 from vault.audit.export import checkpoint_line
 from vault.audit.verify import vouched
 from vault.errors import MalformedExport
+from vault.ops.verify_parallel import laid_out
 
 N = 12
 CHECKPOINTED = (4, 9)  # the newest anchor is 9: entries 10..12 are the unsigned tail
@@ -213,3 +215,72 @@ def test_a_line_with_crlf_is_read_line_by_line(index: int) -> None:
     whole = verify_lines(lines)
     assert whole.ok  # JSON allows the white space
     assert pinned_walk(lines, checkpoints) == (N, Head(N, whole.head_hash))
+
+
+# --- laid_out: a pinned line's members read where entry_line put them --------------------------
+
+# Up to U+FFFF: canonical JSON refuses member names beyond, whose JCS order differs.
+TEXT = st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cs"]), max_size=12)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    actor=st.none() | TEXT,
+    subject=st.none() | TEXT,
+    kind=TEXT.filter(bool),
+    data=st.dictionaries(TEXT, JSON_VALUES, max_size=4),
+    seq=st.integers(min_value=1, max_value=2**62),
+    newline=st.booleans(),
+)
+def test_a_line_as_entry_line_writes_it_is_read_as_parsing_reads_it(
+    actor: str | None,
+    subject: str | None,
+    kind: str,
+    data: dict[str, object],
+    seq: int,
+    newline: bool,
+) -> None:
+    (entry,) = link(
+        Head(seq - 1, "ab" * 32),
+        [Draft(type=kind, actor=actor, subject=subject, data=data)],
+        ts_at(seq % 1000),
+    )
+    line = entry.to_line() + ("\n" if newline else "")
+    parsed = json.loads(line)
+    assert laid_out(line) == (
+        (
+            parsed["seq"],
+            parsed["ts"],
+            parsed["type"],
+            parsed["actor"],
+            parsed["subject"],
+            "",
+            "",
+            "",
+        ),
+        parsed["data"],
+    )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace('{"actor":', '{ "actor":', 1),
+        lambda t: t.replace('"seq":', '"seq":0', 1),
+        lambda t: t.replace(',"type":', ',"kind":', 1),
+        lambda t: t.rstrip("\n") + " \n",
+        lambda t: t.replace('"data":{', '"data":[{', 1).replace(',"hash":', '],"hash":', 1),
+        lambda t: t.replace('"subject":null', '"subject":5', 1),
+        lambda t: t[:-20],
+    ],
+)
+def test_a_line_laid_out_otherwise_is_left_to_parsing(edit: Callable[[str], str]) -> None:
+    entries, _ = build()
+    line = entries[1].to_line() + "\n"
+    assert '"subject":null' in line
+    assert laid_out(edit(line)) is None

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from _json import scanstring  # the C scanner of json.decoder: a JSON string from its quote on
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vault.audit import segments
 from vault.audit.chain import Head
 from vault.audit.checkpoint import Checkpoint
+from vault.audit.entry import EntryRow
 from vault.audit.semantics import SemanticChecker
 from vault.audit.verify import Report, report, vouched
 from vault.crypto.canonical import parse_unique_json
@@ -146,11 +148,13 @@ def verify_file_in_ranges(
         for part in ranges
     ]
     checker = semantics.blank() if semantics is not None else None
+    newest = max(anchors, default=0)
 
     def meaning() -> None:
         if checker is not None:
-            for text in export_ranges.lines(fd, 0, laid.entries_end):
-                entry_meaning(checker, text)
+            lines = export_ranges.lines(fd, 0, laid.entries_end)
+            for seq, text in enumerate(lines, start=1):  # a sound file's seqs
+                entry_meaning(checker, text, pinned=seq <= newest)
 
     found = _run(requests, laid.entries_end * TIMEOUT_PER_BYTE, meaning, keep=(fd,))
     whole = None if found is None else segments.joined(found, found[-1].hi)
@@ -164,12 +168,66 @@ def verify_file_in_ranges(
     return report(whole[0], whole[1], [], True, checker)
 
 
-def entry_meaning(checker: SemanticChecker, line: str) -> None:
+def entry_meaning(checker: SemanticChecker, line: str, *, pinned: bool = False) -> None:
     """Feed the semantic checker one entry line that a helper's walk accepts (so its members
-    are there, with their types): its meaning needs the parsed line, not its canonical bytes."""
-    obj = parse_unique_json(line)
-    row = (obj["seq"], obj["ts"], obj["type"], obj["actor"], obj["subject"], "", "", "")
-    checker.feed_row(row, obj["data"])
+    are there, with their types): its meaning needs the parsed line, not its canonical bytes.
+
+    ``pinned``: a line the walk takes byte for byte if the file is sound (``ChainWalker.
+    feed_pinned``: up to the newest anchor), which is then laid out as ``entry_line`` writes
+    it, so its members are read where they stand (``laid_out``) rather than by parsing the
+    whole line. Any other line, or one not so laid out, is parsed whole. What is read here
+    counts only if the helpers find the file sound; if not, the file is walked again here."""
+    found = laid_out(line) if pinned else None
+    if found is None:
+        obj = parse_unique_json(line)
+        row = (obj["seq"], obj["ts"], obj["type"], obj["actor"], obj["subject"], "", "", "")
+        found = row, obj["data"]
+    checker.feed_row(*found)
+
+
+def laid_out(line: str) -> tuple[EntryRow, Any] | None:
+    """The members a semantic check reads, of a line laid out as ``entry_line`` writes one
+    (``None`` if it plainly is not): the actor before ``data``, ``data`` up to the hash member,
+    and after the hash and prev members (64 hex digits each), the seq and three strings."""
+    try:
+        if line.startswith('{"actor":null,"data":'):
+            actor, start = None, 21
+        elif line.startswith('{"actor":"'):
+            actor, end = scanstring(line, 10)
+            if not line.startswith(',"data":', end):
+                return None
+            start = end + 8
+        else:
+            return None
+        cut = line.rfind(',"hash":"')
+        if cut < start or not line.startswith('","seq":', cut + 147):
+            return None
+        comma = line.index(',"subject":', cut + 155)
+        digits = line[cut + 155 : comma]
+        if not (digits.isascii() and digits.isdigit()) or digits.startswith("0"):
+            return None
+        at = comma + 11
+        subject: str | None = None
+        if line.startswith("null", at):
+            at += 4
+        elif line.startswith('"', at):
+            subject, at = scanstring(line, at + 1)
+        else:
+            return None
+        if not line.startswith(',"ts":"', at):
+            return None
+        ts, at = scanstring(line, at + 7)
+        if not line.startswith(',"type":"', at):
+            return None
+        kind, at = scanstring(line, at + 9)
+        if line[at:] not in ("}", "}\n"):
+            return None
+        data = json.loads(line[start:cut])
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return (int(digits), ts, kind, actor, subject, "", "", ""), data
 
 
 def _pairs(anchors: dict[int, list[str]]) -> list[list[object]]:
