@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,9 +22,9 @@ from vault.audit.chain import (
     link,
     verify_chain,
 )
-from vault.audit.entry import GENESIS_HASH, Draft, Entry, entry_hash
+from vault.audit.entry import GENESIS_HASH, Draft, Entry, EntryRow, canonical_entry, entry_hash
 from vault.clock import format_ts
-from vault.errors import ChainBroken, CheckpointMismatch
+from vault.errors import ChainBroken, CheckpointMismatch, ForeignEntry
 
 T0 = datetime(2026, 11, 27, 17, 0, 0, tzinfo=UTC)
 N = 10
@@ -607,3 +608,43 @@ def test_a_null_hash_never_matches_an_entry_that_cannot_be_hashed():
     rows = [e.as_row() for e in make_chain(6)]
     rows[5] = (*rows[5][:3], b"p", *rows[5][4:7], None)
     assert _both_ways(rows)[:3] == (ChainBroken, 6, "hash is not 64 lowercase hex digits")
+
+
+# --- data past the newest anchor ----------------------------------------------------------------
+
+
+def _foreign_chain() -> list[EntryRow]:
+    """Three entries; the second's data is no canonical JSON, and every hash is over it."""
+    rows = [entry.as_row() for entry in link(GENESIS, [draft(i) for i in range(3)], ts_at(1))]
+    seq, ts, kind, actor, subject, _, _, _ = rows[1]
+    prev = rows[0][7]
+    data = '{"b":1, "a":2}'
+    digest = hashlib.sha256(canonical_entry(seq, ts, kind, actor, subject, data, prev)).hexdigest()
+    rows[1] = (seq, ts, kind, actor, subject, data, prev, digest)
+    third = rows[2]
+    digest3 = hashlib.sha256(canonical_entry(*third[:6], digest)).hexdigest()
+    rows[2] = (*third[:6], digest, digest3)
+    return rows
+
+
+def test_data_past_the_newest_anchor_must_be_canonical() -> None:
+    rows = _foreign_chain()
+    for feed in (ChainWalker.feed_rows, lambda w, rs: [w.feed_row(r) for r in rs]):
+        walker = ChainWalker()
+        with pytest.raises(ForeignEntry) as info:
+            feed(walker, rows)
+        assert info.value.seq == 2
+        assert walker.head.seq == 1
+    covered = ChainWalker(anchors={3: [rows[2][7]]})  # a signature pins it: not read again
+    covered.feed_rows(rows)
+    assert covered.finish() == Head(3, rows[2][7])
+
+
+def test_an_entry_the_walker_was_told_it_composed_is_not_read_again() -> None:
+    """Keyed by seq and hash: another hash at that seq is read like any entry."""
+    rows = _foreign_chain()
+    ChainWalker(composed={2: rows[1][7]}).feed_rows(rows)
+    with pytest.raises(ForeignEntry):
+        ChainWalker(composed={2: "ab" * 32}).feed_rows(rows)
+    with pytest.raises(ForeignEntry):
+        ChainWalker(composed={3: rows[1][7]}).feed_rows(rows)

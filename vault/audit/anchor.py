@@ -26,12 +26,13 @@ a restart refuses it again. The walk is the entries since the trusted checkpoint
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.audit.chain import GENESIS, ChainWalker, Head
 from vault.audit.checkpoint import Checkpoint, verify_checkpoint
+from vault.audit.entry import Entry
 from vault.errors import (
     AuditError,
     ChainBroken,
@@ -46,6 +47,7 @@ from vault.storage.engine import Tx
 
 log = logging.getLogger("vault.audit")
 PAGE = 5000  # entries read at a time by the walk
+KEEP = 20_000  # entries this process linked, remembered for the walk (a few checkpoints' worth)
 
 
 class Anchor:
@@ -58,6 +60,22 @@ class Anchor:
         # Checkpoints of other processes trusted since the last look: for this process's
         # checkpoint log, which then vouches for them too (``adopted``).
         self._adopted: list[Checkpoint] = []
+        # The entries this process linked since the checkpoint trusted (seq -> hash, at most
+        # ``KEEP``): the walk need not check their data, which this process made canonical.
+        self._composed: dict[int, str] = {}
+
+    def linked(self, entries: Iterable[Entry]) -> None:
+        """Entries this process composed (``chain.link`` of its own drafts). Kept even if their
+        commit fails: a row holding one of these hashes can only be that very entry."""
+        composed = self._composed
+        for entry in entries:
+            composed[entry.seq] = entry.hash
+        while len(composed) > KEEP:  # another process signs every checkpoint: oldest first
+            del composed[next(iter(composed))]
+
+    def _trust(self, checkpoint: Checkpoint) -> None:
+        self.trusted = checkpoint
+        self._composed = {s: h for s, h in self._composed.items() if s > checkpoint.seq}
 
     def trusts(self, checkpoint: Checkpoint) -> bool:
         """Whether an audit key the vault made signed ``checkpoint``."""
@@ -74,13 +92,13 @@ class Anchor:
             if self.trusted is not None and checkpoint.seq <= self.trusted.seq:
                 return
             if self.trusts(checkpoint):
-                self.trusted = checkpoint
+                self._trust(checkpoint)
                 return
 
     def signed(self, checkpoint: Checkpoint) -> None:
         """A checkpoint this process signed and committed."""
         if self.trusted is None or checkpoint.seq > self.trusted.seq:
-            self.trusted = checkpoint
+            self._trust(checkpoint)
 
     def adopted(self) -> list[Checkpoint]:
         """The other processes' checkpoints trusted since the last call (oldest first)."""
@@ -102,11 +120,11 @@ class Anchor:
             newest = self._stored(stored)
             if newest is not None:
                 anchor = newest
-            walk(tx, anchor, head)
+            walk(tx, anchor, head, self._composed)
         except (AuditError, CorruptEntry) as exc:
             self._refuse(anchor, exc)
         if anchor is not self.trusted and anchor is not None:
-            self.trusted = anchor
+            self._trust(anchor)
             self._adopted.append(anchor)
 
     def _stored(self, row: object) -> Checkpoint | None:
@@ -144,9 +162,13 @@ class Anchor:
         raise self.refused from None
 
 
-def walk(tx: Tx, anchor: Checkpoint | None, head: Head) -> None:
+def walk(
+    tx: Tx, anchor: Checkpoint | None, head: Head, composed: Mapping[int, str] | None = None
+) -> None:
     """Check, reading in ``tx``, that the log holds ``anchor`` and follows from it up to
-    ``head`` (the whole log when there is no anchor); ``AuditError`` at the first bad seq."""
+    ``head`` (the whole log when there is no anchor), each entry's data as the vault writes it
+    (but for the entries this process ``composed``, by seq); ``AuditError`` at the first bad
+    seq."""
     start = GENESIS
     if anchor is not None:
         if anchor.seq > head.seq:
@@ -157,7 +179,7 @@ def walk(tx: Tx, anchor: Checkpoint | None, head: Head) -> None:
         if audit_repo.hash_at(tx, anchor.seq) != anchor.hash:
             raise CheckpointMismatch(anchor.seq, "a signed checkpoint vouches for another hash")
         start = Head(anchor.seq, anchor.hash)
-    walker = ChainWalker(start=start)
+    walker = ChainWalker(start=start, composed=composed)
     after = start.seq
     while after < head.seq:
         rows = audit_repo.rows_between(tx, after, head.seq, PAGE)

@@ -892,6 +892,8 @@ class Appender:
             entries.extend(link(after, markers, ts))
             for made in signed:
                 audit_repo.insert_checkpoint(session, made)
+        if self._anchor is not None:
+            self._anchor.linked(entries)  # their data need no check when it next walks the log
         audit_repo.insert_entries(session, entries)
         last = entries[-1] if entries else None
         return signed, (before, before if last is None else Head(last.seq, last.hash))

@@ -158,13 +158,21 @@ class ChainWalker:
     """
 
     def __init__(
-        self, *, start: Head = GENESIS, anchors: Mapping[int, Iterable[str]] | None = None
+        self,
+        *,
+        start: Head = GENESIS,
+        anchors: Mapping[int, Iterable[str]] | None = None,
+        composed: Mapping[int, str] | None = None,
     ) -> None:
         self._seq, self._hash = start.seq, start.hash
         self._ts: str | None = None  # the last timestamp found canonical
         self.count = 0
         self._anchors = anchors or {}
         self._newest = max(self._anchors, default=0)  # entries after it have their data checked
+        # Hashes by seq of entries the caller composed itself from data it made canonical: an
+        # entry holding one is that entry (the hash covers its bytes), so its data is not
+        # checked again (the vault's own walk before it signs; ``vault.audit.anchor``).
+        self._composed = composed or {}
 
     @property
     def head(self) -> Head:
@@ -177,7 +185,11 @@ class ChainWalker:
     def feed_row(self, row: EntryRow) -> None:
         """``feed`` for a stored row: the bulk path (no ``Entry``, no ``Head`` per entry)."""
         _check_row(row, self._seq, self._hash, self._ts)
-        if row[0] > self._newest and not data_is_canonical(row[5]):
+        if (
+            row[0] > self._newest
+            and self._composed.get(row[0]) != row[7]
+            and not data_is_canonical(row[5])
+        ):
             raise ForeignEntry(row[0], FOREIGN)
         seq = self._seq = row[0]
         digest = self._hash = row[7]
@@ -193,7 +205,7 @@ class ChainWalker:
         ts that is not the usual) goes through ``feed_row``, so every check and every reason
         is the same; only the usual case is done inline."""
         seq_, hash_, ts_ = self._seq, self._hash, self._ts
-        anchors, newest = self._anchors, self._newest
+        anchors, newest, composed = self._anchors, self._newest, self._composed
         count = 0
         try:
             for row in rows:
@@ -216,7 +228,11 @@ class ChainWalker:
                     if (
                         computed is not None
                         and computed == digest
-                        and (seq <= newest or data_is_canonical(data_json))
+                        and (
+                            seq <= newest
+                            or composed.get(seq) == digest
+                            or data_is_canonical(data_json)
+                        )
                     ):
                         seq_, hash_ = seq, digest
                         count += 1
