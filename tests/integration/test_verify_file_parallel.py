@@ -6,6 +6,7 @@ first bad seq. Real files, real helper processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 from tests.support import cli_env, dvault
 from tests.unit.test_audit_export import BAD_VECTORS, KEY, build_log, export_lines, lookup
+from vault.audit.chain import Head
+from vault.audit.checkpoint import make_checkpoint
 from vault.audit.entry import EntryRow
 from vault.audit.semantics import SemanticChecker
 from vault.crypto.keys import public_jwk
@@ -261,3 +264,32 @@ def test_an_export_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path: P
     assert run.returncode == 1, run.stderr
     (line,) = run.stderr.splitlines()
     assert "is not a regular file" in line
+
+
+@pytest.mark.parametrize("data", ['{"b":1,"a":2}', '{"a":1,"a":2}', '{"a": 1}', "[1]"])
+def test_an_entry_a_key_holder_signed_over_is_refused_by_both_paths(
+    tmp_path: Path, data: str
+) -> None:
+    """Entry 3 holds a data text no vault writes; every later hash is recomputed over the text
+    as it stands and the checkpoints are signed again (a signer that checked nothing: a vault
+    older than the check, say, over a database forged before it signed). The chain and the
+    signatures hold; the export's reader spells data canonically, so the entry is not what its
+    hash says, on the helpers' path as in the one pass."""
+    entries, checkpoints = build_log(60)
+    forged = entries[:2]
+    prev = entries[1].hash
+    for index, entry in enumerate(entries[2:], start=2):
+        changed = dataclasses.replace(
+            entry, data_json=data if index == 2 else entry.data_json, prev=prev
+        )
+        prev = changed.computed_hash()
+        forged.append(dataclasses.replace(changed, hash=prev))
+    signed = [
+        make_checkpoint(Head(cp.seq, forged[cp.seq - 1].hash), cp.ts, KEY) for cp in checkpoints
+    ]
+    path = write(tmp_path / "export.jsonl", export_lines(forged, signed))
+    whole = one_pass(path)
+    assert not whole.ok
+    assert whole.first_error.seq == 3
+    assert in_ranges(path, 3) is None
+    assert verify_path(path, lookup, trusted=[], helpers=3) == whole

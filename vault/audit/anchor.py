@@ -8,7 +8,7 @@ under the chain lock, it walks the log from the newest checkpoint it trusts to t
 about to sign: the entry at that checkpoint's seq must still hold its hash, and every entry
 after it must follow, with a ``data`` the vault could have written (an object's canonical JSON:
 the hash covers the stored text, whatever it is, and a checkpoint vouches for entries as the
-vault's own; ``ChainWalker.feed_pinned`` relies on it). The checkpoint trusted is the newest of:
+vault's own). The checkpoint trusted is the newest of:
 the last one this process signed; the newest in the checkpoint log (outside the database) that
 the vault signed, found when the vault opened, before the file is caught up with the database's
 checkpoints (only those the vault signed are copied); and the database's newest, each only if an

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -20,14 +20,6 @@ from vault.clock import parse_ts
 from vault.errors import ChainBroken, CheckpointMismatch, ForeignEntry
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-# An export line (``entry_line``) at its hash member: ``...,"data":{...},"hash":"<64 hex>",
-# "prev":"<64 hex>","seq":<seq>,"subject":...``. The hashed bytes are the line without the comma
-# before the hash member and the member itself (``_HASH_LENGTH`` bytes).
-_HASH_MEMBER = b',"hash":"'
-_HASH_LENGTH = len(_HASH_MEMBER) + 64 + 1
-_PREV_AFTER_HASH = b'","prev":"'
-_PREV_MEMBER = b'"prev":"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +146,8 @@ class ChainWalker:
     signature pins the entries, each ``data`` must also be what the vault writes there, an
     object's canonical JSON (``ForeignEntry`` otherwise): the vault's own walk before it signs
     a checkpoint (``vault.audit.anchor``, no anchors: every entry it signs over) refuses the
-    rest, so the entries a checkpoint covers were checked once, when it was signed.
+    rest, so the entries a checkpoint covers were checked when it was signed (by a vault that
+    makes this check: older ones did not).
     """
 
     def __init__(
@@ -254,70 +247,6 @@ class ChainWalker:
             if count:
                 self._seq, self._hash, self._ts = seq_, hash_, ts_
                 self.count += count
-
-    def feed_pinned(self, lines: Iterator[bytes]) -> bytes | None:
-        """Walk the lines of an export (UTF-8, each ending in a newline) byte for byte, as far
-        as the newest anchor; return the first line not taken (``None`` if all were). What this
-        does not take, ``feed_rows`` (after ``read_rows``) decides: a line here is either taken
-        or handed back, never refused, so every failure has the reasons of the walk row by row.
-
-        A line is taken if its hash member is followed by its prev member, the last one in the
-        line, holding the hash before; if its bytes without the hash member (and the comma
-        before it) hash to that member; and if its seq (counted, not read) is at most the
-        newest anchor's. That skips parsing the line, most of the cost of a walk. It is sound
-        only when the walk, by whichever path, goes on to the newest anchor, the hash that a
-        trusted key signed for that seq (an anchor on the way vouching for another hash hands
-        the line back):
-
-        - each line taken is then byte for byte the vault's own: going back from the anchor,
-          each line's prev member is the hash of the one before, so a line taken that were not
-          the vault's would need a second preimage of SHA-256;
-        - the vault signs only over entries it has checked (``vault.audit.anchor``: ``data`` is
-          an object's canonical JSON, the timestamps are canonical, the chain holds, the seqs
-          follow each other), so its own bytes are ``canonical_entry`` of an entry the walk row
-          by row accepts, with its seq where it was counted;
-        - after the top-level prev member come only the seq and three JSON strings, which
-          cannot hold an unescaped ``"prev":"``, so the prev member that is the line's last is
-          that one, and the hash member cut out before it is where ``entry_line`` puts it: the
-          line is the one ``entry_line`` writes, and the walk row by row accepts it.
-
-        Callers see to it that the walk reaches every anchor: ``finish``, or the check after
-        ``segments.joined`` that no anchor lies beyond the head the ranges reached."""
-        newest = self._newest
-        anchors = self._anchors
-        seq_, hash_ = self._seq, self._hash
-        prev_ = hash_.encode("ascii", "replace")  # a start taken as written may be any text
-        count = 0
-        left: bytes | None = None
-        try:
-            for line in lines:
-                if seq_ >= newest:
-                    left = line
-                    break
-                cut = line.rfind(_HASH_MEMBER)
-                if (
-                    cut <= 0
-                    or not line.startswith(_PREV_AFTER_HASH, cut + 73)
-                    or line.rfind(_PREV_MEMBER) != cut + 75  # the prev member, and the last
-                    or line[cut + 83 : cut + 147] != prev_
-                ):
-                    left = line
-                    break
-                # Without its newline (a line without one loses its "}" and so its hash).
-                digest = sha256(line[:cut] + line[cut + _HASH_LENGTH : -1]).hexdigest()
-                written = line[cut + 9 : cut + 73]
-                if digest.encode() != written or (
-                    seq_ + 1 in anchors and any(v != digest for v in anchors[seq_ + 1])
-                ):
-                    left = line  # the walk row by row says what is wrong with it
-                    break
-                seq_, hash_, prev_ = seq_ + 1, digest, written
-                count += 1
-        finally:
-            if count:
-                self._seq, self._hash, self._ts = seq_, hash_, None
-                self.count += count
-        return left
 
     def finish(self) -> Head:
         beyond = [seq for seq in self._anchors if seq > self._seq]

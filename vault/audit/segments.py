@@ -11,13 +11,11 @@ would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 from vault.audit.chain import GENESIS, ChainWalker, Head
 from vault.audit.entry import EntryRow
-from vault.audit.export import read_rows
 from vault.errors import ChainBroken
 
 
@@ -109,32 +107,8 @@ def walk_open(
     try:
         walker.feed_rows(rows)
     except ChainBroken:
-        return _open_segment(start, walker, held=False)
-    return _open_segment(start, walker, held=True)
-
-
-def walk_lines(
-    start: Head, lines: Iterator[bytes], anchors: Mapping[int, Iterable[str]]
-) -> Segment:
-    """``walk_open`` over the lines of a byte range of an export (each with its newline): the
-    lines up to the newest anchor byte for byte (``ChainWalker.feed_pinned``), the others
-    parsed (``read_rows``, which raises ``MalformedExport`` or ``UnicodeDecodeError`` for a line
-    that is not an entry). A range ends held only if every line was accepted; the caller
-    then checks that the ranges joined reach every anchor, which the lines taken byte for
-    byte rely on."""
-    walker = ChainWalker(start=start, anchors=anchors)
-    try:
-        left = walker.feed_pinned(lines)
-        if left is not None:
-            texts = (line.decode("utf-8") for line in chain((left,), lines))
-            walker.feed_rows(row for row, _ in read_rows(texts, entries_only=True))
-    except ChainBroken:
-        return _open_segment(start, walker, held=False)
-    return _open_segment(start, walker, held=True)
-
-
-def _open_segment(start: Head, walker: ChainWalker, *, held: bool) -> Segment:
-    return Segment(start.seq + 1, walker.head.seq, start, walker.count, walker.head, held)
+        return Segment(start.seq + 1, walker.head.seq, start, walker.count, walker.head, False)
+    return Segment(start.seq + 1, walker.head.seq, start, walker.count, walker.head, True)
 
 
 def joined(segments: Sequence[Segment], head_seq: int) -> tuple[int, Head] | None:

@@ -159,17 +159,10 @@ def cuts(fd: int, entries_end: int, parts: int) -> list[Range] | None:
 def lines(fd: int, start: int, end: int) -> Iterator[str]:
     """The lines of ``[start, end)`` (``start`` at a line start), decoded as UTF-8 strictly:
     ``UnicodeDecodeError`` for one that is not."""
-    for line in raw_lines(fd, start, end):
-        yield line.decode("utf-8")
-
-
-def raw_lines(fd: int, start: int, end: int) -> Iterator[bytes]:
-    """The lines of ``[start, end)`` (``start`` at a line start) as bytes, each with its
-    newline (the last one may have none)."""
     with reader(fd, start) as handle:
         at = start
         for line in handle:
             if at >= end:
                 return
             at += len(line)
-            yield line
+            yield line.decode("utf-8")

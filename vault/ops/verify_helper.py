@@ -26,6 +26,7 @@ from typing import Any
 
 from vault.audit import segments
 from vault.audit.chain import Head
+from vault.audit.export import read_rows
 from vault.ops import export_ranges
 from vault.storage.log_rows import RowSource
 
@@ -36,8 +37,9 @@ def run(request: dict[str, Any]) -> dict[str, object]:
         anchors[int(seq)].append(str(digest))
     if "fd" in request:
         fd, seq, digest = int(request["fd"]), request["start"][0], request["start"][1]
-        lines = export_ranges.raw_lines(fd, int(request["from"]), int(request["to"]))
-        return segments.walk_lines(Head(int(seq), str(digest)), lines, anchors).to_dict()
+        lines = export_ranges.lines(fd, int(request["from"]), int(request["to"]))
+        rows = (row for row, _ in read_rows(lines, entries_only=True))
+        return segments.walk_open(Head(int(seq), str(digest)), rows, anchors).to_dict()
     source = RowSource(**request["source"])
     lo, hi = int(request["lo"]), int(request["hi"])
     conn = source.connect()

@@ -148,13 +148,11 @@ def verify_file_in_ranges(
         for part in ranges
     ]
     checker = semantics.blank() if semantics is not None else None
-    newest = max(anchors, default=0)
 
     def meaning() -> None:
         if checker is not None:
-            lines = export_ranges.lines(fd, 0, laid.entries_end)
-            for seq, text in enumerate(lines, start=1):  # a sound file's seqs
-                entry_meaning(checker, text, pinned=seq <= newest)
+            for text in export_ranges.lines(fd, 0, laid.entries_end):
+                entry_meaning(checker, text)
 
     found = _run(requests, laid.entries_end * TIMEOUT_PER_BYTE, meaning, keep=(fd,))
     whole = None if found is None else segments.joined(found, found[-1].hi)
@@ -168,16 +166,13 @@ def verify_file_in_ranges(
     return report(whole[0], whole[1], [], True, checker)
 
 
-def entry_meaning(checker: SemanticChecker, line: str, *, pinned: bool = False) -> None:
+def entry_meaning(checker: SemanticChecker, line: str) -> None:
     """Feed the semantic checker one entry line that a helper's walk accepts (so its members
-    are there, with their types): its meaning needs the parsed line, not its canonical bytes.
-
-    ``pinned``: a line the walk takes byte for byte if the file is sound (``ChainWalker.
-    feed_pinned``: up to the newest anchor), which is then laid out as ``entry_line`` writes
-    it, so its members are read where they stand (``laid_out``) rather than by parsing the
-    whole line. Any other line, or one not so laid out, is parsed whole. What is read here
-    counts only if the helpers find the file sound; if not, the file is walked again here."""
-    found = laid_out(line) if pinned else None
+    are there, with their types, each named once): its meaning needs the members, not the
+    canonical bytes. A line laid out as ``entry_line`` writes one is read where its members
+    stand (``laid_out``), any other is parsed whole; both give the same members for a line the
+    walk accepts. What is read here counts only if the helpers find the file sound."""
+    found = laid_out(line)
     if found is None:
         obj = parse_unique_json(line)
         row = (obj["seq"], obj["ts"], obj["type"], obj["actor"], obj["subject"], "", "", "")
