@@ -8,13 +8,13 @@ under the chain lock, it walks the log from the newest checkpoint it trusts to t
 about to sign: the entry at that checkpoint's seq must still hold its hash, and every entry
 after it must follow, with a ``data`` the vault could have written (an object's canonical JSON:
 the hash covers the stored text, whatever it is, and a checkpoint vouches for entries as the
-vault's own). The checkpoint trusted is the newest of:
-the last one this process signed; the newest in the checkpoint log (outside the database) that
-the vault signed, found when the vault opened, before the file is caught up with the database's
-checkpoints (only those the vault signed are copied); and the database's newest, each only if an
-audit key the vault made signed it. A newest checkpoint row in the database that no such key
-signed was put there by hand, and is refused like a log that does not extend what was signed.
-The other processes' checkpoints a process checked against go into its own checkpoint log too.
+vault's own). The checkpoint trusted is the newest of: the last one this process signed; the
+newest in the checkpoint log (outside the database) that the vault signed, found when the vault
+opened, before the file is caught up with the database's checkpoints (only those the vault
+signed are copied); and the database's newest, each only if an audit key the vault made signed
+it. A newest checkpoint row in the database that no such key signed was put there by hand, and
+is refused like a log that does not extend what was signed. The other processes' checkpoints a
+process checked against go into its own checkpoint log too.
 
 A log that no longer extends it is refused for good by this process (``LogRewritten``, a 503):
 nothing more is appended to it, and nothing is signed over it, until an operator has looked

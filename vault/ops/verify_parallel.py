@@ -195,7 +195,11 @@ def laid_out(line: str) -> tuple[EntryRow, Any] | None:
         else:
             return None
         cut = line.rfind(',"hash":"')
-        if cut < start or not line.startswith('","seq":', cut + 147):
+        if (
+            cut < start
+            or not line.startswith('","prev":"', cut + 73)
+            or not line.startswith('","seq":', cut + 147)
+        ):
             return None
         comma = line.index(',"subject":', cut + 155)
         digits = line[cut + 155 : comma]
