@@ -62,6 +62,17 @@ def logged(settings: Settings) -> list[int]:
     return [cp.seq for cp in found]
 
 
+def refused_when_opened(settings: Settings) -> None:
+    """A vault opened on the log refuses it at once, and signs nothing."""
+    again = open_vault(settings, background=True)
+    try:
+        assert again.appender.refused is not None
+        with pytest.raises(LogRewritten):
+            checkpoint(again)
+    finally:
+        again.close()
+
+
 def junk_checkpoint(dba: Dba, seq: int) -> None:
     """A checkpoint row no key of the vault signed, newer than any other."""
     dba.run(
@@ -101,13 +112,7 @@ def test_a_junk_checkpoint_in_the_database_does_not_make_a_rewrite_trusted(
     junk_checkpoint(dba, 10**9)
     before = settings.checkpoint_log.read_bytes()
 
-    again = open_vault(settings, background=True)
-    try:
-        assert again.appender.refused is not None
-        with pytest.raises(LogRewritten):
-            checkpoint(again)
-    finally:
-        again.close()
+    refused_when_opened(settings)
     assert settings.checkpoint_log.read_bytes() == before  # nothing copied, nothing signed
 
 
@@ -247,13 +252,7 @@ def test_an_entry_the_vault_did_not_write_is_never_signed_over(
             put(vault, 1, "c")
     finally:
         vault.close()
-    again = open_vault(settings, background=True)
-    try:
-        assert again.appender.refused is not None
-        with pytest.raises(LogRewritten):
-            checkpoint(again)
-    finally:
-        again.close()
+    refused_when_opened(settings)
     found = verify_cli(settings, "--no-semantics")
     assert found.returncode == 1, found.stdout
     report = json.loads(found.stdout)
