@@ -32,13 +32,14 @@ from vault.audit.export import checkpoint_of, entry_head
 TAIL_BLOCK = 1 << 20
 READ_BUFFER = 1 << 20
 
-Stamp = tuple[int, int, int, int]
+Stamp = tuple[int, int, int, int, int]
 
 
 def stamp(fd: int) -> Stamp:
-    """What changes when the open file is written: device, inode, size, mtime."""
+    """What changes when the open file is written: device, inode, size, mtime, and ctime (which
+    a write sets too, and which, unlike mtime, only the clock can set back)."""
     found = os.fstat(fd)
-    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 class _At(io.RawIOBase):
