@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -230,7 +231,11 @@ FOREIGN_DATA = ['{"b":1,"a":2}', '{"a": 1}', "not json", "[1]", '{"a":1,"a":1}',
 
 @pytest.mark.parametrize("data", FOREIGN_DATA)
 def test_an_entry_the_vault_did_not_write_is_never_signed_over(
-    settings: Settings, initialized: object, dba: Dba, data: str
+    settings: Settings,
+    initialized: object,
+    dba: Dba,
+    data: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Past the last checkpoint, an entry whose ``data`` the vault could not have written, every
     later hash recomputed over the text as stored: the chain holds, but signed over, that entry
@@ -250,6 +255,10 @@ def test_an_entry_the_vault_did_not_write_is_never_signed_over(
             checkpoint(vault)
         with pytest.raises(LogRewritten, match=refused):
             put(vault, 1, "c")
+        (critical,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+        assert critical.getMessage().startswith(
+            f"the audit log holds an entry the vault did not write (seq {seq}) (at seq {seq}: "
+        )
     finally:
         vault.close()
     refused_when_opened(settings)

@@ -153,9 +153,8 @@ class Anchor:
             f"{what}: nothing more is appended or signed; run dvault audit verify"
         )
         log.critical(
-            "the audit log does not extend the checkpoint at seq %s (at seq %s: %s): this "
-            "process appends and signs nothing more",
-            None if anchor is None else anchor.seq,
+            "%s (at seq %s: %s): this process appends and signs nothing more",
+            what,
             seq,
             getattr(exc, "reason", exc),
         )
